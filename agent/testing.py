@@ -1,0 +1,111 @@
+"""Fakes that ship with the library, so users can test their agents and skills without the real base.
+
+- `tiny_base()`: a randomly initialised two-layer Llama with a byte-level tokenizer and a ChatML chat template,
+  built in-process in well under a second. It has the same module names as SmolLM2 (q_proj, v_proj, ...), so real
+  LoRA adapters train, save, load and compose on it exactly as on the real base; it just talks nonsense.
+- `ScriptedChatModel`: returns pre-written replies in order, and records what it was asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.base import Base, fingerprint_model
+from skills.errors import UserError
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def tiny_tokenizer() -> Any:
+    """A byte-level tokenizer (256 byte tokens, no merges) plus ChatML's special tokens: any text round-trips."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
+    for char in sorted(alphabet):
+        vocab[char] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def tiny_base(seed: int = 0, *, hidden_size: int = 64, layers: int = 2) -> Base:
+    """A tiny random Llama with `tiny_tokenizer()`, wrapped as a `Base` like the real one."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.float32)
+    model.eval()
+    model.requires_grad_(False)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return Base(
+        name=f"tiny-llama-{seed}",
+        source="agent.testing.tiny_base",
+        model=model,
+        tokenizer=tokenizer,
+        fingerprint=fingerprint_model(model),
+        cache_path=None,
+        load_seconds=0.0,
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+
+
+Message = dict[str, Any]
+
+
+@dataclass
+class ScriptedChatModel:
+    """A chat model that answers from a script, for testing agent logic without any weights.
+
+    `replies` is either a list of strings, used in order, or a function of the conversation returning the reply.
+    Every conversation it was asked is kept in `calls`. Running out of replies is an error, so a test notices
+    when the code under test asks more often than expected.
+    """
+
+    replies: Sequence[str] | Callable[[list[Message]], str]
+    calls: list[list[Message]] = field(default_factory=list)
+
+    def generate(self, messages: list[Message], **_: Any) -> str:
+        self.calls.append([dict(message) for message in messages])
+        if callable(self.replies):
+            return self.replies(messages)
+        if len(self.calls) > len(self.replies):
+            raise UserError(
+                f"ScriptedChatModel ran out of replies after {len(self.replies)} calls",
+                hint="give it more replies, or a function of the conversation",
+            )
+        return self.replies[len(self.calls) - 1]

@@ -1,0 +1,68 @@
+"""Skills: LoRA adapters as persistent, versioned state on one shared base model.
+
+Importing this package is cheap; torch and peft load only when an adapter is trained or loaded.
+"""
+
+from skills.errors import (
+    BaseMismatchError,
+    CorruptSkillError,
+    HabitloopError,
+    InvalidAdapterError,
+    InvalidSkillNameError,
+    OperatorError,
+    SkillExistsError,
+    SkillNotFoundError,
+    StoreLockedError,
+    UnsafeArchiveError,
+    UserError,
+)
+from skills.manifest import (
+    Evaluation,
+    HistoryEvent,
+    LoraSpec,
+    Provenance,
+    RevisionRecord,
+    SkillManifest,
+    register_skill_kind,
+    skill_kinds,
+    validate_skill_name,
+)
+from skills.residency import Residency, ResidencyStats
+from skills.store import AdapterWeights, HistoryEntry, SkillProblem, SkillStore, StoreScan
+from skills.train import ChatExample, ChatMessage, TrainConfig, TrainResult, save_adapter, train_lora
+
+__all__ = [
+    "AdapterWeights",
+    "BaseMismatchError",
+    "ChatExample",
+    "ChatMessage",
+    "CorruptSkillError",
+    "Evaluation",
+    "HabitloopError",
+    "HistoryEntry",
+    "HistoryEvent",
+    "InvalidAdapterError",
+    "InvalidSkillNameError",
+    "LoraSpec",
+    "OperatorError",
+    "Provenance",
+    "Residency",
+    "ResidencyStats",
+    "RevisionRecord",
+    "SkillExistsError",
+    "SkillManifest",
+    "SkillNotFoundError",
+    "SkillProblem",
+    "SkillStore",
+    "StoreLockedError",
+    "StoreScan",
+    "TrainConfig",
+    "TrainResult",
+    "UnsafeArchiveError",
+    "UserError",
+    "register_skill_kind",
+    "save_adapter",
+    "skill_kinds",
+    "train_lora",
+    "validate_skill_name",
+]

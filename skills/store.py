@@ -1,0 +1,590 @@
+"""The skill store: skills as persistent, versioned state on disk.
+
+Layout under `root` (normally `$HABITLOOP_HOME/skills`):
+
+    <name>/manifest.json        identity + `current` pointer + history; replaced atomically (temp file + rename)
+    <name>/revs/<n>/            immutable: adapter_config.json, adapter_model.safetensors (PEFT's own format,
+                                so vLLM / LoRAX can serve it unchanged) and revision.json (provenance, evaluation,
+                                checksums)
+    .lock                       one writer at a time (readers never need it: every write is a rename)
+    .tmp/  .trash/              staging and deletion areas; leftovers of a crashed writer are cleaned on next write
+
+A revision is committed in two renames: its folder into `revs/<n>`, then a manifest that names it. A crash between the
+two leaves an orphan folder that no manifest names: invisible, and never reused (numbers only grow).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, ValidationError
+
+from skills._files import (
+    ADAPTER_CONFIG,
+    ADAPTER_FILES,
+    ADAPTER_WEIGHTS,
+    PICKLE_SUFFIXES,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_adapter_dir,
+    fsync_dir,
+    library_versions,
+    read_safetensors,
+    sha256_file,
+)
+from skills.errors import (
+    BaseMismatchError,
+    CorruptSkillError,
+    InvalidAdapterError,
+    SkillExistsError,
+    SkillNotFoundError,
+    StoreLockedError,
+    UnsafeArchiveError,
+    UserError,
+)
+from skills.manifest import (
+    Evaluation,
+    HistoryEvent,
+    LoraSpec,
+    Provenance,
+    RevisionRecord,
+    RevisionStatus,
+    SkillManifest,
+    validate_skill_name,
+)
+
+MANIFEST = "manifest.json"
+REVISION = "revision.json"
+_REVISION_FILES = (REVISION, *ADAPTER_FILES)
+_M = TypeVar("_M", bound=BaseModel)
+_MAX_ARCHIVE_MEMBER = 4 << 30  # 4 GiB: far above any LoRA adapter, far below filling a disk by accident
+
+
+class HistoryEntry(BaseModel):
+    """One committed revision as `history` shows it."""
+
+    revision: RevisionRecord
+    status: RevisionStatus
+    current: bool
+
+
+class SkillProblem(BaseModel):
+    """A folder in the store that cannot be read as a skill, and what to do about it."""
+
+    name: str
+    path: str
+    error: str
+
+
+class StoreScan(BaseModel):
+    """Every readable skill, and every unreadable one with its reason (one bad skill never hides the others)."""
+
+    skills: list[SkillManifest]
+    problems: list[SkillProblem]
+
+
+@dataclass(frozen=True)
+class AdapterWeights:
+    """A revision read from disk and verified: what residency keeps warm in RAM."""
+
+    skill: str
+    record: RevisionRecord
+    config: dict[str, Any]
+    tensors: dict[str, Any]  # name -> torch.Tensor on CPU, keys in PEFT's saved format
+    path: Path
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+
+class SkillStore:
+    """Skills under one folder: create, add revisions, read, roll back, delete, export and import.
+
+    `base_fingerprint` is the fingerprint of the base model loaded in this process; when given, every write and
+    every adapter read checks that the skill was made for that base. Listing works without it.
+    """
+
+    def __init__(self, root: Path | str, *, base_fingerprint: str | None = None, lock_timeout: float = 60.0) -> None:
+        self.root = Path(root).expanduser()
+        self.base_fingerprint = base_fingerprint
+        self.lock_timeout = lock_timeout
+        self.root.mkdir(parents=True, exist_ok=True)
+        # One lock object per store: it counts re-entries, so nested writes in one process do not deadlock.
+        self._lock = FileLock(str(self.root / ".lock"), timeout=lock_timeout)
+
+    def __repr__(self) -> str:
+        return f"SkillStore({str(self.root)!r}, base_fingerprint={self.base_fingerprint!r})"
+
+    # ------------------------------------------------------------------------------------------------ reading
+
+    def skill_dir(self, name: str) -> Path:
+        """The folder of skill `name` (validated: a name can never point outside the store)."""
+        return self.root / validate_skill_name(name)
+
+    def exists(self, name: str) -> bool:
+        return (self.skill_dir(name) / MANIFEST).is_file()
+
+    def get(self, name: str) -> SkillManifest:
+        """The manifest of `name`; `SkillNotFoundError` or `CorruptSkillError` when it cannot be read."""
+        path = self.skill_dir(name) / MANIFEST
+        if not path.is_file():
+            raise SkillNotFoundError(f"no skill named {name!r} in {self.root}", hint="see `habitloop skills list`")
+        return self._read_manifest(name, path)
+
+    def list(self) -> list[SkillManifest]:
+        """Every readable skill, sorted by name. Unreadable ones are reported by `scan()`."""
+        return self.scan().skills
+
+    def scan(self) -> StoreScan:
+        skills: list[SkillManifest] = []
+        problems: list[SkillProblem] = []
+        for entry in sorted(self.root.iterdir()):
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            try:
+                skills.append(self.get(entry.name))
+            except (CorruptSkillError, SkillNotFoundError, UserError) as error:
+                problems.append(SkillProblem(name=entry.name, path=str(entry), error=str(error)))
+        return StoreScan(skills=skills, problems=problems)
+
+    def revision(self, name: str, number: int | None = None) -> RevisionRecord:
+        """The record of a committed revision (the current one by default)."""
+        manifest = self.get(name)
+        number = manifest.current if number is None else number
+        if number not in manifest.revision_numbers():
+            raise SkillNotFoundError(
+                f"skill {name!r} has no revision {number}",
+                hint=f"its revisions are {manifest.revision_numbers()}",
+            )
+        return self._read_revision(name, number)
+
+    def revision_dir(self, name: str, number: int | None = None) -> Path:
+        """The folder of a committed revision: a PEFT adapter folder other engines can load directly."""
+        return self.skill_dir(name) / "revs" / str(self.revision(name, number).number)
+
+    def history(self, name: str) -> list[HistoryEntry]:
+        manifest = self.get(name)
+        return [
+            HistoryEntry(
+                revision=self._read_revision(name, number),
+                status=manifest.status_of(number),
+                current=number == manifest.current,
+            )
+            for number in manifest.revision_numbers()
+        ]
+
+    def read_adapter(self, name: str, number: int | None = None) -> AdapterWeights:
+        """Read and verify one revision's adapter: checksums, PEFT config, tensors, base fingerprint."""
+        record = self.revision(name, number)
+        self._check_base(name, record.base_fingerprint)
+        folder = self.skill_dir(name) / "revs" / str(record.number)
+        label = f"skill {name!r} revision {record.number}"
+        fix = f"roll back with `habitloop skills rollback {name}`, re-import it, or delete it"
+        for file_name, expected in record.files.items():
+            path = folder / file_name
+            if not path.is_file():
+                raise CorruptSkillError(f"{label}: {file_name} is missing", hint=fix)
+            if sha256_file(path) != expected:
+                raise CorruptSkillError(f"{label}: {file_name} does not match its checksum (corrupt)", hint=fix)
+        try:
+            config = check_adapter_dir(folder, label=label)
+            tensors = read_safetensors(folder / ADAPTER_WEIGHTS, label=label)
+        except (InvalidAdapterError, UnsafeArchiveError) as error:
+            raise CorruptSkillError(str(error.message), hint=fix) from error
+        return AdapterWeights(skill=name, record=record, config=config, tensors=tensors, path=folder)
+
+    def verify(self, name: str) -> list[str]:
+        """Problems of every committed revision of `name` (empty when all are intact)."""
+        problems = []
+        for number in self.get(name).revision_numbers():
+            try:
+                self.read_adapter(name, number)
+            except (CorruptSkillError, BaseMismatchError, SkillNotFoundError) as error:
+                problems.append(str(error))
+        return problems
+
+    # ------------------------------------------------------------------------------------------------ writing
+
+    def create(
+        self,
+        name: str,
+        adapter_dir: Path | str,
+        *,
+        kind: str,
+        description: str = "",
+        tags: Sequence[str] = (),
+        base_fingerprint: str | None = None,
+        provenance: Provenance | None = None,
+        evaluation: Evaluation | None = None,
+    ) -> SkillManifest:
+        """Create skill `name` with revision 1 copied from a PEFT LoRA folder (e.g. one `train_lora` wrote)."""
+        validate_skill_name(name)
+        fingerprint = self._fingerprint_for_write(name, base_fingerprint)
+        with self._write_lock():
+            if (self.root / name).exists():
+                raise SkillExistsError(
+                    f"a skill named {name!r} already exists",
+                    hint="add a revision to it, pick another name, or delete it first",
+                )
+            staging = self._staging_dir()
+            record = self._stage_revision(
+                staging / "revs" / "1", Path(adapter_dir), name, 1, None, fingerprint, provenance, evaluation
+            )
+            manifest = SkillManifest(
+                name=name,
+                kind=kind,
+                description=description,
+                tags=tuple(tags),
+                base_fingerprint=fingerprint,
+                lora=record.lora,
+                current=1,
+                history=(HistoryEvent(action="create", revision=1),),
+            )
+            atomic_write_json(staging / MANIFEST, manifest.model_dump(mode="json"))
+            staging.rename(self.root / name)
+            fsync_dir(self.root)
+        return manifest
+
+    def add_revision(
+        self,
+        name: str,
+        adapter_dir: Path | str,
+        *,
+        parent: int | None = None,
+        provenance: Provenance | None = None,
+        evaluation: Evaluation | None = None,
+        promote: bool = True,
+        note: str = "",
+    ) -> RevisionRecord:
+        """Commit a new immutable revision; move `current` to it when `promote`, else keep it as rejected."""
+        with self._write_lock():
+            manifest = self.get(name)
+            fingerprint = self._fingerprint_for_write(name, manifest.base_fingerprint)
+            revs = self.skill_dir(name) / "revs"
+            number = 1 + max((int(p.name) for p in revs.iterdir() if p.name.isdigit()), default=0)
+            staging = self._staging_dir()
+            record = self._stage_revision(
+                staging,
+                Path(adapter_dir),
+                name,
+                number,
+                manifest.current if parent is None else parent,
+                fingerprint,
+                provenance,
+                evaluation,
+            )
+            staging.rename(revs / str(number))
+            fsync_dir(revs)
+            event = HistoryEvent(action="promote" if promote else "reject", revision=number, note=note)
+            update: dict[str, Any] = {"history": (*manifest.history, event), "updated_at": datetime.now(UTC)}
+            if promote:
+                update |= {"current": number, "lora": record.lora}
+            self._write_manifest(manifest.model_copy(update=update))
+        return record
+
+    def promote(self, name: str, number: int, *, note: str = "") -> SkillManifest:
+        """Make a committed revision current (e.g. one kept as rejected, after review)."""
+        return self._move_pointer(name, number, "promote", note)
+
+    def rollback(self, name: str, to: int | None = None) -> SkillManifest:
+        """Point `current` back to revision `to`, or to the newest promoted revision older than the current one."""
+        manifest = self.get(name)
+        if to is None:
+            older = [
+                n for n in manifest.revision_numbers() if n < manifest.current and manifest.status_of(n) == "promoted"
+            ]
+            if not older:
+                raise UserError(
+                    f"skill {name!r} has no promoted revision older than {manifest.current}",
+                    hint="see `habitloop skills history " + name + "` and pass --to N",
+                )
+            to = older[-1]
+        return self._move_pointer(name, to, "rollback", "")
+
+    def delete(self, name: str) -> None:
+        """Remove a skill and all its revisions (moved aside first, so a crash never leaves half a skill)."""
+        with self._write_lock():
+            folder = self.skill_dir(name)
+            if not folder.exists():
+                raise SkillNotFoundError(f"no skill named {name!r} in {self.root}")
+            trash = self.root / ".trash" / f"{name}-{uuid.uuid4().hex[:8]}"
+            trash.parent.mkdir(exist_ok=True)
+            folder.rename(trash)
+            fsync_dir(self.root)
+            shutil.rmtree(trash)
+
+    def export(self, name: str, dest: Path | str) -> Path:
+        """Write skill `name` with all committed revisions to one `.tar.gz` (written atomically)."""
+        manifest = self.get(name)
+        for number in manifest.revision_numbers():
+            self._check_staged_revision(self.skill_dir(name) / "revs" / str(number), name, number, f"skill {name!r}")
+        folder = self.skill_dir(name)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            tar.add(folder / MANIFEST, arcname=f"{name}/{MANIFEST}")
+            for number in manifest.revision_numbers():
+                for file_name in _REVISION_FILES:
+                    tar.add(folder / "revs" / str(number) / file_name, arcname=f"{name}/revs/{number}/{file_name}")
+        dest = Path(dest)
+        atomic_write_bytes(dest, buffer.getvalue())
+        return dest
+
+    def import_archive(self, archive: Path | str, *, replace: bool = False) -> SkillManifest:
+        """Add a skill from an `export` archive, after checking every member and every file.
+
+        Refused: links, absolute or `..` paths, files other than the store's own, pickle weights, checksum or
+        safetensors errors, another base's fingerprint, and an existing name unless `replace`.
+        """
+        archive = Path(archive)
+        label = f"archive {archive.name}"
+        with self._write_lock():
+            staging = self._staging_dir()
+            try:
+                name = _extract_skill_archive(archive, staging, label=label)
+                manifest = self._read_manifest(name, staging / name / MANIFEST)
+                self._check_base(name, manifest.base_fingerprint)
+                for number in manifest.revision_numbers():
+                    self._check_staged_revision(staging / name / "revs" / str(number), name, number, label)
+            except CorruptSkillError as error:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise InvalidAdapterError(f"{label}: {error.message}") from error
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            target = self.root / name
+            if target.exists():
+                if not replace:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    raise SkillExistsError(
+                        f"a skill named {name!r} already exists", hint="pass replace=True (--replace) to overwrite it"
+                    )
+                trash = self.root / ".trash" / f"{name}-{uuid.uuid4().hex[:8]}"
+                trash.parent.mkdir(exist_ok=True)
+                target.rename(trash)
+                (staging / name).rename(target)
+                fsync_dir(self.root)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                (staging / name).rename(target)
+                fsync_dir(self.root)
+            shutil.rmtree(staging, ignore_errors=True)
+        return manifest
+
+    # ------------------------------------------------------------------------------------------------ internals
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        lock = self._lock
+        try:
+            lock.acquire()
+        except Timeout as error:
+            raise StoreLockedError(
+                f"the skill store {self.root} is locked by another process",
+                hint=f"wait for it to finish, or remove {self.root / '.lock'} if no habitloop process is running",
+            ) from error
+        try:
+            # Holding the lock, anything left in the staging area is the debris of a writer that crashed.
+            for leftover in ((self.root / ".tmp"), (self.root / ".trash")):
+                if leftover.exists() and lock.lock_counter == 1:
+                    shutil.rmtree(leftover, ignore_errors=True)
+            yield
+        finally:
+            lock.release()
+
+    def _staging_dir(self) -> Path:
+        path = self.root / ".tmp" / uuid.uuid4().hex
+        path.mkdir(parents=True)
+        return path
+
+    def _fingerprint_for_write(self, name: str, fingerprint: str | None) -> str:
+        fingerprint = fingerprint or self.base_fingerprint
+        if not fingerprint:
+            raise UserError(
+                f"cannot write skill {name!r} without a base fingerprint",
+                hint="open the store with SkillStore(root, base_fingerprint=base.fingerprint)",
+            )
+        self._check_base(name, fingerprint)
+        return fingerprint
+
+    def _check_base(self, name: str, fingerprint: str) -> None:
+        if self.base_fingerprint and fingerprint != self.base_fingerprint:
+            raise BaseMismatchError(
+                f"skill {name!r} was trained on base {fingerprint}, but the loaded base is {self.base_fingerprint}",
+                hint="load the base it was trained on (HABITLOOP_BASE), or retrain the skill on this one",
+            )
+
+    def _stage_revision(
+        self,
+        folder: Path,
+        source: Path,
+        name: str,
+        number: int,
+        parent: int | None,
+        fingerprint: str,
+        provenance: Provenance | None,
+        evaluation: Evaluation | None,
+    ) -> RevisionRecord:
+        label = f"adapter for skill {name!r}"
+        config = check_adapter_dir(source, label=label)
+        try:
+            lora = LoraSpec.from_adapter_config(config)
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidAdapterError(f"{label}: {ADAPTER_CONFIG} is not a LoRA config: {error}") from error
+        tensors = read_safetensors(source / ADAPTER_WEIGHTS, label=label)
+        folder.mkdir(parents=True, exist_ok=True)
+        for file_name in ADAPTER_FILES:
+            shutil.copyfile(source / file_name, folder / file_name)
+        provenance = provenance or Provenance(source="external")
+        if not provenance.library_versions:
+            provenance = provenance.model_copy(update={"library_versions": library_versions()})
+        record = RevisionRecord(
+            skill=name,
+            number=number,
+            parent=parent,
+            base_fingerprint=fingerprint,
+            lora=lora,
+            provenance=provenance,
+            evaluation=evaluation or Evaluation(),
+            size_bytes=sum((folder / f).stat().st_size for f in ADAPTER_FILES),
+            trainable_params=sum(t.numel() for t in tensors.values()),
+            files={f: sha256_file(folder / f) for f in ADAPTER_FILES},
+        )
+        atomic_write_json(folder / REVISION, record.model_dump(mode="json"))
+        for file_name in ADAPTER_FILES:
+            with (folder / file_name).open("rb+") as handle:
+                os.fsync(handle.fileno())
+        fsync_dir(folder)
+        return record
+
+    def _check_staged_revision(self, folder: Path, name: str, number: int, label: str) -> None:
+        record_path = folder / REVISION
+        if not record_path.is_file():
+            raise InvalidAdapterError(f"{label}: revision {number} of {name!r} is missing")
+        record = self._parse(RevisionRecord, record_path, name)
+        if record.skill != name or record.number != number:
+            raise InvalidAdapterError(f"{label}: {record_path.name} describes {record.skill!r} #{record.number}")
+        self._check_base(name, record.base_fingerprint)
+        for file_name, expected in record.files.items():
+            if file_name not in ADAPTER_FILES or not (folder / file_name).is_file():
+                raise InvalidAdapterError(f"{label}: revision {number} lacks {file_name}")
+            if sha256_file(folder / file_name) != expected:
+                raise InvalidAdapterError(f"{label}: revision {number} {file_name} does not match its checksum")
+        check_adapter_dir(folder, label=label)
+        read_safetensors(folder / ADAPTER_WEIGHTS, label=f"{label} revision {number}")
+
+    def _move_pointer(self, name: str, number: int, action: str, note: str) -> SkillManifest:
+        with self._write_lock():
+            manifest = self.get(name)
+            record = self.revision(name, number)
+            self._check_base(name, record.base_fingerprint)
+            event = HistoryEvent(action=action, revision=number, note=note)  # type: ignore[arg-type]
+            updated = manifest.model_copy(
+                update={
+                    "current": number,
+                    "lora": record.lora,
+                    "history": (*manifest.history, event),
+                    "updated_at": datetime.now(UTC),
+                }
+            )
+            self._write_manifest(updated)
+        return updated
+
+    def _write_manifest(self, manifest: SkillManifest) -> None:
+        # Validate the copy before it replaces the old one: model_copy skips validation.
+        SkillManifest.model_validate(manifest.model_dump())
+        atomic_write_json(self.skill_dir(manifest.name) / MANIFEST, manifest.model_dump(mode="json"))
+
+    def _read_manifest(self, name: str, path: Path) -> SkillManifest:
+        manifest = self._parse(SkillManifest, path, name)
+        if manifest.name != name:
+            raise CorruptSkillError(
+                f"skill folder {name!r} holds a manifest for {manifest.name!r}",
+                hint=f"rename the folder or delete it with `habitloop skills delete {name}`",
+            )
+        return manifest
+
+    def _read_revision(self, name: str, number: int) -> RevisionRecord:
+        path = self.skill_dir(name) / "revs" / str(number) / REVISION
+        if not path.is_file():
+            raise CorruptSkillError(
+                f"skill {name!r}: revision {number} is named in its manifest but missing on disk",
+                hint=f"roll back with `habitloop skills rollback {name}`, or re-import the skill",
+            )
+        return self._parse(RevisionRecord, path, name)
+
+    def _parse(self, model: type[_M], path: Path, name: str) -> _M:
+        try:
+            return model.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError, ValueError) as error:
+            raise CorruptSkillError(
+                f"skill {name!r}: {path.name} is unreadable: {_one_line(error)}",
+                hint=f"restore it from an export, or remove it with `habitloop skills delete {name}`",
+            ) from error
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).replace("\n", "; ")
+    return text if len(text) < 400 else text[:400] + "..."
+
+
+def _extract_skill_archive(archive: Path, staging: Path, *, label: str) -> str:
+    """Extract an export archive member by member, refusing anything but the store's own files. Returns the name."""
+    try:
+        tar = tarfile.open(archive, mode="r:*")
+    except (OSError, tarfile.TarError) as error:
+        raise InvalidAdapterError(f"{label}: not a readable tar archive: {error}") from error
+    name: str | None = None
+    with tar:
+        for member in tar.getmembers():
+            raw = member.name
+            path = PurePosixPath(raw)
+            if raw.startswith(("/", "\\")) or path.is_absolute() or ".." in path.parts or "\\" in raw:
+                raise UnsafeArchiveError(f"{label}: member {raw!r} has an absolute or '..' path")
+            if member.issym() or member.islnk():
+                raise UnsafeArchiveError(f"{label}: member {raw!r} is a link, which could point outside the store")
+            if member.isdir():
+                continue
+            if not member.isreg():
+                raise UnsafeArchiveError(f"{label}: member {raw!r} is not a regular file")
+            if raw.endswith(PICKLE_SUFFIXES):
+                raise UnsafeArchiveError(
+                    f"{label}: member {raw!r} is a pickle weight file, which could run code when loaded",
+                    hint="export adapters as safetensors",
+                )
+            parts = path.parts
+            top = validate_skill_name(parts[0]) if parts else ""
+            if name is None:
+                name = top
+            elif top != name:
+                raise UnsafeArchiveError(f"{label}: members name two skills ({name!r} and {top!r})")
+            allowed = parts[1:] == (MANIFEST,) or (
+                len(parts) == 4 and parts[1] == "revs" and parts[2].isdigit() and parts[3] in _REVISION_FILES
+            )
+            if not allowed:
+                raise UnsafeArchiveError(f"{label}: unexpected member {raw!r}", hint="only habitloop exports import")
+            if member.size > _MAX_ARCHIVE_MEMBER:
+                raise UnsafeArchiveError(f"{label}: member {raw!r} is {member.size} bytes, over the limit")
+            handle = tar.extractfile(member)
+            if handle is None:
+                raise UnsafeArchiveError(f"{label}: member {raw!r} cannot be read")
+            target = staging.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("wb") as out:
+                shutil.copyfileobj(handle, out)
+    if name is None or not (staging / name / MANIFEST).is_file():
+        raise InvalidAdapterError(
+            f"{label}: no skill manifest inside", hint="make archives with `habitloop skills export`"
+        )
+    return name

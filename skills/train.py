@@ -1,0 +1,295 @@
+"""The LoRA training loop: chat examples in, a PEFT adapter folder out. One function, readable top to bottom.
+
+Loss is taken on assistant tokens only (the model should learn to answer, not to predict the user). Training runs on
+the shared base in place: a temporary adapter is added next to whatever adapters are loaded, trained, saved, and
+removed again, so the base and the other skills are left exactly as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from skills._files import ADAPTER_WEIGHTS, check_adapter_dir, library_versions, read_safetensors
+from skills.errors import UserError
+from skills.manifest import LoraSpec, Provenance
+
+IGNORE_INDEX = -100  # label value that torch's cross-entropy skips
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+class ChatExample(BaseModel):
+    """One training conversation; every assistant turn in it is a target."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: tuple[ChatMessage, ...] = Field(min_length=2)
+    source_id: str | None = Field(None, description="e.g. the episode id this example came from")
+
+    @classmethod
+    def from_pair(cls, prompt: str, answer: str, *, system: str | None = None, source_id: str | None = None):
+        messages = [ChatMessage(role="user", content=prompt), ChatMessage(role="assistant", content=answer)]
+        if system is not None:
+            messages.insert(0, ChatMessage(role="system", content=system))
+        return cls(messages=tuple(messages), source_id=source_id)
+
+
+class TrainConfig(BaseModel):
+    """The recipe; it is stored in the revision's provenance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    steps: int = Field(16, ge=1, description="optimizer steps")
+    batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(512, ge=8, description="tokens per example; longer examples are cut from the left")
+    seed: int = 0
+
+
+class TrainResult(BaseModel):
+    """What a training run produced and measured."""
+
+    adapter_dir: Path
+    losses: list[float]
+    steps: int
+    examples: int
+    tokens: int = Field(description="tokens processed (all positions, padding excluded)")
+    target_tokens: int = Field(description="assistant tokens the loss was taken on")
+    seconds: float
+    tokens_per_second: float
+    trainable_params: int
+    data_hash: str
+    config: TrainConfig
+    provenance: Provenance
+
+
+def data_hash(examples: Sequence[ChatExample]) -> str:
+    """sha256 of the canonical JSON of the examples, in order: the data half of a revision's provenance."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps(example.model_dump(mode="json")["messages"], sort_keys=True).encode())
+        digest.update(b"\n")
+    return "sha256:" + digest.hexdigest()
+
+
+def tokenize_chat(tokenizer: Any, messages: Sequence[ChatMessage], max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels for one conversation, labels = ids on assistant turns and IGNORE_INDEX elsewhere.
+
+    The conversation is rendered with the tokenizer's own chat template, one turn at a time: the text an assistant
+    turn adds after the generation prompt (its content and end-of-turn marker) is the target. Rendering prefixes
+    keeps the exact text the model sees at inference time, whatever the template.
+    """
+    chat = [m.model_dump() for m in messages]
+    ids: list[int] = []
+    labels: list[int] = []
+    rendered = ""
+    for index, message in enumerate(chat):
+        if message["role"] == "assistant":
+            prompt = tokenizer.apply_chat_template(chat[:index], tokenize=False, add_generation_prompt=True)
+            segments = [(prompt[len(rendered) :], False)]
+        else:
+            prompt = rendered
+            segments = []
+        full = tokenizer.apply_chat_template(chat[: index + 1], tokenize=False)
+        if not full.startswith(prompt):
+            raise UserError("the chat template does not render conversations as prefixes of each other")
+        segments.append((full[len(prompt) :], message["role"] == "assistant"))
+        for text, is_target in segments:
+            if not text:
+                continue
+            piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids.extend(piece)
+            labels.extend(piece if is_target else [IGNORE_INDEX] * len(piece))
+        rendered = full
+    return ids[-max_length:], labels[-max_length:]
+
+
+@contextmanager
+def temporary_adapter(model: Any, lora: LoraSpec) -> Iterator[tuple[Any, str]]:
+    """Add a fresh LoRA adapter to `model` for the duration of the block; yield (peft_model, adapter_name).
+
+    `model` is either a plain transformers model (it is wrapped with `get_peft_model`, and unwrapped again on exit,
+    leaving the original modules in place) or a `PeftModel` already holding other skills (the adapter is added next
+    to them and deleted on exit, and the previously active adapter is restored).
+    """
+    from peft import PeftModel, get_peft_model
+
+    name = f"sk_train_{uuid.uuid4().hex[:8]}"  # never a substring of peft's "lora_" prefix
+    config = lora.to_peft()
+    if isinstance(model, PeftModel):
+        previous = model.active_adapter
+        model.add_adapter(name, config)
+        model.set_adapter(name)
+        try:
+            yield model, name
+        finally:
+            if previous in model.peft_config:
+                model.set_adapter(previous)
+            model.delete_adapter(name)
+            model.requires_grad_(False)
+    else:
+        peft_model = get_peft_model(model, config, adapter_name=name)
+        try:
+            yield peft_model, name
+        finally:
+            peft_model.unload()  # puts the original Linear modules back into `model`
+            model.requires_grad_(False)
+
+
+def save_adapter(peft_model: Any, adapter_name: str, out_dir: Path) -> Path:
+    """Write one adapter in PEFT's own format (adapter_config.json + adapter_model.safetensors)."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = get_peft_model_state_dict(peft_model, adapter_name=adapter_name)
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out_dir / ADAPTER_WEIGHTS))
+    config = peft_model.peft_config[adapter_name]
+    config.inference_mode = True
+    config.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def _batches(n: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]:
+    """Endless shuffled epochs of example indices, in batches."""
+    while True:
+        order = list(range(n))
+        rng.shuffle(order)
+        for start in range(0, n, batch_size):
+            yield order[start : start + batch_size]
+
+
+def train_lora(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[ChatExample],
+    out_dir: Path | str,
+    *,
+    config: TrainConfig | None = None,
+    init_from: Path | str | None = None,
+    episode_ids: Sequence[str] = (),
+    progress: bool = True,
+) -> TrainResult:
+    """Train a LoRA adapter on chat `examples` and save it to `out_dir` (PEFT format). Deterministic given the seed.
+
+    `init_from` is an adapter folder (e.g. the skill's current revision) to continue training from; its LoRA shape
+    is then used instead of `config.lora`. `model` may already hold other adapters (see `temporary_adapter`).
+    """
+    import torch
+    from peft import set_peft_model_state_dict
+    from tqdm.auto import tqdm
+
+    config = config or TrainConfig()
+    if not examples:
+        raise UserError("train_lora needs at least one example")
+    out_dir = Path(out_dir)
+    lora = config.lora
+    init_state = None
+    if init_from is not None:
+        init_config = check_adapter_dir(Path(init_from), label=f"init adapter {init_from}")
+        lora = LoraSpec.from_adapter_config(init_config)
+        init_state = read_safetensors(Path(init_from) / ADAPTER_WEIGHTS, label=f"init adapter {init_from}")
+
+    # --- data: tokenize once, keep only examples with at least one target token
+    features = [tokenize_chat(tokenizer, ex.messages, config.max_length) for ex in examples]
+    features = [f for f in features if any(label != IGNORE_INDEX for label in f[1])]
+    if not features:
+        raise UserError("no example has an assistant turn left after truncation", hint="raise max_length")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    torch.manual_seed(config.seed)  # LoRA's A matrices are drawn at adapter creation: seed first
+    rng = random.Random(config.seed)
+    batches = _batches(len(features), config.batch_size, rng)
+    losses: list[float] = []
+    tokens = target_tokens = 0
+    started = time.perf_counter()
+
+    with temporary_adapter(model, lora) as (peft_model, name):
+        if init_state is not None:
+            result = set_peft_model_state_dict(peft_model, init_state, adapter_name=name)
+            if result.unexpected_keys:
+                raise UserError(f"init adapter {init_from} does not fit this base: {result.unexpected_keys[:3]}")
+        params = [p for n, p in peft_model.named_parameters() if f".{name}." in n]
+        for param in params:
+            param.requires_grad_(True)
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+        def lr_at(step: int) -> float:  # linear warmup, then cosine decay to 10%
+            if step < config.warmup_steps:
+                return (step + 1) / config.warmup_steps
+            progress_ = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+        peft_model.train()
+        bar = tqdm(range(config.steps), desc="training", unit="step", disable=not progress, leave=False)
+        for _ in bar:
+            batch = [features[i] for i in next(batches)]
+            width = max(len(ids) for ids, _ in batch)
+            # right-pad to the longest example of the batch: (batch, width)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (ids, labs) in enumerate(batch):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                labels[row, : len(labs)] = torch.tensor(labs)
+                attention[row, : len(ids)] = 1
+            # the model shifts labels by one inside and averages the loss over non-ignored positions
+            loss = peft_model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            tokens += int(attention.sum())
+            target_tokens += int((labels != IGNORE_INDEX).sum())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        peft_model.eval()
+        save_adapter(peft_model, name, out_dir)
+        trainable = sum(p.numel() for p in params)
+
+    seconds = time.perf_counter() - started
+    digest = data_hash(examples)
+    provenance = Provenance(
+        source="trained",
+        episode_ids=tuple(episode_ids),
+        data_hash=digest,
+        n_examples=len(examples),
+        training=config.model_dump(mode="json") | {"init_from": str(init_from) if init_from else None},
+        library_versions=library_versions(),
+    )
+    return TrainResult(
+        adapter_dir=out_dir,
+        losses=losses,
+        steps=config.steps,
+        examples=len(features),
+        tokens=tokens,
+        target_tokens=target_tokens,
+        seconds=seconds,
+        tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
+        trainable_params=trainable,
+        data_hash=digest,
+        config=config.model_copy(update={"lora": lora}),
+        provenance=provenance,
+    )
