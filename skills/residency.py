@@ -10,13 +10,17 @@ in RAM (`max_warm`, LRU again) so bringing it back reads nothing from disk. Swit
 from __future__ import annotations
 
 import dataclasses
+import uuid
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from skills._files import ADAPTER_WEIGHTS, check_adapter_dir, read_safetensors
 from skills.errors import CorruptSkillError, UserError
 from skills.store import AdapterWeights, SkillStore
 
@@ -100,7 +104,7 @@ class Residency:
             weights = self.store.read_adapter(*key)  # raises CorruptSkillError / BaseMismatchError, nothing changed
             self.stats.disk_loads += 1
         name = adapter_name(*key)
-        self._insert(name, weights)
+        self._insert(name, weights.config, weights.tensors, f"skill {key[0]!r} revision {key[1]}")
         self._hot[key] = (name, weights)
         self.stats.model_loads += 1
         self._evict_hot()
@@ -124,6 +128,27 @@ class Residency:
             self._warm.pop(key, None)
 
     @contextmanager
+    def trial(self, adapter_dir: Path | str) -> Iterator[Any]:
+        """Activate an uncommitted adapter folder (e.g. a training candidate) inside the block, then remove it.
+
+        Used to measure a candidate before it is committed, so its revision record can carry its evaluation.
+        """
+        folder = Path(adapter_dir)
+        label = f"candidate adapter {folder}"
+        config = check_adapter_dir(folder, label=label)
+        tensors = read_safetensors(folder / ADAPTER_WEIGHTS, label=label)
+        name = f"sk_trial_{uuid.uuid4().hex[:8]}"
+        previous = self._active
+        self._insert(name, config, tensors, label)
+        try:
+            self._model.set_adapter(name, inference_mode=True)
+            yield self._model
+        finally:
+            if previous is not None:
+                self._model.set_adapter(previous, inference_mode=True)
+            self._model.delete_adapter(name)
+
+    @contextmanager
     def base_only(self) -> Iterator[Any]:
         """Run the base with every adapter disabled inside the block."""
         from peft import PeftModel
@@ -136,22 +161,25 @@ class Residency:
 
     # ------------------------------------------------------------------------------------------------ internals
 
-    def _insert(self, name: str, weights: AdapterWeights) -> None:
+    def _insert(self, name: str, config_dict: dict[str, Any], tensors: dict[str, Any], label: str) -> None:
         from peft import PeftModel, get_peft_model, set_peft_model_state_dict
 
-        config = peft_config_from_dict(weights.config)
+        config = peft_config_from_dict(config_dict)
         created = False
         if isinstance(self._model, PeftModel):
             self._model.add_adapter(name, config, low_cpu_mem_usage=True)
         else:
-            self._model = get_peft_model(self._model, config, adapter_name=name, low_cpu_mem_usage=True)
+            with warnings.catch_warnings():
+                # peft asks transformers a deprecated question inside get_peft_model; harmless, not actionable
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                self._model = get_peft_model(self._model, config, adapter_name=name, low_cpu_mem_usage=True)
             created = True
         try:
-            result = set_peft_model_state_dict(self._model, weights.tensors, adapter_name=name, low_cpu_mem_usage=True)
+            result = set_peft_model_state_dict(self._model, tensors, adapter_name=name, low_cpu_mem_usage=True)
             missing = [k for k in result.missing_keys if f".{name}." in k and "lora_" in k]
             if result.unexpected_keys or missing:
                 raise CorruptSkillError(
-                    f"skill {weights.skill!r} revision {weights.record.number} does not fit the base: "
+                    f"{label} does not fit the base: "
                     f"{len(result.unexpected_keys)} unexpected and {len(missing)} missing tensors",
                     hint="it was saved from another architecture; delete it or retrain it on this base",
                 )

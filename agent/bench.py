@@ -1,0 +1,170 @@
+"""`habitloop bench`: speed and memory of the foundation, measured (never asserted in tests).
+
+Each figure is warmed up first, then the median of several repetitions. The JSON records the machine, torch's
+thread count, the model and the library versions, so figures from different runs can be compared honestly.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from rich.table import Table
+
+from agent.base import load_base
+from agent.config import Settings
+from skills import LoraSpec, Residency, SkillStore, save_adapter
+from skills._files import library_versions
+
+
+class Figure(BaseModel):
+    """One measured quantity: the median of `samples` (seconds or milliseconds, as `unit` says)."""
+
+    median: float
+    unit: str
+    samples: list[float]
+    note: str = ""
+
+
+class BenchResult(BaseModel):
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    machine: dict[str, Any]
+    torch_threads: int
+    versions: dict[str, str]
+    model: dict[str, Any]
+    figures: dict[str, Figure]
+    peak_rss_mb: float
+
+
+def _machine() -> dict[str, Any]:
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return {
+        "cores": os.cpu_count(),
+        "ram_gb": round(pages / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _figure(samples: list[float], unit: str, note: str = "") -> Figure:
+    scale = 1000.0 if unit == "ms" else 1.0
+    values = [round(s * scale, 4) for s in samples]
+    return Figure(median=round(statistics.median(values), 4), unit=unit, samples=values, note=note)
+
+
+def _random_adapter(base: Any, folder: Path, seed: int) -> Path:
+    """A LoRA adapter (r=8 on q,v: the common serving shape) with random non-zero weights, saved in PEFT format."""
+    import torch
+
+    from skills.train import temporary_adapter
+
+    spec = LoraSpec(r=8, alpha=16, target_modules=("q_proj", "v_proj"))
+    torch.manual_seed(seed)
+    with temporary_adapter(base.model, spec) as (model, name):
+        for param_name, param in model.named_parameters():
+            if f".{name}." in param_name and "lora_B" in param_name:
+                torch.nn.init.normal_(param, std=0.01)  # B starts at zero: make the adapter actually change outputs
+        save_adapter(model, name, folder)
+    return folder
+
+
+def _measure_residency(base: Any, store: SkillStore, size: int, repeats: int) -> dict[str, Figure]:
+    """Hot switch, cold load and warm load latencies with `size` skills in the store and up to 8 hot."""
+    from peft import PeftModel
+
+    figures: dict[str, Figure] = {}
+    hot = min(8, size)
+    residency = Residency(base.model, store, max_hot=hot, max_warm=size)
+    names = [skill.name for skill in store.list()]
+    for name in names[:hot]:  # warm up: make `hot` skills hot
+        residency.activate(name)
+    # hot switch: round robin among the hot skills (nothing is loaded, only set_adapter)
+    switch = [_timed(lambda n=name: residency.activate(n)) for _ in range(repeats) for name in names[:hot]]
+    figures[f"hot_switch_{size}"] = _figure(switch, "ms", f"{hot} hot, round robin")
+    cold_names = names[hot : hot + repeats]
+    if cold_names:
+        # cold load: disk -> verified tensors -> into the model (and the least recently used one out to warm)
+        cold = [_timed(lambda n=name: residency.activate(n)) for name in cold_names]
+        figures[f"cold_load_{size}"] = _figure(cold, "ms", "read + checksum + add_adapter + set_adapter")
+        # warm load: skills evicted to RAM come back without touching the disk
+        disk_loads = residency.stats.disk_loads
+        warm = [_timed(lambda n=key[0]: residency.activate(n)) for key in residency.warm()[:repeats]]
+        if residency.stats.disk_loads != disk_loads:
+            raise RuntimeError("a warm load read the disk: residency is broken")
+        figures[f"warm_load_{size}"] = _figure(warm, "ms", "from RAM: add_adapter + set_adapter")
+    if isinstance(residency.model, PeftModel):
+        residency.model.unload()  # take every LoRA layer out again: the next size starts from the plain base
+    return figures
+
+
+def run_bench(
+    settings: Settings,
+    *,
+    store_sizes: list[int] | tuple[int, ...] = (10, 200),
+    repeats: int = 7,
+    cold_gguf: bool = True,
+    progress: bool = True,
+) -> BenchResult:
+    import torch
+
+    def say(text: str) -> None:
+        if progress:
+            print(text, flush=True)
+
+    figures: dict[str, Figure] = {}
+    if cold_gguf:
+        say("base load, cold (GGUF parse + dequantize + save to a fresh cache)...")
+        with tempfile.TemporaryDirectory() as tmp:
+            cold_settings = settings.model_copy(update={"home": Path(tmp)})
+            figures["base_load_cold_gguf"] = _figure([_timed(lambda: load_base(settings=cold_settings))], "s")
+    say("base load, cached...")
+    base = load_base(settings=settings)  # also makes sure the cache exists
+    samples = [_timed(lambda: load_base(settings=settings)) for _ in range(repeats)]
+    figures["base_load_cached"] = _figure(samples, "s", "from $HABITLOOP_HOME/models, incl. fingerprint")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        template = _random_adapter(base, root / "template", seed=0)
+        for size in store_sizes:
+            say(f"store with {size} skills: creating...")
+            store = SkillStore(root / f"store-{size}", base_fingerprint=base.fingerprint)
+            for index in range(size):
+                store.create(f"skill-{index:05d}", template, kind="memory", description=f"benchmark skill {index}")
+            figures |= _measure_residency(base, store, size, repeats)
+            shutil.rmtree(root / f"store-{size}", ignore_errors=True)
+
+    return BenchResult(
+        machine=_machine(),
+        torch_threads=torch.get_num_threads(),
+        versions=library_versions(),
+        model={"name": base.name, "fingerprint": base.fingerprint, "parameters": base.parameters},
+        figures=figures,
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    )
+
+
+def render_table(result: BenchResult) -> Table:
+    table = Table(title=f"habitloop bench: {result.model['name']}, {result.torch_threads} threads")
+    for column in ("figure", "median", "unit", "samples", "note"):
+        table.add_column(column)
+    for name, figure in result.figures.items():
+        table.add_row(name, f"{figure.median:g}", figure.unit, str(len(figure.samples)), figure.note)
+    table.caption = f"peak RSS {result.peak_rss_mb} MB; {result.machine['cores']} cores, {result.machine['ram_gb']} GB"
+    return table

@@ -1,0 +1,284 @@
+"""The `habitloop` command line: thin typed commands over the Python API, `--json` on every listing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.config import Settings
+from skills.errors import HabitloopError, UserError
+
+app = typer.Typer(help="habitloop: an agent whose skills live in LoRA adapters on one shared base model.")
+model_app = typer.Typer(help="The shared base model.")
+skills_app = typer.Typer(help="Skills in the store ($HABITLOOP_HOME/skills).")
+app.add_typer(model_app, name="model")
+app.add_typer(skills_app, name="skills")
+
+console = Console()
+err_console = Console(stderr=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")]
+
+
+def _print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _store(with_base: bool = False) -> Any:
+    """The skill store; with the base's fingerprint when the command must check it (loading the base, ~0.3 s)."""
+    from skills.store import SkillStore
+
+    settings = Settings()
+    fingerprint = None
+    if with_base:
+        from agent.base import load_base
+
+        fingerprint = load_base(settings=settings).fingerprint
+    return SkillStore(settings.skills_dir, base_fingerprint=fingerprint)
+
+
+# ------------------------------------------------------------------------------------------------------- model
+
+
+@model_app.command("info")
+def model_info(as_json: JsonFlag = False) -> None:
+    """Load the base model and describe it (name, source, parameters, dtype, fingerprint, cache path, load time)."""
+    from agent.base import load_base
+
+    info = load_base(settings=Settings()).info()
+    if as_json:
+        _print_json(info.model_dump())
+        return
+    table = Table(show_header=False)
+    for key, value in info.model_dump().items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------------------------- skills
+
+
+@skills_app.command("list")
+def skills_list(as_json: JsonFlag = False) -> None:
+    """List the skills in the store (and any that cannot be read, with the reason)."""
+    scan = _store().scan()
+    if as_json:
+        _print_json(
+            {
+                "skills": [
+                    {
+                        "name": s.name,
+                        "kind": s.kind,
+                        "current": s.current,
+                        "revisions": s.revision_numbers(),
+                        "description": s.description,
+                        "tags": list(s.tags),
+                        "base_fingerprint": s.base_fingerprint,
+                        "updated_at": s.updated_at.isoformat(),
+                    }
+                    for s in scan.skills
+                ],
+                "problems": [p.model_dump() for p in scan.problems],
+            }
+        )
+        return
+    if not scan.skills and not scan.problems:
+        console.print(f"No skills yet in {Settings().skills_dir}.")
+        return
+    table = Table(title=f"skills in {Settings().skills_dir}")
+    for column in ("name", "kind", "current", "revisions", "description"):
+        table.add_column(column)
+    for s in scan.skills:
+        table.add_row(s.name, s.kind, str(s.current), str(len(s.revision_numbers())), s.description)
+    console.print(table)
+    for problem in scan.problems:
+        err_console.print(f"[red]unreadable:[/red] {problem.name}: {problem.error}")
+
+
+@skills_app.command("show")
+def skills_show(name: str, as_json: JsonFlag = False) -> None:
+    """Show a skill's manifest and its current revision (provenance, evaluation, size)."""
+    store = _store()
+    manifest = store.get(name)
+    revision = store.revision(name)
+    if as_json:
+        _print_json({"manifest": manifest.model_dump(mode="json"), "revision": revision.model_dump(mode="json")})
+        return
+    table = Table(show_header=False, title=f"skill {name}")
+    table.add_row("kind", manifest.kind)
+    table.add_row("description", manifest.description)
+    table.add_row("tags", ", ".join(manifest.tags))
+    table.add_row("current", f"revision {manifest.current} of {manifest.revision_numbers()}")
+    table.add_row("base", manifest.base_fingerprint)
+    table.add_row(
+        "lora", f"r={revision.lora.r} alpha={revision.lora.alpha} on {', '.join(revision.lora.target_modules)}"
+    )
+    table.add_row("size", f"{revision.size_bytes:,} bytes, {revision.trainable_params:,} parameters")
+    table.add_row("provenance", f"{revision.provenance.source}, {revision.provenance.n_examples} examples")
+    table.add_row("data", str(revision.provenance.data_hash))
+    table.add_row("evaluation", json.dumps(revision.evaluation.metrics))
+    table.add_row("folder", str(store.revision_dir(name)))
+    console.print(table)
+
+
+@skills_app.command("history")
+def skills_history(name: str, as_json: JsonFlag = False) -> None:
+    """List a skill's revisions (promoted or rejected) and pointer moves."""
+    store = _store()
+    entries = store.history(name)
+    manifest = store.get(name)
+    if as_json:
+        _print_json(
+            {
+                "name": name,
+                "current": manifest.current,
+                "revisions": [
+                    {
+                        "number": e.revision.number,
+                        "parent": e.revision.parent,
+                        "status": e.status,
+                        "current": e.current,
+                        "created_at": e.revision.created_at.isoformat(),
+                        "source": e.revision.provenance.source,
+                        "n_examples": e.revision.provenance.n_examples,
+                        "metrics": e.revision.evaluation.metrics,
+                    }
+                    for e in entries
+                ],
+                "events": [e.model_dump(mode="json") for e in manifest.history],
+            }
+        )
+        return
+    table = Table(title=f"history of {name}")
+    for column in ("rev", "parent", "status", "created", "examples", "metrics"):
+        table.add_column(column)
+    for e in entries:
+        marker = " *" if e.current else ""
+        table.add_row(
+            f"{e.revision.number}{marker}",
+            str(e.revision.parent or ""),
+            e.status,
+            e.revision.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            str(e.revision.provenance.n_examples),
+            json.dumps(e.revision.evaluation.metrics),
+        )
+    console.print(table)
+    console.print("[dim]* current[/dim]")
+
+
+@skills_app.command("rollback")
+def skills_rollback(
+    name: str,
+    to: Annotated[int | None, typer.Option("--to", help="revision to make current (default: the previous one)")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Point a skill back to an earlier revision (nothing is deleted)."""
+    manifest = _store().rollback(name, to)
+    if as_json:
+        _print_json({"name": name, "current": manifest.current})
+    else:
+        console.print(f"{name}: current revision is now {manifest.current}")
+
+
+@skills_app.command("delete")
+def skills_delete(
+    name: str, yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False
+) -> None:
+    """Delete a skill and all its revisions."""
+    store = _store()
+    store.get(name)
+    if not yes and not typer.confirm(f"Delete skill {name!r} and all its revisions?"):
+        raise typer.Exit(1)
+    store.delete(name)
+    console.print(f"deleted {name}")
+
+
+@skills_app.command("export")
+def skills_export(
+    name: str,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="archive path (default: NAME.tar.gz)")] = None,
+) -> None:
+    """Write a skill with all its revisions to one .tar.gz."""
+    path = _store().export(name, output or Path(f"{name}.tar.gz"))
+    console.print(f"exported {name} to {path}")
+
+
+@skills_app.command("import")
+def skills_import(
+    archive: Path,
+    replace: Annotated[bool, typer.Option("--replace", help="overwrite a skill of the same name")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Import a skill archive (checked: no links or '..' paths, safetensors only, same base model)."""
+    manifest = _store(with_base=True).import_archive(archive, replace=replace)
+    if as_json:
+        _print_json({"name": manifest.name, "current": manifest.current, "revisions": manifest.revision_numbers()})
+    else:
+        console.print(f"imported {manifest.name} (revisions {manifest.revision_numbers()})")
+
+
+# ------------------------------------------------------------------------------------------------------- bench, demo
+
+
+@app.command("bench")
+def bench(
+    as_json: JsonFlag = False,
+    skills: Annotated[str, typer.Option(help="store sizes to measure, comma-separated")] = "10,200",
+    repeats: Annotated[int, typer.Option(min=1, help="repetitions per figure (the median is reported)")] = 7,
+    cold_gguf: Annotated[bool, typer.Option(help="also time a cold GGUF conversion (~30 s)")] = True,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON here")] = None,
+) -> None:
+    """Measure base load, hot switch and cold adapter load; print a table (or JSON) and save it under reports/."""
+    from agent.bench import render_table, run_bench
+
+    sizes = [int(s) for s in skills.split(",") if s.strip()]
+    result = run_bench(Settings(), store_sizes=sizes, repeats=repeats, cold_gguf=cold_gguf, progress=not as_json)
+    payload = result.model_dump(mode="json")
+    settings = Settings()
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    for path in filter(None, (output, settings.reports_dir / "bench.json")):
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+    if as_json:
+        _print_json(payload)
+    else:
+        console.print(render_table(result))
+
+
+@app.command("demo")
+def demo(steps: Annotated[int, typer.Option(min=1, help="training steps")] = 24) -> None:
+    """Train and store a real skill on the real base, measured before and after (what exists today)."""
+    from agent.demo import run_demo
+
+    run_demo(Settings(), steps=steps, console=console)
+
+
+def main() -> None:
+    """Entry point: run the app and turn habitloop's errors into one red line with the fix, not a traceback."""
+    try:
+        app(standalone_mode=False)
+    except HabitloopError as error:
+        err_console.print(f"[red]error:[/red] {error.message}")
+        if error.hint:
+            err_console.print(f"[yellow]fix:[/yellow] {error.hint}")
+        sys.exit(2 if isinstance(error, UserError) else 1)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    except Exception as error:  # click's usage errors
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
