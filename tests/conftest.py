@@ -105,4 +105,3 @@ def adapter(trained: dict[str, Path], tmp_path: Path) -> Callable[[str], Path]:
         return dest
 
     return copy
-

@@ -88,9 +88,7 @@ def test_examples_of_invalid_names(name: Any) -> None:
     assert _is_rejected(name)
 
 
-@given(
-    st.tuples(valid_names, st.sampled_from(["/", "\\", "..", ".", " ", "\n", "\x00"]), valid_names).map("".join)
-)
+@given(st.tuples(valid_names, st.sampled_from(["/", "\\", "..", ".", " ", "\n", "\x00"]), valid_names).map("".join))
 def test_names_with_path_characters_are_rejected(name: str) -> None:
     assert _is_rejected(name)
 
