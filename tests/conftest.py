@@ -39,6 +39,18 @@ QUICK = TrainConfig(steps=3, batch_size=2, learning_rate=1e-2, seed=0)
 
 
 @pytest.fixture(scope="session")
+def datasets() -> dict[str, list[ChatExample]]:
+    """The small training sets the session adapters were trained on (test modules must not import conftest)."""
+    return DATASETS
+
+
+@pytest.fixture(scope="session")
+def quick() -> TrainConfig:
+    """The quick recipe (3 steps, high learning rate) the session adapters were trained with."""
+    return QUICK
+
+
+@pytest.fixture(scope="session")
 def tiny() -> Any:
     """The session's tiny base. Training leaves it unchanged; never hand it to a `Residency` (that wraps it)."""
     return tiny_base()
