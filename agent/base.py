@@ -167,9 +167,10 @@ def _convert_gguf(name: str, gguf: Path, cache: Path) -> None:
         # Unpack every weight to fp32: adapters train and compose on plain Linear layers.
         quantization_config=GgufConfig(dequantize=True),
     )
-    if getattr(model, "hf_quantizer", None) is not None:
+    quantizer: Any = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
         # The weights are dense now; drop the GGUF marker so save_pretrained writes a plain checkpoint.
-        model.hf_quantizer.remove_quantization_config(model)
+        quantizer.remove_quantization_config(model)
     staging = cache.parent / f".{cache.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         model.save_pretrained(staging)

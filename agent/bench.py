@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def _measure_residency(base: Any, store: SkillStore, size: int, repeats: int) ->
     for name in names[:hot]:  # warm up: make `hot` skills hot
         residency.activate(name)
     # hot switch: round robin among the hot skills (nothing is loaded, only set_adapter)
-    switch = [_timed(lambda n=name: residency.activate(n)) for _ in range(repeats) for name in names[:hot]]
+    switch = [_timed(partial(residency.activate, name)) for _ in range(repeats) for name in names[:hot]]
     figures[f"hot_switch_{size}"] = _figure(switch, "ms", f"{hot} hot, round robin")
     if size > hot:
         # cold load: disk -> verified tensors -> into the model (and the least recently used one out to warm).
@@ -105,13 +106,13 @@ def _measure_residency(base: Any, store: SkillStore, size: int, repeats: int) ->
         for index in range(repeats + 1):
             name = next(n for n in names[hot:] + names if residency.state(n) != "hot")
             residency.evict(name)  # if it is warm, drop it to cold
-            elapsed = _timed(lambda n=name: residency.activate(n))
+            elapsed = _timed(partial(residency.activate, name))
             if index:
                 cold.append(elapsed)
         figures[f"cold_load_{size}"] = _figure(cold, "ms", "read + checksum + add_adapter + set_adapter")
         # warm load: skills evicted to RAM come back without touching the disk
         disk_loads = residency.stats.disk_loads
-        warm = [_timed(lambda n=key[0]: residency.activate(n)) for key in residency.warm()[-repeats:]]
+        warm = [_timed(partial(residency.activate, key[0])) for key in residency.warm()[-repeats:]]
         if residency.stats.disk_loads != disk_loads:
             raise RuntimeError("a warm load read the disk: residency is broken")
         figures[f"warm_load_{size}"] = _figure(warm, "ms", "from RAM: add_adapter + set_adapter")

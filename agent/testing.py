@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.base import Base, fingerprint_model
+from agent.models import Generation, Message
 from skills.errors import UserError
 
 CHATML_TEMPLATE = (
@@ -68,7 +69,7 @@ def tiny_base(seed: int = 0, *, hidden_size: int = 64, layers: int = 2) -> Base:
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.float32)
+    model = LlamaForCausalLM(config)  # float32 by default
     model.eval()
     model.requires_grad_(False)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -84,28 +85,39 @@ def tiny_base(seed: int = 0, *, hidden_size: int = 64, layers: int = 2) -> Base:
     )
 
 
-Message = dict[str, Any]
-
-
 @dataclass
 class ScriptedChatModel:
-    """A chat model that answers from a script, for testing agent logic without any weights.
+    """A `ChatModel` that answers from a script, for testing agent logic without any weights.
 
     `replies` is either a list of strings, used in order, or a function of the conversation returning the reply.
-    Every conversation it was asked is kept in `calls`. Running out of replies is an error, so a test notices
-    when the code under test asks more often than expected.
+    Every conversation it was asked is kept in `calls` (and the skills active for it in `skills_seen`). Running out
+    of replies is an error, so a test notices when the code under test asks more often than expected. Token counts
+    are whitespace-separated words: there is no tokenizer.
     """
 
     replies: Sequence[str] | Callable[[list[Message]], str]
     calls: list[list[Message]] = field(default_factory=list)
+    skills_seen: list[list[tuple[str, int]]] = field(default_factory=list)
 
-    def generate(self, messages: list[Message], **_: Any) -> str:
-        self.calls.append([dict(message) for message in messages])
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        skills: Sequence[tuple[str, int]] = (),
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> Generation:
+        conversation = [dict(message) for message in messages]
+        self.calls.append(conversation)
+        self.skills_seen.append(list(skills))
         if callable(self.replies):
-            return self.replies(messages)
-        if len(self.calls) > len(self.replies):
+            text = self.replies(conversation)
+        elif len(self.calls) > len(self.replies):
             raise UserError(
                 f"ScriptedChatModel ran out of replies after {len(self.replies)} calls",
                 hint="give it more replies, or a function of the conversation",
             )
-        return self.replies[len(self.calls) - 1]
+        else:
+            text = self.replies[len(self.calls) - 1]
+        prompt = sum(len(str(m.get("content", "")).split()) for m in conversation)
+        return Generation(text=text, prompt_tokens=prompt, completion_tokens=len(text.split()))

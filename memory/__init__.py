@@ -1,6 +1,5 @@
-"""Short-term episode buffer and consolidation into skills: built by the memory issue.
+"""Memory: the episode (trajectory) model. The short-term buffer and consolidation come with the memory issue."""
 
-Nothing here yet; this package exists so that the distribution's four top-level packages are installed together.
-"""
+from memory.trajectory import Outcome, SkillUse, Step, Trajectory
 
-__all__: list[str] = []
+__all__ = ["Outcome", "SkillUse", "Step", "Trajectory"]

@@ -82,12 +82,17 @@ def check_adapter_dir(path: Path, *, label: str) -> dict[str, Any]:
     return config
 
 
-def read_safetensors(path: Path, *, label: str) -> dict[str, Any]:
-    """Load every tensor of a safetensors file to CPU; a truncated or garbled file raises `InvalidAdapterError`."""
-    from safetensors.torch import load_file
+def read_safetensors(path: Path, *, label: str, data: bytes | None = None) -> dict[str, Any]:
+    """Tensors of a safetensors file, as private CPU copies; a truncated or garbled file raises `InvalidAdapterError`.
+
+    The file is read into memory first (`data`, if the caller already read and checksummed it) and parsed from those
+    bytes: `safetensors.torch.load_file` would memory-map the file, so a later rewrite of the file would silently
+    change tensors already checked and loaded (and truncating it would kill the process with SIGBUS).
+    """
+    from safetensors.torch import load
 
     try:
-        return load_file(str(path), device="cpu")
+        return load(path.read_bytes() if data is None else data)
     except Exception as error:  # safetensors raises its own SafetensorError, OSError or ValueError
         raise InvalidAdapterError(f"{label}: {path.name} is not a readable safetensors file: {error}") from error
 

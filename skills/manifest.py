@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from skills._files import ADAPTER_FILES
 from skills.errors import InvalidSkillNameError, UserError
 
 SCHEMA_VERSION = 1
@@ -151,6 +152,15 @@ class RevisionRecord(_Model):
     size_bytes: int = Field(ge=0, description="bytes of the adapter files")
     trainable_params: int = Field(ge=0, description="number of LoRA parameters")
     files: dict[str, str] = Field(description="file name -> sha256 of its bytes, checked on load")
+
+    @field_validator("files")
+    @classmethod
+    def _check_files(cls, value: dict[str, str]) -> dict[str, str]:
+        if set(value) != set(ADAPTER_FILES):
+            raise ValueError(f"files must list exactly {', '.join(ADAPTER_FILES)} with their sha256")
+        if not all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in value.values()):
+            raise ValueError("every file checksum must be a sha256 hex digest")
+        return value
 
     @field_validator("skill")
     @classmethod

@@ -107,7 +107,7 @@ class Residency:
         self._insert(name, weights.config, weights.tensors, f"skill {key[0]!r} revision {key[1]}")
         self._hot[key] = (name, weights)
         self.stats.model_loads += 1
-        self._evict_hot()
+        self._evict_hot(keep=key)
         return name
 
     def activate(self, skill: str, revision: int | None = None) -> str:
@@ -139,14 +139,18 @@ class Residency:
         tensors = read_safetensors(folder / ADAPTER_WEIGHTS, label=label)
         name = f"sk_trial_{uuid.uuid4().hex[:8]}"
         previous = self._active
+        was_wrapped = self._is_peft()
         self._insert(name, config, tensors, label)
         try:
             self._model.set_adapter(name, inference_mode=True)
             yield self._model
         finally:
-            if previous is not None:
-                self._model.set_adapter(previous, inference_mode=True)
-            self._model.delete_adapter(name)
+            if not was_wrapped:
+                self._model = self._model.unload()  # nothing else was loaded: give back the plain base
+            else:
+                if previous is not None:
+                    self._model.set_adapter(previous, inference_mode=True)
+                self._model.delete_adapter(name)
 
     @contextmanager
     def base_only(self) -> Iterator[Any]:
@@ -175,7 +179,7 @@ class Residency:
                 self._model = get_peft_model(self._model, config, adapter_name=name, low_cpu_mem_usage=True)
             created = True
         try:
-            result = set_peft_model_state_dict(self._model, tensors, adapter_name=name, low_cpu_mem_usage=True)
+            result: Any = set_peft_model_state_dict(self._model, tensors, adapter_name=name, low_cpu_mem_usage=True)
             missing = [k for k in result.missing_keys if f".{name}." in k and "lora_" in k]
             if result.unexpected_keys or missing:
                 raise CorruptSkillError(
@@ -203,6 +207,16 @@ class Residency:
                 self._warm.popitem(last=False)
                 self.stats.warm_evictions += 1
 
-    def _evict_hot(self) -> None:
+    def _evict_hot(self, keep: tuple[str, int]) -> None:
+        # Least recently used first, never the adapter just loaded (`keep`), and the active adapter only when
+        # nothing else can go (max_hot=1): evicting it makes peft switch the model to some other adapter, so a
+        # prefetching `load()` would otherwise change what the model computes.
         while len(self._hot) > self.max_hot:
-            self._unload(next(iter(self._hot)))
+            candidates = [key for key in self._hot if key != keep]
+            victim = next((key for key in candidates if self._hot[key][0] != self._active), candidates[0])
+            self._unload(victim)
+
+    def _is_peft(self) -> bool:
+        from peft import PeftModel
+
+        return isinstance(self._model, PeftModel)

@@ -15,17 +15,21 @@ two leaves an orphan folder that no manifest names: invisible, and never reused 
 
 from __future__ import annotations
 
+import builtins
+import hashlib
 import io
+import json
 import os
 import shutil
 import tarfile
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ValidationError
@@ -47,6 +51,7 @@ from skills.errors import (
     BaseMismatchError,
     CorruptSkillError,
     InvalidAdapterError,
+    InvalidSkillNameError,
     SkillExistsError,
     SkillNotFoundError,
     StoreLockedError,
@@ -61,6 +66,7 @@ from skills.manifest import (
     RevisionRecord,
     RevisionStatus,
     SkillManifest,
+    skill_kinds,
     validate_skill_name,
 )
 
@@ -174,7 +180,7 @@ class SkillStore:
         """The folder of a committed revision: a PEFT adapter folder other engines can load directly."""
         return self.skill_dir(name) / "revs" / str(self.revision(name, number).number)
 
-    def history(self, name: str) -> list[HistoryEntry]:
+    def history(self, name: str) -> builtins.list[HistoryEntry]:
         manifest = self.get(name)
         return [
             HistoryEntry(
@@ -192,20 +198,26 @@ class SkillStore:
         folder = self.skill_dir(name) / "revs" / str(record.number)
         label = f"skill {name!r} revision {record.number}"
         fix = f"roll back with `habitloop skills rollback {name}`, re-import it, or delete it"
+        contents: dict[str, bytes] = {}
         for file_name, expected in record.files.items():
             path = folder / file_name
             if not path.is_file():
                 raise CorruptSkillError(f"{label}: {file_name} is missing", hint=fix)
-            if sha256_file(path) != expected:
+            # Checksum and parse the same bytes, so nothing can change between the check and the load.
+            contents[file_name] = path.read_bytes()
+            if hashlib.sha256(contents[file_name]).hexdigest() != expected:
                 raise CorruptSkillError(f"{label}: {file_name} does not match its checksum (corrupt)", hint=fix)
         try:
-            config = check_adapter_dir(folder, label=label)
-            tensors = read_safetensors(folder / ADAPTER_WEIGHTS, label=label)
+            check_adapter_dir(folder, label=label)
+            config = json.loads(contents[ADAPTER_CONFIG])
+            tensors = read_safetensors(folder / ADAPTER_WEIGHTS, label=label, data=contents[ADAPTER_WEIGHTS])
+        except ValueError as error:
+            raise CorruptSkillError(f"{label}: {ADAPTER_CONFIG} is not JSON: {error}", hint=fix) from error
         except (InvalidAdapterError, UnsafeArchiveError) as error:
             raise CorruptSkillError(str(error.message), hint=fix) from error
         return AdapterWeights(skill=name, record=record, config=config, tensors=tensors, path=folder)
 
-    def verify(self, name: str) -> list[str]:
+    def verify(self, name: str) -> builtins.list[str]:
         """Problems of every committed revision of `name` (empty when all are intact)."""
         problems = []
         for number in self.get(name).revision_numbers():
@@ -232,6 +244,11 @@ class SkillStore:
         """Create skill `name` with revision 1 copied from a PEFT LoRA folder (e.g. one `train_lora` wrote)."""
         validate_skill_name(name)
         fingerprint = self._fingerprint_for_write(name, base_fingerprint)
+        if kind not in skill_kinds():
+            raise UserError(
+                f"unknown skill kind {kind!r}",
+                hint=f"use one of {', '.join(sorted(skill_kinds()))}, or register_skill_kind() first",
+            )
         with self._write_lock():
             if (self.root / name).exists():
                 raise SkillExistsError(
@@ -242,16 +259,20 @@ class SkillStore:
             record = self._stage_revision(
                 staging / "revs" / "1", Path(adapter_dir), name, 1, None, fingerprint, provenance, evaluation
             )
-            manifest = SkillManifest(
-                name=name,
-                kind=kind,
-                description=description,
-                tags=tuple(tags),
-                base_fingerprint=fingerprint,
-                lora=record.lora,
-                current=1,
-                history=(HistoryEvent(action="create", revision=1),),
-            )
+            try:
+                manifest = SkillManifest(
+                    name=name,
+                    kind=kind,
+                    description=description,
+                    tags=tuple(tags),
+                    base_fingerprint=fingerprint,
+                    lora=record.lora,
+                    current=1,
+                    history=(HistoryEvent(action="create", revision=1),),
+                )
+            except ValidationError as error:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise UserError(f"cannot create skill {name!r}: {_one_line(error)}") from error
             atomic_write_json(staging / MANIFEST, manifest.model_dump(mode="json"))
             staging.rename(self.root / name)
             fsync_dir(self.root)
@@ -272,6 +293,11 @@ class SkillStore:
         with self._write_lock():
             manifest = self.get(name)
             fingerprint = self._fingerprint_for_write(name, manifest.base_fingerprint)
+            if parent is not None and parent not in manifest.revision_numbers():
+                raise SkillNotFoundError(
+                    f"skill {name!r} has no revision {parent} to be the parent",
+                    hint=f"its revisions are {manifest.revision_numbers()}",
+                )
             revs = self.skill_dir(name) / "revs"
             number = 1 + max((int(p.name) for p in revs.iterdir() if p.name.isdigit()), default=0)
             staging = self._staging_dir()
@@ -484,12 +510,12 @@ class SkillStore:
         check_adapter_dir(folder, label=label)
         read_safetensors(folder / ADAPTER_WEIGHTS, label=f"{label} revision {number}")
 
-    def _move_pointer(self, name: str, number: int, action: str, note: str) -> SkillManifest:
+    def _move_pointer(self, name: str, number: int, action: Literal["promote", "rollback"], note: str) -> SkillManifest:
         with self._write_lock():
             manifest = self.get(name)
             record = self.revision(name, number)
             self._check_base(name, record.base_fingerprint)
-            event = HistoryEvent(action=action, revision=number, note=note)  # type: ignore[arg-type]
+            event = HistoryEvent(action=action, revision=number, note=note)
             updated = manifest.model_copy(
                 update={
                     "current": number,
@@ -545,6 +571,13 @@ def _extract_skill_archive(archive: Path, staging: Path, *, label: str) -> str:
         tar = tarfile.open(archive, mode="r:*")
     except (OSError, tarfile.TarError) as error:
         raise InvalidAdapterError(f"{label}: not a readable tar archive: {error}") from error
+    try:
+        return _extract_members(tar, staging, label=label)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        raise InvalidAdapterError(f"{label}: the archive is damaged or truncated: {error}") from error
+
+
+def _extract_members(tar: tarfile.TarFile, staging: Path, *, label: str) -> str:
     name: str | None = None
     with tar:
         for member in tar.getmembers():
@@ -564,7 +597,12 @@ def _extract_skill_archive(archive: Path, staging: Path, *, label: str) -> str:
                     hint="export adapters as safetensors",
                 )
             parts = path.parts
-            top = validate_skill_name(parts[0]) if parts else ""
+            try:
+                top = validate_skill_name(parts[0]) if parts else ""
+            except InvalidSkillNameError as error:
+                raise UnsafeArchiveError(
+                    f"{label}: member {raw!r} is not under a skill folder: {error.message}"
+                ) from error
             if name is None:
                 name = top
             elif top != name:

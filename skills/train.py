@@ -230,7 +230,10 @@ def train_lora(
 
     with temporary_adapter(model, lora) as (peft_model, name):
         if init_state is not None:
-            result = set_peft_model_state_dict(peft_model, init_state, adapter_name=name)
+            try:
+                result: Any = set_peft_model_state_dict(peft_model, init_state, adapter_name=name)
+            except RuntimeError as error:  # tensor shapes differ: another rank or another base
+                raise UserError(f"init adapter {init_from} does not fit this base: {error}") from error
             if result.unexpected_keys:
                 raise UserError(f"init adapter {init_from} does not fit this base: {result.unexpected_keys[:3]}")
         params = [p for n, p in peft_model.named_parameters() if f".{name}." in n]

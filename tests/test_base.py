@@ -80,13 +80,14 @@ def test_settings_read_habitloop_env(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 def test_scripted_chat_model_replies_in_order_and_records_calls() -> None:
     model = ScriptedChatModel(["one", "two"])
-    assert model.generate([{"role": "user", "content": "a"}]) == "one"
-    assert model.generate([{"role": "user", "content": "b"}]) == "two"
+    assert model.generate([{"role": "user", "content": "a"}]).text == "one"
+    assert model.generate([{"role": "user", "content": "b"}], skills=[("x", 1)]).text == "two"
+    assert model.skills_seen == [[], [("x", 1)]]
     assert [call[0]["content"] for call in model.calls] == ["a", "b"]
     with pytest.raises(UserError, match="ran out of replies"):
         model.generate([{"role": "user", "content": "c"}])
     echo = ScriptedChatModel(lambda messages: messages[-1]["content"].upper())
-    assert echo.generate([{"role": "user", "content": "hi"}]) == "HI"
+    assert echo.generate([{"role": "user", "content": "hi"}]).text == "HI"
 
 
 def test_tiny_tokenizer_round_trips_any_text_and_renders_chatml() -> None:

@@ -1,4 +1,4 @@
-"""Residency: hot / warm / cold skills on one shared model, LRU bounds, no needless loads, failures that change nothing."""
+"""Residency: hot / warm / cold skills on one shared model, LRU bounds, no needless loads, harmless failures."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from agent.testing import tiny_base
 from skills import BaseMismatchError, CorruptSkillError, Residency, SkillStore, UserError
 
+# Evicting the active adapter makes peft warn and pick another one; several tests do it on purpose
+# (test_prefetching_does_not_switch_the_active_skill is about what it means).
+pytestmark = pytest.mark.filterwarnings("ignore:Adapter .* was active which is now deleted:UserWarning")
 PROBE = "<|im_start|>user\nping<|im_end|>\n<|im_start|>assistant\n"
 Adapter = Callable[[str], Path]
 
@@ -65,6 +68,14 @@ def corrupt(store: SkillStore, name: str, number: int | None = None) -> None:
 def test_hot_warm_cold_transitions(four: SkillStore, fresh_base: Any) -> None:
     residency = Residency(fresh_base.model, four, max_hot=2, max_warm=1)
     stats = residency.stats
+    names: dict[str, str] = {}
+
+    def activate(skill: str) -> None:
+        names[skill] = residency.activate(skill)
+        # after every load: the model holds exactly the hot adapters, never more than max_hot
+        assert adapters_in(residency) == {names[key[0]] for key in residency.hot()}
+        assert len(adapters_in(residency)) <= 2
+        assert residency.model.active_adapter == names[skill]
 
     def states() -> dict[str, str]:
         return {name: residency.state(name) for name in "abcd"}
@@ -72,51 +83,42 @@ def test_hot_warm_cold_transitions(four: SkillStore, fresh_base: Any) -> None:
     assert states() == dict.fromkeys("abcd", "cold") and residency.hot() == [] and residency.warm() == []
     assert not isinstance(residency.model, PeftModel)  # nothing wrapped before the first load
 
-    residency.activate("a")
+    activate("a")
     assert states() == {"a": "hot", "b": "cold", "c": "cold", "d": "cold"}
     assert residency.hot() == [("a", 1)]
     assert isinstance(residency.model, PeftModel)
 
-    residency.activate("b")
+    activate("b")
     assert residency.hot() == [("a", 1), ("b", 1)]
 
-    residency.activate("a")  # a becomes the most recently used
+    activate("a")  # a becomes the most recently used
     assert residency.hot() == [("b", 1), ("a", 1)]
-    assert (stats.disk_loads, stats.model_loads, stats.hot_hits) == (2, 2, 1)
+    assert (stats.disk_loads, stats.model_loads, stats.hot_hits, stats.switches) == (2, 2, 1, 3)
 
-    residency.activate("c")  # evicts b, the least recently used, to warm
+    activate("c")  # evicts b, the least recently used, to warm
     assert states() == {"a": "hot", "b": "warm", "c": "hot", "d": "cold"}
     assert residency.hot() == [("a", 1), ("c", 1)] and residency.warm() == [("b", 1)]
     assert stats.hot_evictions == 1
 
-    residency.activate("b")  # warm -> hot from RAM; a is evicted to warm
+    activate("b")  # warm -> hot from RAM; a is evicted to warm
     assert states() == {"a": "warm", "b": "hot", "c": "hot", "d": "cold"}
     assert residency.hot() == [("c", 1), ("b", 1)] and residency.warm() == [("a", 1)]
     assert (stats.disk_loads, stats.model_loads) == (3, 4)
 
-    residency.activate("d")  # c goes warm, which pushes a (max_warm=1) to cold
+    activate("d")  # c goes warm, which pushes a (max_warm=1) to cold
     assert states() == {"a": "cold", "b": "hot", "c": "warm", "d": "hot"}
     assert residency.hot() == [("b", 1), ("d", 1)] and residency.warm() == [("c", 1)]
     assert (stats.disk_loads, stats.hot_evictions, stats.warm_evictions) == (4, 3, 1)
 
-    residency.activate("a")  # cold again: read from disk
+    activate("a")  # cold again: read from disk
     assert stats.disk_loads == 5
-    assert adapters_in(residency) == {name for name, _ in map(_name_of(residency), residency.hot())}
+    assert residency.hot() == [("d", 1), ("a", 1)] and residency.warm() == [("b", 1)]
 
     residency.evict("d")  # hot -> warm
-    assert residency.state("d") == "warm" and residency.hot() == [("a", 1)]
+    assert residency.state("d") == "warm" and residency.hot() == [("a", 1)] and residency.warm() == [("d", 1)]
+    assert adapters_in(residency) == {names["a"]}
     residency.evict("d")  # warm -> cold
-    assert residency.state("d") == "cold"
-    assert len(adapters_in(residency)) == 1
-
-
-def _name_of(residency: Residency) -> Callable[[tuple[str, int]], tuple[str, int]]:
-    """Map a hot key to (adapter name, revision), checking the name is the one `load` returns (a hot hit)."""
-
-    def name(key: tuple[str, int]) -> tuple[str, int]:
-        return residency.load(*key), key[1]
-
-    return name
+    assert residency.state("d") == "cold" and residency.warm() == []
 
 
 def test_max_hot_must_be_positive(store: SkillStore, fresh_base: Any) -> None:
@@ -161,12 +163,33 @@ def test_warm_to_hot_reads_nothing_from_disk(
     assert residency.state("a") == "warm"
     disk_loads = residency.stats.disk_loads
     forbid_disk(monkeypatch, four)
-    corrupt(four, "a")  # even a file damaged since: the verified copy in RAM is what comes back
+    (four.revision_dir("a") / "adapter_model.safetensors").unlink()  # gone from disk: RAM is all that is left
 
     residency.activate("a")
     assert residency.state("a") == "hot"
     assert residency.stats.disk_loads == disk_loads
     assert torch.equal(logits(residency.model, ids), logits_a)
+
+
+def test_loaded_weights_do_not_follow_later_writes_to_the_file(
+    four: SkillStore, fresh_base: Any, ids: torch.Tensor
+) -> None:
+    residency = Residency(fresh_base.model, four, max_hot=1, max_warm=1)
+    residency.activate("a")
+    logits_a = logits(residency.model, ids)
+    residency.activate("b")
+    logits_b = logits(residency.model, ids)
+    assert residency.state("a") == "warm"
+    # overwrite both files in place, as `cp` of another adapter over them would (same size, same layout); the whole
+    # new content is written before anything reads the mapping, so this cannot SIGBUS
+    other = (four.revision_dir("c") / "adapter_model.safetensors").read_bytes()
+    for name in ("a", "b"):
+        path = four.revision_dir(name) / "adapter_model.safetensors"
+        assert path.stat().st_size == len(other)
+        path.write_bytes(other)
+    assert torch.equal(logits(residency.model, ids), logits_b)  # hot: the weights that were verified
+    residency.activate("a")
+    assert torch.equal(logits(residency.model, ids), logits_a)  # warm: the weights that were verified
 
 
 # ------------------------------------------------------------------------------------------------ bounds
@@ -175,7 +198,9 @@ def test_warm_to_hot_reads_nothing_from_disk(
 @settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     ops=st.lists(
-        st.tuples(st.sampled_from(["activate", "load", "evict"]), st.sampled_from([("a", 1), ("b", 1), ("s", 1), ("s", 2)])),
+        st.tuples(
+            st.sampled_from(["activate", "load", "evict"]), st.sampled_from([("a", 1), ("b", 1), ("s", 1), ("s", 2)])
+        ),
         min_size=1,
         max_size=14,
     ),
@@ -253,9 +278,7 @@ def test_two_revisions_of_one_skill_can_be_hot_at_once(
 # ------------------------------------------------------------------------------------------------ failures
 
 
-def test_corrupt_skill_changes_nothing(
-    four: SkillStore, fresh_base: Any, ids: torch.Tensor
-) -> None:
+def test_corrupt_skill_changes_nothing(four: SkillStore, fresh_base: Any, ids: torch.Tensor) -> None:
     residency = Residency(fresh_base.model, four, max_hot=2, max_warm=1)
     name_a = residency.activate("a")
     logits_a = logits(residency.model, ids)
@@ -278,9 +301,7 @@ def test_corrupt_skill_changes_nothing(
     assert torch.equal(logits(residency.model, ids), logits_a)
 
 
-def test_corrupt_first_skill_leaves_the_base_unwrapped(
-    four: SkillStore, fresh_base: Any, ids: torch.Tensor
-) -> None:
+def test_corrupt_first_skill_leaves_the_base_unwrapped(four: SkillStore, fresh_base: Any, ids: torch.Tensor) -> None:
     base_logits = logits(fresh_base.model, ids)
     residency = Residency(fresh_base.model, four)
     corrupt(four, "a")
@@ -310,6 +331,63 @@ def test_unknown_skill(four: SkillStore, fresh_base: Any) -> None:
     with pytest.raises(SkillNotFoundError):
         residency.activate("a", 7)
     assert residency.hot() == []
+
+
+def test_prefetching_does_not_switch_the_active_skill(four: SkillStore, fresh_base: Any, ids: torch.Tensor) -> None:
+    base_logits = logits(fresh_base.model, ids)
+    residency = Residency(fresh_base.model, four, max_hot=2)
+    residency.activate("a")
+    logits_a = logits(residency.model, ids)
+    residency.load("b")
+    residency.load("c")  # a is both the least recently loaded and the active skill
+    out = logits(residency.model, ids)
+    # acceptable: a is still what runs, or (if it had to go) the bare base; never another skill picked by peft
+    assert torch.equal(out, logits_a) or torch.equal(out, base_logits)
+
+
+# ------------------------------------------------------------------------------------------------ trial
+
+
+def test_trial_runs_a_candidate_then_restores_the_active_skill(
+    four: SkillStore, fresh_base: Any, ids: torch.Tensor, trained: dict[str, Path]
+) -> None:
+    residency = Residency(fresh_base.model, four, max_hot=2)
+    residency.activate("b")  # b holds beta's adapter: what the candidate folder should compute
+    logits_b = logits(residency.model, ids)
+    name_a = residency.activate("a")
+    logits_a = logits(residency.model, ids)
+    adapters, hot, stats = adapters_in(residency), residency.hot(), residency.stats.model_copy()
+
+    with residency.trial(trained["beta"]) as model:
+        assert torch.equal(logits(model, ids), logits_b)
+        assert len(adapters_in(residency)) == len(adapters) + 1
+
+    assert residency.model.active_adapter == name_a
+    assert torch.equal(logits(residency.model, ids), logits_a)
+    assert adapters_in(residency) == adapters and residency.hot() == hot and residency.stats == stats
+
+
+def test_trial_cleans_up_after_an_error(
+    four: SkillStore, fresh_base: Any, ids: torch.Tensor, trained: dict[str, Path]
+) -> None:
+    residency = Residency(fresh_base.model, four)
+    residency.activate("a")
+    logits_a = logits(residency.model, ids)
+    adapters = adapters_in(residency)
+    with pytest.raises(RuntimeError, match="boom"), residency.trial(trained["gamma"]):
+        raise RuntimeError("boom")
+    assert adapters_in(residency) == adapters
+    assert torch.equal(logits(residency.model, ids), logits_a)
+
+
+def test_trial_before_any_skill_leaves_a_usable_model(
+    four: SkillStore, fresh_base: Any, ids: torch.Tensor, trained: dict[str, Path]
+) -> None:
+    base_logits = logits(fresh_base.model, ids)
+    residency = Residency(fresh_base.model, four)
+    with residency.trial(trained["beta"]) as model:
+        assert not torch.equal(logits(model, ids), base_logits)
+    assert torch.equal(logits(residency.model, ids), base_logits)
 
 
 # ------------------------------------------------------------------------------------------------ base_only

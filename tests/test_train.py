@@ -27,6 +27,7 @@ from skills import (
 from skills.train import IGNORE_INDEX, tokenize_chat
 
 Train = Callable[..., TrainResult]
+Datasets = dict[str, list[ChatExample]]
 PROBE = "<|im_start|>user\nping<|im_end|>\n<|im_start|>assistant\n"
 
 
@@ -128,7 +129,12 @@ def test_train_refuses_data_without_targets(tiny: Any, tmp_path: Path) -> None:
     )
     with pytest.raises(UserError, match="max_length"):
         train_lora(
-            tiny.model, tiny.tokenizer, [trailing_user], tmp_path / "b", config=TrainConfig(max_length=8), progress=False
+            tiny.model,
+            tiny.tokenizer,
+            [trailing_user],
+            tmp_path / "b",
+            config=TrainConfig(max_length=8),
+            progress=False,
         )
     assert_plain_base(tiny.model)
 
@@ -136,7 +142,7 @@ def test_train_refuses_data_without_targets(tiny: Any, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ train_lora
 
 
-def test_loss_goes_down_on_memorisable_data(datasets: dict[str, list[ChatExample]], train_adapter: Train) -> None:
+def test_loss_goes_down_on_memorisable_data(datasets: Datasets, train_adapter: Train) -> None:
     config = TrainConfig(steps=30, batch_size=2, learning_rate=5e-3, seed=0)
     result = train_adapter(datasets["alpha"], config=config)
     assert len(result.losses) == 30 and result.steps == 30
@@ -163,7 +169,7 @@ def test_training_is_deterministic_given_the_seed(quick: TrainConfig, train_adap
     assert one.data_hash == other.data_hash  # same data, different seed
 
 
-def test_data_hash_depends_on_the_data(datasets: dict[str, list[ChatExample]], quick: TrainConfig, train_adapter: Train) -> None:
+def test_data_hash_depends_on_the_data(datasets: Datasets, quick: TrainConfig, train_adapter: Train) -> None:
     one = train_adapter(datasets["alpha"], config=quick.model_copy(update={"steps": 1}))
     two = train_adapter(datasets["beta"], config=quick.model_copy(update={"steps": 1}))
     assert one.data_hash != two.data_hash
@@ -182,7 +188,9 @@ def test_training_leaves_the_base_unchanged(quick: TrainConfig, tiny: Any, train
     assert all(torch.equal(after[name], value) for name, value in params_before.items())
 
 
-def test_a_failed_training_also_leaves_the_base_unchanged(datasets: dict[str, list[ChatExample]], quick: TrainConfig, tiny: Any, tmp_path: Path, train_adapter: Train) -> None:
+def test_a_failed_training_also_leaves_the_base_unchanged(
+    datasets: Datasets, quick: TrainConfig, tiny: Any, tmp_path: Path, train_adapter: Train
+) -> None:
     deeper = tiny_base(layers=3)
     bigger = train_lora(
         deeper.model, deeper.tokenizer, datasets["alpha"], tmp_path / "deep", config=quick, progress=False
@@ -195,14 +203,8 @@ def test_a_failed_training_also_leaves_the_base_unchanged(datasets: dict[str, li
     assert torch.equal(logits(tiny.model, ids), before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="train.py:229: set_peft_model_state_dict raises torch's RuntimeError (size mismatch) for an init adapter "
-    "of another hidden size; only unexpected_keys are turned into UserError",
-)
-def test_init_from_an_adapter_of_another_width_is_a_user_error(datasets: dict[str, list[ChatExample]], quick: TrainConfig, 
-    tiny: Any, tmp_path: Path, train_adapter: Train
+def test_init_from_an_adapter_of_another_width_is_a_user_error(
+    datasets: Datasets, quick: TrainConfig, tiny: Any, tmp_path: Path, train_adapter: Train
 ) -> None:
     narrow = tiny_base(hidden_size=32)
     other = train_lora(narrow.model, narrow.tokenizer, datasets["alpha"], tmp_path / "w", config=quick, progress=False)
@@ -213,8 +215,9 @@ def test_init_from_an_adapter_of_another_width_is_a_user_error(datasets: dict[st
         assert_plain_base(tiny.model)
 
 
-def test_saved_adapter_is_peft_format_and_matches_residency(datasets: dict[str, list[ChatExample]], quick: TrainConfig, 
-    store: SkillStore, fresh_base: Any, train_adapter: Train
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # inside peft, not ours
+def test_saved_adapter_is_peft_format_and_matches_residency(
+    datasets: Datasets, quick: TrainConfig, store: SkillStore, fresh_base: Any, train_adapter: Train
 ) -> None:
     result = train_adapter(datasets["beta"], config=quick)
     store.create("roundtrip", result.adapter_dir, kind="style")
@@ -233,7 +236,9 @@ def test_saved_adapter_is_peft_format_and_matches_residency(datasets: dict[str, 
         assert torch.allclose(ours, theirs, rtol=0, atol=1e-6), (ours - theirs).abs().max()
 
 
-def test_continuing_from_a_revision_starts_from_its_weights(datasets: dict[str, list[ChatExample]], store: SkillStore, train_adapter: Train) -> None:
+def test_continuing_from_a_revision_starts_from_its_weights(
+    datasets: Datasets, store: SkillStore, train_adapter: Train
+) -> None:
     data = datasets["alpha"]
     recipe = TrainConfig(steps=15, batch_size=2, learning_rate=5e-3, lora=LoraSpec(r=4, alpha=8))
     first = train_adapter(data, config=recipe)
@@ -257,8 +262,14 @@ def test_continuing_from_a_revision_starts_from_its_weights(datasets: dict[str, 
     assert store.revision("cont").provenance.training["init_from"] == str(init)
 
 
-def test_training_next_to_hot_skills_leaves_them_intact(datasets: dict[str, list[ChatExample]], quick: TrainConfig, 
-    store: SkillStore, fresh_base: Any, adapter: Callable[[str], Path], train_adapter: Train, tmp_path: Path
+def test_training_next_to_hot_skills_leaves_them_intact(
+    datasets: Datasets,
+    quick: TrainConfig,
+    store: SkillStore,
+    fresh_base: Any,
+    adapter: Callable[[str], Path],
+    train_adapter: Train,
+    tmp_path: Path,
 ) -> None:
     store.create("a", adapter("alpha"), kind="style")
     store.create("b", adapter("beta"), kind="style")
