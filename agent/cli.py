@@ -222,6 +222,66 @@ def skills_import(
         console.print(f"imported {manifest.name} (revisions {manifest.revision_numbers()})")
 
 
+# ------------------------------------------------------------------------------------------------------- run
+
+
+def _step_line(step: Any) -> str:
+    from rich.markup import escape
+
+    if step.kind == "model":
+        return f"[bold cyan]model[/bold cyan] {escape(step.text)}"
+    if step.kind == "tool_call":
+        return f"[bold yellow]call[/bold yellow]  {step.tool}({escape(json.dumps(step.arguments))})"
+    if step.kind == "tool_result":
+        colour = "green" if step.ok else "red"
+        return f"[bold {colour}]result[/bold {colour}] {escape(step.text)}"
+    if step.kind == "parse_error":
+        return f"[bold red]refused[/bold red] {escape(step.text)}"
+    return f"[bold]final[/bold] {escape(step.text)}"
+
+
+@app.command("run")
+def run(
+    task: str,
+    skill: Annotated[list[str] | None, typer.Option("--skill", help="skill to activate (repeatable)")] = None,
+    tools: Annotated[list[str] | None, typer.Option("--tools", help="extra tools as module:attr (repeatable)")] = None,
+    thread: Annotated[str | None, typer.Option("--thread", help="thread id to continue (or start)")] = None,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="model calls at most")] = 6,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run one task with the agent on the shared base: built-in tools (calculator, workspace files) plus --tools."""
+    from agent.api import Agent, load_tools
+    from tools import builtin_tools
+
+    extra = [item for spec in tools or [] for item in load_tools(spec)]
+    agent = Agent(settings=Settings(), tools=[*builtin_tools(), *extra], max_steps=max_steps)
+    for step in agent.stream(task, skills=skill or [], thread_id=thread):
+        if not as_json:
+            console.print(_step_line(step))
+    result = agent.last_result
+    if as_json:
+        trajectory = result.trajectory
+        _print_json(
+            {
+                "run_id": result.run_id,
+                "thread_id": result.thread_id,
+                "answer": result.answer,
+                "outcome": result.outcome.model_dump(mode="json"),
+                "skills": [s.model_dump(mode="json") for s in trajectory.skills],
+                "steps": [s.model_dump(mode="json") for s in trajectory.steps],
+                "prompt_tokens": trajectory.prompt_tokens,
+                "completion_tokens": trajectory.completion_tokens,
+                "seconds": round(trajectory.seconds, 3),
+            }
+        )
+        return
+    console.print(
+        f"[dim]outcome: {result.outcome.status} ({result.outcome.judged_by}) · thread {result.thread_id} · "
+        f"{result.trajectory.prompt_tokens}+{result.trajectory.completion_tokens} tokens · "
+        f"{result.trajectory.seconds:.1f} s[/dim]"
+    )
+
+
 # ------------------------------------------------------------------------------------------------------- bench, demo
 
 

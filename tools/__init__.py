@@ -1,6 +1,39 @@
-"""Typed tools the agent acts through (the `@tool` decorator, registry, call parsing): built by the agent-loop issue.
+"""Tools the agent acts through: typed functions with JSON schemas, their registry, and reading calls out of text.
 
-Nothing here yet; this package exists so that the distribution's four top-level packages are installed together.
+- `@tool` turns a typed function with a Google-style docstring into a `Tool` (schema, validation, `invoke`);
+  `ToolContext` carries a run's dependencies (the workspace folder, ...) into tools that ask for it.
+- `ToolRegistry` holds the tools an agent may call; it also accepts LangChain tools (`from_langchain`).
+- `parse_tool_calls` reads `<tool_call>` blocks (and the formats small models drift into) out of a message, and
+  `validate_call` checks one against the registry; what fails becomes a `CallError` for the model, never an
+  exception.
+- Built-ins: a safe `calculator` and workspace file tools (`builtin_tools()`).
+
+Importing this package does not import langchain-core.
 """
 
-__all__: list[str] = []
+from tools.base import Tool, ToolContext, ToolError, ToolRegistry, ToolResult, tool, validate_tool_name
+from tools.builtins import builtin_tools, calculator, workspace_list, workspace_read, workspace_write
+from tools.calls import CallError, ParseFailure, ParseResult, ToolCall, parse_tool_calls, validate_call
+from tools.langchain import from_langchain
+
+__all__ = [
+    "CallError",
+    "ParseFailure",
+    "ParseResult",
+    "Tool",
+    "ToolCall",
+    "ToolContext",
+    "ToolError",
+    "ToolRegistry",
+    "ToolResult",
+    "builtin_tools",
+    "calculator",
+    "from_langchain",
+    "parse_tool_calls",
+    "tool",
+    "validate_call",
+    "validate_tool_name",
+    "workspace_list",
+    "workspace_read",
+    "workspace_write",
+]

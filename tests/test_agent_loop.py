@@ -1,0 +1,223 @@
+"""The agent loop on the scripted fake model: every path the model can take, and threads that resume."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agent import Agent, Settings
+from agent.api import sqlite_checkpointer
+from agent.graph import build_graph
+from agent.testing import ScriptedChatModel
+from memory import Outcome
+from skills import SkillNotFoundError, SkillStore, UserError
+from tools import builtin_tools, tool
+
+
+def call(name: str, **arguments: Any) -> str:
+    import json
+
+    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
+
+
+@tool
+def boom(x: int) -> str:
+    """Always fails.
+
+    Args:
+        x: anything.
+    """
+    raise RuntimeError("kaboom")
+
+
+@tool
+def sleepy(seconds: float) -> str:
+    """Sleeps.
+
+    Args:
+        seconds: how long.
+    """
+    time.sleep(seconds)
+    return "awake"
+
+
+def make_agent(tmp_path: Path, replies: Any, **kwargs: Any) -> Agent:
+    settings = Settings(home=tmp_path / "home")
+    kwargs.setdefault("checkpointer", InMemorySaver())
+    kwargs.setdefault("tools", [*builtin_tools(), boom, sleepy])
+    return Agent(settings=settings, model=ScriptedChatModel(replies), **kwargs)
+
+
+def kinds(result: Any) -> list[str]:
+    return [step.kind for step in result.steps]
+
+
+def test_tool_call_then_answer(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, [call("calculator", expression="17*23"), "17*23 is 391."])
+    result = agent.run("What is 17*23?", checker=lambda task, answer, trajectory: "391" in (answer or ""))
+    assert kinds(result) == ["model", "tool_call", "tool_result", "model", "final"]
+    assert result.steps[2].text == "391" and result.steps[2].ok
+    assert result.answer == "17*23 is 391."
+    assert result.outcome.status == "success" and result.outcome.judged_by == "checker"
+    # the model saw the tool's schema in the system prompt and the result as an observation
+    second = agent.model.calls[1]
+    assert second[0]["role"] == "system" and '"calculator"' in second[0]["content"]
+    assert second[-1] == {"role": "tool", "content": "[calculator] 391"}
+    assert result.trajectory.prompt_tokens > 0 and result.trajectory.completion_tokens > 0
+
+
+def test_no_checker_means_unknown_outcome(tmp_path: Path) -> None:
+    result = make_agent(tmp_path, ["Paris."]).run("Capital of France?")
+    assert result.outcome.status == "unknown" and result.outcome.judged_by == "none"
+    assert kinds(result) == ["model", "final"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        ('<tool_call>{"name": "calculator", "arguments": {"expression": </tool_call>', "JSON"),
+        (call("teleport", where="mars"), "teleport"),
+        (call("calculator", expression=17), "expression"),
+    ],
+    ids=["invalid-json", "unknown-tool", "wrong-type"],
+)
+def test_model_mistakes_go_back_as_observations(tmp_path: Path, bad: str, expected: str) -> None:
+    agent = make_agent(tmp_path, [bad, "Sorry, the answer is 391."])
+    result = agent.run("What is 17*23?")
+    refused = [step for step in result.steps if step.kind == "parse_error"]
+    assert len(refused) == 1 and expected in refused[0].text
+    observation = agent.model.calls[1][-1]
+    assert observation["role"] == "tool" and "error" in observation["content"]
+    assert result.answer == "Sorry, the answer is 391."
+
+
+def test_tool_exception_and_timeout_are_observations(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, [call("boom", x=1), call("sleepy", seconds=5), "done"], tool_timeout=0.3)
+    started = time.perf_counter()
+    result = agent.run("try things")
+    assert time.perf_counter() - started < 4, "the hung tool must not hold the run"
+    results = [step for step in result.steps if step.kind == "tool_result"]
+    assert [step.ok for step in results] == [False, False]
+    assert "kaboom" in results[0].text
+    assert "timed out" in results[1].text
+    assert result.answer == "done"
+
+
+def test_max_steps_ends_in_a_failure_not_an_exception(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, lambda messages: call("calculator", expression="1+1"), max_steps=3)
+    result = agent.run("loop forever")
+    assert result.answer is None
+    assert result.outcome.status == "failure" and result.outcome.judged_by == "max_steps"
+    assert len(agent.model.calls) == 3
+    assert kinds(result)[-1] == "final"
+
+
+def test_checker_verdicts_and_a_broken_checker(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, lambda messages: "42")
+    assert agent.run("q", checker=lambda *a: 0.2).outcome.status == "failure"
+    assert agent.run("q", checker=lambda *a: Outcome(status="success", judged_by="tool")).outcome.judged_by == "tool"
+
+    def broken(*args: Any) -> bool:
+        raise ValueError("checker bug")
+
+    outcome = agent.run("q", checker=broken).outcome
+    assert outcome.status == "unknown" and "checker bug" in outcome.reason
+
+
+def test_stream_yields_steps_as_they_happen(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, [call("calculator", expression="2+3"), "5"])
+    seen = []
+    for step in agent.stream("2+3?"):
+        seen.append(step.kind)
+        if step.kind == "tool_call":
+            assert len(agent.model.calls) == 1, "the call is streamed before the model is asked again"
+    assert seen == ["model", "tool_call", "tool_result", "model", "final"]
+    assert agent.last_result.answer == "5"
+
+
+def test_threads_resume_by_id_across_agents(tmp_path: Path) -> None:
+    """Two Agent objects on one SQLite file stand for two processes: the second continues the first's thread."""
+    db = tmp_path / "state.sqlite"
+    first = make_agent(tmp_path, ["Hi Ada."], checkpointer=sqlite_checkpointer(db))
+    first.run("My name is Ada.", thread_id="t-1")
+    second = make_agent(tmp_path, ["Your name is Ada."], checkpointer=sqlite_checkpointer(db))
+    result = second.run("What is my name?", thread_id="t-1")
+    conversation = second.model.calls[0]
+    assert [m["content"] for m in conversation if m["role"] != "system"] == [
+        "My name is Ada.",
+        "Hi Ada.",
+        "What is my name?",
+    ]
+    assert result.trajectory.thread_id == "t-1"
+    assert [m["content"] for m in second.thread("t-1")][-1] == "Your name is Ada."
+    assert second.thread("unknown-thread") == []
+
+
+def test_skills_are_resolved_to_revisions_and_passed_to_the_model(tmp_path: Path, tiny: Any, adapter: Any) -> None:
+    store = SkillStore(tmp_path / "home" / "skills", base_fingerprint=tiny.fingerprint)
+    store.create("habit", adapter("alpha"), kind="tool_habit")
+    store.add_revision("habit", adapter("beta"))
+    agent = make_agent(tmp_path, ["ok"], store=store)
+    result = agent.run("task", skills=["habit"])
+    assert agent.model.skills_seen == [[("habit", 2)]]
+    assert [(s.name, s.revision) for s in result.trajectory.skills] == [("habit", 2)]
+    with pytest.raises(SkillNotFoundError, match="nope"):
+        agent.run("task", skills=["nope"])
+
+
+def test_feedback_replaces_the_outcome_and_reaches_the_recorder(tmp_path: Path) -> None:
+    recorded = []
+    agent = make_agent(tmp_path, ["an answer"], recorder=recorded.append)
+    result = agent.run("task")
+    assert recorded[-1].id == result.run_id and recorded[-1].outcome.status == "unknown"
+    updated = agent.feedback(result.run_id, "success", reason="user liked it")
+    assert updated.outcome.judged_by == "user" and recorded[-1].outcome.status == "success"
+    with pytest.raises(UserError):
+        agent.feedback("no-such-run", "failure")
+
+
+def test_run_batch_and_empty_task(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, lambda messages: messages[-1]["content"].upper())
+    results = agent.run_batch(["a", {"task": "b", "max_steps": 2}])
+    assert [r.answer for r in results] == ["A", "B"]
+    with pytest.raises(UserError, match="empty"):
+        agent.run("   ")
+
+
+def test_graph_shape_is_locked() -> None:
+    drawing = build_graph().get_graph().draw_mermaid()
+    edges = sorted(line.strip() for line in drawing.splitlines() if "-->" in line or "-.->" in line)
+    assert edges == [
+        "__start__ --> start;",
+        "finish --> record;",
+        "generate -.-> finish;",
+        "generate -.-> generate;",
+        "generate -.-> run_tools;",
+        "record --> __end__;",
+        "run_tools --> generate;",
+        "select_skills --> generate;",
+        "start --> select_skills;",
+    ], drawing
+
+
+def test_local_model_runs_the_loop_on_the_tiny_base_with_a_skill(tmp_path: Path, fresh_base: Any, adapter: Any) -> None:
+    """The real generation path (tokenizer, chat template, peft adapter via Residency), on weights that babble."""
+    store = SkillStore(tmp_path / "home" / "skills", base_fingerprint=fresh_base.fingerprint)
+    store.create("habit", adapter("alpha"), kind="tool_habit")
+    agent = Agent(
+        settings=Settings(home=tmp_path / "home"),
+        base=fresh_base,
+        store=store,
+        checkpointer=InMemorySaver(),
+        max_new_tokens=8,
+        max_steps=2,
+    )
+    result = agent.run("What is 2+2?", skills=["habit"])
+    assert result.trajectory.steps[0].kind == "model"
+    assert result.trajectory.completion_tokens > 0 and result.trajectory.prompt_tokens > 20
+    assert agent.model.residency.state("habit") == "hot"
+    assert result.outcome.status in {"unknown", "failure"}
