@@ -1,12 +1,14 @@
-"""`habitloop demo`: what exists today, end to end, on the real base model. Nothing here is simulated.
+"""`habitloop demo`: the agent, a skill learned into weights, measured before and after. Nothing is simulated.
 
 1. load the shared base (converting the packaged GGUF on first use);
-2. measure the base on held-out arithmetic prompts: does it answer with a calculator tool call in our exact format?
-3. train a LoRA skill `calculator-habit` from 24 demonstrations, mixed with the base's own answers to unrelated
-   prompts (self-distillation replay, so the habit does not leak into everything);
-4. measure again with the skill active, and off-task (does it still answer normally?);
-5. commit the skill to the store with its provenance and evaluation (a new revision if it exists, promoted only if
-   it is not worse than the current one), and list the store.
+2. run the agent (LangGraph loop, calculator tool) on 8 held-out arithmetic tasks with the base alone;
+3. train a LoRA skill `calculator-habit` on 24 demonstrations of the whole loop (call the calculator in the exact
+   format, read its result, answer), mixed with the base's own answers to unrelated prompts (self-distillation
+   replay, so the habit does not leak into everything);
+4. measure the candidate turn by turn on the held-out tasks (first reply: the exact call? after the result: the
+   right answer?) and off-task (still no tool call?), then commit it with that evaluation (a rerun adds a revision,
+   promoted only if it is not worse than the current one);
+5. run the agent again with the skill from the store, end to end, and list the store.
 """
 
 from __future__ import annotations
@@ -15,16 +17,21 @@ import json
 import random
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from agent.api import Agent
 from agent.base import load_base
 from agent.config import Settings
 from agent.generation import generate
-from skills import ChatExample, Evaluation, Residency, SkillStore, TrainConfig, train_lora
+from agent.models import LocalChatModel
+from agent.prompt import system_prompt, tool_result_message
+from skills import ChatExample, ChatMessage, Evaluation, Residency, SkillStore, TrainConfig, train_lora
+from tools import ToolRegistry, calculator
 
 SKILL = "calculator-habit"
 DESCRIPTION = (
@@ -105,19 +112,78 @@ def _rate(replies: list[str], expressions: list[str] | None = None) -> float:
     return sum(hits) / len(hits)
 
 
-def measure(model: Any, tokenizer: Any, held_out: list[tuple[str, str]], base_off_task: list[str] | None) -> dict:
-    """Format and exact-expression rates on held-out arithmetic; tool-call rate and agreement with the base off-task."""
-    chats = [[{"role": "user", "content": q}] for q, _ in held_out]
-    replies = generate(model, tokenizer, chats, max_new_tokens=40)
-    off = generate(model, tokenizer, [[{"role": "user", "content": q}] for q in OFF_TASK_EVAL], max_new_tokens=40)
+def _value(expression: str) -> str:
+    return calculator(expression)
+
+
+def _chat(system: str, question: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+
+
+def demonstration(system: str, question: str, expression: str) -> ChatExample:
+    """The whole loop as one conversation: the call, the tool's result, the answer (both assistant turns learn)."""
+    value = _value(expression)
+    return ChatExample(
+        messages=(
+            ChatMessage(role="system", content=system),
+            ChatMessage(role="user", content=question),
+            ChatMessage(role="assistant", content=tool_call_text(expression)),
+            ChatMessage(**tool_result_message("calculator", value, ok=True)),
+            ChatMessage(role="assistant", content=f"{expression} = {value}"),
+        )
+    )
+
+
+def measure(model: Any, tokenizer: Any, system: str, held_out: list[tuple[str, str]], base_off_task: list[str] | None):
+    """Turn by turn, exactly what the agent loop would generate (greedy), on held-out tasks and off-task prompts.
+
+    - call rates: the first reply is one calculator call in our format (with the right expression: exact);
+    - answer rate: given the correct tool result, the next reply contains the right number;
+    - off-task: the rate of tool calls on unrelated prompts, and exact agreement with the base's own answers.
+    """
+    first = generate(model, tokenizer, [_chat(system, q) for q, _ in held_out], max_new_tokens=40)
+    second_chats = [
+        [
+            *_chat(system, q),
+            {"role": "assistant", "content": tool_call_text(e)},
+            tool_result_message("calculator", _value(e), ok=True),
+        ]
+        for q, e in held_out
+    ]
+    second = generate(model, tokenizer, second_chats, max_new_tokens=24)
+    off = generate(model, tokenizer, [_chat(system, q) for q in OFF_TASK_EVAL], max_new_tokens=40)
     metrics = {
-        "heldout_call_format_rate": _rate(replies),
-        "heldout_exact_call_rate": _rate(replies, [e for _, e in held_out]),
+        "heldout_call_format_rate": _rate(first),
+        "heldout_exact_call_rate": _rate(first, [e for _, e in held_out]),
+        "heldout_answer_after_result_rate": sum(_value(e) in r for r, (_, e) in zip(second, held_out, strict=True))
+        / len(held_out),
         "offtask_call_rate": _rate(off),
     }
     if base_off_task is not None:
         metrics["offtask_agreement_with_base"] = sum(a == b for a, b in zip(off, base_off_task, strict=True)) / len(off)
-    return {"metrics": metrics, "examples": {"heldout": replies[:3], "offtask": off[:3]}}
+    return {
+        "metrics": metrics,
+        "examples": {"heldout": first[:3], "answer": second[:3], "offtask": off[:3]},
+        "off": off,
+    }
+
+
+def _answer_contains(value: str) -> Callable[..., bool]:
+    def check(task: str, answer: str | None, trajectory: Any) -> bool:
+        return value in (answer or "")
+
+    return check
+
+
+def agent_accuracy(agent: Agent, held_out: list[tuple[str, str]], skills: list[str]) -> dict[str, Any]:
+    """End to end through the agent loop: the share of tasks whose final answer contains the right number."""
+    results = [agent.run(q, skills=skills, checker=_answer_contains(_value(e))) for q, e in held_out]
+    return {
+        "accuracy": sum(r.outcome.status == "success" for r in results) / len(results),
+        "tool_calls": sum(any(s.kind == "tool_call" for s in r.steps) for r in results) / len(results),
+        "mean_model_calls": sum(sum(s.kind == "model" for s in r.steps) for r in results) / len(results),
+        "example": [(s.kind, s.text) for s in results[0].steps],
+    }
 
 
 def run_demo(settings: Settings | None = None, *, steps: int = 24, console: Console | None = None) -> dict:
@@ -133,27 +199,36 @@ def run_demo(settings: Settings | None = None, *, steps: int = 24, console: Cons
     train_items, held_out = items[:24], items[24:32]
     store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
     residency = Residency(base.model, store, max_hot=settings.max_hot, max_warm=settings.max_warm)
+    tools = ToolRegistry([calculator])
+    system = system_prompt(tools.schemas()) or ""
+    agent = Agent(settings=settings, base=base, model=LocalChatModel(base, residency), store=store, tools=[calculator])
 
-    console.print("\nMeasuring the base alone on 8 held-out arithmetic prompts and 6 unrelated prompts...")
+    console.print("\n[bold]1. The agent with the base alone[/bold] on 8 held-out arithmetic tasks (calculator tool):")
+    base_agent = agent_accuracy(agent, held_out, skills=[])
+    console.print(f"  accuracy {base_agent['accuracy']:.0%}, tasks with a tool call {base_agent['tool_calls']:.0%}")
+    console.print(f"  e.g. {held_out[0][0]!r}: {base_agent['example']}")
     with residency.base_only() as model:
-        before = measure(model, base.tokenizer, held_out, None)
-        base_off_task = generate(
-            model, base.tokenizer, [[{"role": "user", "content": q}] for q in OFF_TASK_EVAL], max_new_tokens=40
-        )
-        replay_answers = generate(
-            model, base.tokenizer, [[{"role": "user", "content": q}] for q in _OFF_TASK_TRAIN], max_new_tokens=48
-        )
-    console.print(f"  base: {before['metrics']}")
-    console.print(f"  e.g. {held_out[0][0]!r} -> {before['examples']['heldout'][0]!r}")
+        before = measure(model, base.tokenizer, system, held_out, None)
+        replay = generate(model, base.tokenizer, [_chat(system, q) for q in _OFF_TASK_TRAIN], max_new_tokens=48)
+    base_off_task = before["off"]
+    console.print(f"  turn by turn: {before['metrics']}")
 
-    examples = [
-        ChatExample.from_pair(q, tool_call_text(e), source_id=f"demo-{i}") for i, (q, e) in enumerate(train_items)
-    ]
+    examples = [demonstration(system, q, e) for q, e in train_items]
     examples += [
-        ChatExample.from_pair(q, a, source_id=f"replay-{i}")
-        for i, (q, a) in enumerate(zip(_OFF_TASK_TRAIN, replay_answers, strict=True))
+        ChatExample(
+            messages=(
+                ChatMessage(role="system", content=system),
+                ChatMessage(role="user", content=q),
+                ChatMessage(role="assistant", content=a),
+            ),
+            source_id=f"replay-{i}",
+        )
+        for i, (q, a) in enumerate(zip(_OFF_TASK_TRAIN, replay, strict=True))
     ]
-    console.print(f"\nTraining {SKILL!r}: {len(train_items)} demonstrations + {len(replay_answers)} replay answers...")
+    console.print(
+        f"\n[bold]2. Training {SKILL!r}[/bold]: {len(train_items)} demonstrations of the loop + "
+        f"{len(replay)} replay answers..."
+    )
     with tempfile.TemporaryDirectory() as tmp:
         result = train_lora(
             residency.model,
@@ -161,7 +236,7 @@ def run_demo(settings: Settings | None = None, *, steps: int = 24, console: Cons
             examples,
             Path(tmp) / "adapter",
             config=TrainConfig(steps=steps, batch_size=4, learning_rate=1e-3, seed=0),
-            episode_ids=[e.source_id or "" for e in examples],
+            episode_ids=[f"demo-{i}" for i in range(len(examples))],
         )
         console.print(
             f"  {result.steps} steps in {result.seconds:.1f} s ({result.tokens_per_second:.0f} tokens/s), "
@@ -169,14 +244,15 @@ def run_demo(settings: Settings | None = None, *, steps: int = 24, console: Cons
         )
         # Measure the candidate before committing it, so that its revision record carries its evaluation.
         with residency.trial(result.adapter_dir) as model:
-            after = measure(model, base.tokenizer, held_out, base_off_task)
-        console.print(f"  with the skill: {after['metrics']}")
+            after = measure(model, base.tokenizer, system, held_out, base_off_task)
+        console.print(f"  candidate, turn by turn: {after['metrics']}")
         console.print(f"  e.g. {held_out[0][0]!r} -> {after['examples']['heldout'][0]!r}")
         console.print(f"  off-task e.g. {OFF_TASK_EVAL[0]!r} -> {after['examples']['offtask'][0]!r}")
         evaluation = Evaluation(
             metrics=after["metrics"],
             details={"base": before["metrics"], "heldout_prompts": [q for q, _ in held_out]},
         )
+        score = after["metrics"]["heldout_exact_call_rate"] + after["metrics"]["heldout_answer_after_result_rate"]
         if not store.exists(SKILL):
             store.create(
                 SKILL,
@@ -190,34 +266,36 @@ def run_demo(settings: Settings | None = None, *, steps: int = 24, console: Cons
             record = store.revision(SKILL)
             console.print(f"  committed {SKILL!r} revision {record.number}")
         else:
-            # A rerun: gate the new revision against the current one on the same held-out prompts.
-            current = store.revision(SKILL)
-            current_rate = current.evaluation.metrics.get("heldout_exact_call_rate", 0.0)
-            better = after["metrics"]["heldout_exact_call_rate"] >= current_rate
+            # A rerun: gate the new revision against the current one on the same held-out tasks.
+            current = store.revision(SKILL).evaluation.metrics
+            current_score = current.get("heldout_exact_call_rate", 0.0) + current.get(
+                "heldout_answer_after_result_rate", 0.0
+            )
+            better = score >= current_score
             record = store.add_revision(
                 SKILL,
                 result.adapter_dir,
                 provenance=result.provenance,
                 evaluation=evaluation,
                 promote=better,
-                note=f"demo gate: {after['metrics']['heldout_exact_call_rate']:.2f} vs current {current_rate:.2f}",
+                note=f"demo gate: {score:.2f} vs current {current_score:.2f}",
             )
             verdict = "promoted" if better else "kept as rejected"
-            console.print(f"  revision {record.number} {verdict} (current revision scored {current_rate:.2f})")
+            console.print(f"  revision {record.number} {verdict} ({score:.2f} vs current {current_score:.2f})")
 
-    # Use the skill the way the agent will: from the store, through residency.
-    residency.activate(SKILL)
-    question = held_out[1][0]
-    reply = generate(residency.model, base.tokenizer, [[{"role": "user", "content": question}]], max_new_tokens=40)[0]
-    console.print(f"\nFrom the store, revision {store.get(SKILL).current}: {question!r} -> {reply!r}")
+    console.print(f"\n[bold]3. The agent with {SKILL!r}[/bold] (revision {store.get(SKILL).current}, from the store):")
+    skill_agent = agent_accuracy(agent, held_out, skills=[SKILL])
+    console.print(f"  accuracy {skill_agent['accuracy']:.0%}, tasks with a tool call {skill_agent['tool_calls']:.0%}")
+    console.print(f"  e.g. {held_out[0][0]!r}: {skill_agent['example']}")
 
-    # The measured effect is in the revision record (evaluation) and in this report.
     report = {
         "skill": SKILL,
         "revision": record.number,
         "base": base.info().model_dump(),
-        "before": before["metrics"],
-        "after": after["metrics"],
+        "agent_base_only": {k: v for k, v in base_agent.items() if k != "example"},
+        "agent_with_skill": {k: v for k, v in skill_agent.items() if k != "example"},
+        "turns_before": before["metrics"],
+        "turns_after": after["metrics"],
         "training": {"steps": result.steps, "seconds": result.seconds, "losses": result.losses},
     }
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
@@ -232,6 +310,6 @@ def run_demo(settings: Settings | None = None, *, steps: int = 24, console: Cons
     console.print(table)
     console.print(f"report: {settings.reports_dir / 'demo.json'}")
     console.print(
-        "[dim]Not yet built: the agent loop, routing, the episode buffer and consolidation (see the open issues).[/dim]"
+        "[dim]Not built yet: routing and composition, the episode buffer and consolidation (see the open issues).[/dim]"
     )
     return report
