@@ -17,8 +17,10 @@ from skills.errors import HabitloopError, UserError
 app = typer.Typer(help="habitloop: an agent whose skills live in LoRA adapters on one shared base model.")
 model_app = typer.Typer(help="The shared base model.")
 skills_app = typer.Typer(help="Skills in the store ($HABITLOOP_HOME/skills).")
+buffer_app = typer.Typer(help="The short-term episode buffer (chromadb under $HABITLOOP_HOME/buffer).")
 app.add_typer(model_app, name="model")
 app.add_typer(skills_app, name="skills")
+app.add_typer(buffer_app, name="buffer")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -222,6 +224,119 @@ def skills_import(
         console.print(f"imported {manifest.name} (revisions {manifest.revision_numbers()})")
 
 
+# ------------------------------------------------------------------------------------------------------- buffer
+
+
+def _buffer() -> Any:
+    from agent.api import default_buffer
+
+    return default_buffer(Settings())
+
+
+def _episode_row(t: Any) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "task": t.task,
+        "status": t.outcome.status,
+        "judged_by": t.outcome.judged_by,
+        "skills": [f"{s.name}@{s.revision}" for s in t.skills],
+        "consolidated_into": t.consolidated_into,
+        "started_at": t.started_at.isoformat(),
+        "answer": t.answer,
+    }
+
+
+@buffer_app.command("stats")
+def buffer_stats(as_json: JsonFlag = False) -> None:
+    """Counts: episodes by outcome, consolidated or waiting."""
+    stats = _buffer().stats()
+    if as_json:
+        _print_json(stats.model_dump(mode="json"))
+        return
+    table = Table(show_header=False, title="episode buffer")
+    for key, value in stats.model_dump().items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@buffer_app.command("list")
+def buffer_list(
+    status: Annotated[str | None, typer.Option(help="success, failure or unknown")] = None,
+    skill: Annotated[str | None, typer.Option(help="episodes that ran with this skill")] = None,
+    consolidated: Annotated[bool | None, typer.Option("--consolidated/--waiting", help="filter by state")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Episodes, newest first."""
+    if status not in (None, "success", "failure", "unknown"):
+        raise UserError(f"unknown status {status!r}", hint="use success, failure or unknown")
+    episodes = _buffer().list(status=status, skill=skill, consolidated=consolidated, limit=limit)
+    if as_json:
+        _print_json({"episodes": [_episode_row(t) for t in episodes]})
+        return
+    table = Table(title=f"{len(episodes)} episodes")
+    for column in ("id", "status", "skills", "consolidated", "task"):
+        table.add_column(column)
+    for t in episodes:
+        table.add_row(
+            t.id[:12], t.outcome.status, ", ".join(s.name for s in t.skills), t.consolidated_into or "", t.task[:70]
+        )
+    console.print(table)
+
+
+@buffer_app.command("show")
+def buffer_show(episode_id: str, as_json: JsonFlag = False) -> None:
+    """One episode: every message and step."""
+    buffer = _buffer()
+    matches = [t.id for t in buffer.list() if t.id.startswith(episode_id)] if len(episode_id) < 32 else [episode_id]
+    if len(matches) != 1:
+        raise UserError(f"{len(matches)} episodes match {episode_id!r}", hint="give more of the id")
+    trajectory = buffer.get(matches[0])
+    if as_json:
+        _print_json(trajectory.model_dump(mode="json"))
+        return
+    console.print(_episode_row(trajectory))
+    for step in trajectory.steps:
+        console.print(_step_line(step))
+
+
+@buffer_app.command("discard")
+def buffer_discard(
+    episode_ids: Annotated[list[str], typer.Argument(help="ids to delete")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete episodes (successes included: this is how a user lets one go before consolidation)."""
+    removed = _buffer().discard(episode_ids)
+    if as_json:
+        _print_json({"discarded": removed})
+    else:
+        console.print(f"discarded {len(removed)} of {len(episode_ids)}")
+
+
+@app.command("consolidate")
+def consolidate(
+    skill: Annotated[str | None, typer.Option(help="consolidate into this skill only")] = None,
+    min_episodes: Annotated[int | None, typer.Option("--min-episodes", min=1, help="successes needed")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train waiting successful episodes into skills: a new revision each, promoted only if not worse."""
+    from agent.api import Agent
+
+    agent = Agent(settings=Settings())
+    reports = agent.consolidate(skill, min_episodes=min_episodes)
+    if as_json:
+        _print_json({"reports": [r.model_dump(mode="json") for r in reports]})
+        return
+    if not reports:
+        console.print("Nothing to consolidate: not enough waiting successes (see `habitloop buffer stats`).")
+    for r in reports:
+        verdict = "[green]promoted[/green]" if r.promoted else "[red]rejected[/red]"
+        console.print(
+            f"{r.skill} revision {r.revision}: {verdict} ({r.reason}); {len(r.episodes)} episodes, "
+            f"{r.train_seconds:.0f} s training at {r.train_tokens_per_second:.0f} tokens/s; report {r.report_path}"
+        )
+
+
 # ------------------------------------------------------------------------------------------------------- run
 
 
@@ -310,11 +425,11 @@ def bench(
 
 
 @app.command("demo")
-def demo(steps: Annotated[int, typer.Option(min=1, help="training steps")] = 24) -> None:
-    """Train and store a real skill on the real base, measured before and after (what exists today)."""
+def demo() -> None:
+    """Demonstrations -> buffer -> retrieval -> consolidation into a skill, measured end to end on the real base."""
     from agent.demo import run_demo
 
-    run_demo(Settings(), steps=steps, console=console)
+    run_demo(Settings(), console=console)
 
 
 def main() -> None:

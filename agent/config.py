@@ -21,6 +21,17 @@ class Settings(BaseSettings):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's own choice")
     max_hot: int = Field(8, ge=1, description="adapters kept loaded in the model at once")
     max_warm: int = Field(64, ge=0, description="adapters kept in RAM (evicted from the model, not yet dropped)")
+    chroma_url: str | None = Field(
+        None, description="a chroma server (http://host:port) for the buffer; default: embedded under home/buffer"
+    )
+    buffer_max_unconsolidated: int | None = Field(
+        2000, ge=1, description="unconsolidated episodes kept; beyond it the oldest failures go first"
+    )
+    buffer_max_age_days: float | None = Field(30.0, gt=0, description="failures older than this are dropped")
+    retrieval_k: int = Field(2, ge=0, description="similar successful episodes shown as worked examples (0: none)")
+    auto_consolidate_after: int | None = Field(
+        None, ge=1, description="consolidate a skill after a run once it has this many new successes (off by default)"
+    )
 
     @field_validator("home")
     @classmethod
@@ -34,6 +45,10 @@ class Settings(BaseSettings):
     @property
     def skills_dir(self) -> Path:
         return self.home / "skills"
+
+    @property
+    def buffer_dir(self) -> Path:
+        return self.home / "buffer"
 
     @property
     def reports_dir(self) -> Path:

@@ -44,6 +44,7 @@ class AgentState(TypedDict, total=False):
     prompt_tokens: int
     completion_tokens: int
     started_at: str
+    run_start: int
     trajectory: dict[str, Any] | None
 
 
@@ -54,6 +55,7 @@ class RunContext:
     model: ChatModel
     tools: ToolRegistry
     skills: Sequence[SkillUse] = ()
+    examples: Sequence[tuple[str, list[dict[str, Any]]]] = ()  # (episode id, its messages): retrieval mode
     checker: Checker | None = None
     recorder: Callable[[Trajectory], None] | None = None
     thread_id: str = ""
@@ -82,8 +84,10 @@ def _emit(runtime: Runtime[RunContext], step: dict[str, Any]) -> None:
 
 def start(state: AgentState) -> AgentState:
     """Open a run: add the task to the thread's conversation and reset this run's fields."""
+    previous = state.get("messages", [])
     return {
-        "messages": [*state.get("messages", []), {"role": "user", "content": state["task"]}],
+        "messages": [*previous, {"role": "user", "content": state["task"]}],
+        "run_start": len(previous),
         "steps": [],
         "pending": [],
         "turn": 0,
@@ -105,7 +109,8 @@ def generate(state: AgentState, runtime: Runtime[RunContext]) -> AgentState:
     """Ask the model for the next message; parse and validate any tool calls in it."""
     ctx = runtime.context
     system = system_prompt(ctx.tools.schemas())
-    conversation = ([{"role": "system", "content": system}] if system else []) + state["messages"]
+    shown = [message for _, example in ctx.examples for message in example]  # worked examples, before the thread
+    conversation = ([{"role": "system", "content": system}] if system else []) + shown + state["messages"]
     started = time.perf_counter()
     reply = ctx.model.generate(
         conversation,
@@ -180,6 +185,9 @@ def _trajectory(state: AgentState, ctx: RunContext, outcome: Outcome) -> Traject
         task=state["task"],
         instance=ctx.instance,
         messages=state["messages"],
+        context_messages=state.get("run_start", 0),
+        system_prompt=system_prompt(ctx.tools.schemas()),
+        examples=[episode_id for episode_id, _ in ctx.examples],
         steps=[Step.model_validate(s) for s in state.get("steps", [])],
         skills=[SkillUse.model_validate(s) for s in state.get("skills", [])],
         answer=state.get("answer"),

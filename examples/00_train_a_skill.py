@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 
 from agent import Settings, load_base
-from agent.generation import generate
 from skills import ChatExample, Residency, SkillStore, TrainConfig, train_lora
+from skills.generation import generate
 
 settings = Settings()
 base = load_base(settings=settings)  # SmolLM2-135M-Instruct, offline; the first run converts the GGUF once

@@ -72,7 +72,12 @@ class Trajectory(BaseModel):
     thread_id: str
     task: str
     instance: str | None = None
-    messages: list[dict[str, Any]] = Field(default_factory=list, description="chat messages, system prompt excluded")
+    messages: list[dict[str, Any]] = Field(
+        default_factory=list, description="the thread's chat messages up to the end of this run, system prompt excluded"
+    )
+    context_messages: int = Field(0, ge=0, description="how many of `messages` came from earlier runs on the thread")
+    system_prompt: str | None = Field(None, description="the system prompt the model saw (tool schemas)")
+    examples: list[str] = Field(default_factory=list, description="ids of episodes shown as worked examples")
     steps: list[Step] = Field(default_factory=list)
     skills: list[SkillUse] = Field(default_factory=list)
     answer: str | None = None
@@ -82,6 +87,38 @@ class Trajectory(BaseModel):
     started_at: datetime = Field(default_factory=_now)
     finished_at: datetime | None = None
     consolidated_into: str | None = Field(None, description="'skill@revision' once consolidated into weights")
+
+    @classmethod
+    def demonstration(
+        cls,
+        task: str,
+        replies: list[dict[str, Any]] | str,
+        *,
+        system_prompt: str | None = None,
+        thread_id: str | None = None,
+    ) -> Trajectory:
+        """A user's worked example: the task and how it should be answered.
+
+        `replies` is the final answer as text, or the messages after the task (assistant tool calls, tool results,
+        the answer), e.g. `[{"role": "assistant", "content": "<tool_call>...</tool_call>"}, {"role": "tool", ...},
+        {"role": "assistant", "content": "391"}]`.
+        """
+        after = [{"role": "assistant", "content": replies}] if isinstance(replies, str) else list(replies)
+        answer = next((str(m["content"]) for m in reversed(after) if m.get("role") == "assistant"), None)
+        return cls(
+            thread_id=thread_id or new_id(),
+            task=task,
+            messages=[{"role": "user", "content": task}, *after],
+            system_prompt=system_prompt,
+            answer=answer,
+            outcome=Outcome(status="success", judged_by="user", reason="demonstration"),
+            finished_at=_now(),
+        )
+
+    @property
+    def run_messages(self) -> list[dict[str, Any]]:
+        """This run's messages: the task and everything after it."""
+        return self.messages[self.context_messages :]
 
     @property
     def seconds(self) -> float:

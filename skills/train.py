@@ -14,7 +14,7 @@ import random
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -174,13 +174,22 @@ def save_adapter(peft_model: Any, adapter_name: str, out_dir: Path) -> Path:
     return out_dir
 
 
-def _batches(n: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]:
-    """Endless shuffled epochs of example indices, in batches."""
+def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> Iterator[list[int]]:
+    """Endless shuffled epochs of example indices, in batches of similar length (less padding, same data).
+
+    Each epoch is shuffled, cut into windows of 8 batches, each window sorted by length and cut into batches, and
+    the batches shuffled again, so batch composition still varies between epochs.
+    """
+    window = batch_size * 8
     while True:
-        order = list(range(n))
+        order = list(range(len(lengths)))
         rng.shuffle(order)
-        for start in range(0, n, batch_size):
-            yield order[start : start + batch_size]
+        batches = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+            batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        rng.shuffle(batches)
+        yield from batches
 
 
 def train_lora(
@@ -193,11 +202,13 @@ def train_lora(
     init_from: Path | str | None = None,
     episode_ids: Sequence[str] = (),
     progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on chat `examples` and save it to `out_dir` (PEFT format). Deterministic given the seed.
 
     `init_from` is an adapter folder (e.g. the skill's current revision) to continue training from; its LoRA shape
     is then used instead of `config.lora`. `model` may already hold other adapters (see `temporary_adapter`).
+    `on_step(step, loss)` is called after every optimizer step (progress reporting, tests that interrupt training).
     """
     import torch
     from peft import set_peft_model_state_dict
@@ -223,7 +234,7 @@ def train_lora(
 
     torch.manual_seed(config.seed)  # LoRA's A matrices are drawn at adapter creation: seed first
     rng = random.Random(config.seed)
-    batches = _batches(len(features), config.batch_size, rng)
+    batches = _batches([len(ids) for ids, _ in features], config.batch_size, rng)
     losses: list[float] = []
     tokens = target_tokens = 0
     started = time.perf_counter()
@@ -272,6 +283,8 @@ def train_lora(
             tokens += int(attention.sum())
             target_tokens += int((labels != IGNORE_INDEX).sum())
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if on_step is not None:
+                on_step(len(losses), losses[-1])
         peft_model.eval()
         save_adapter(peft_model, name, out_dir)
         trainable = sum(p.numel() for p in params)

@@ -13,7 +13,7 @@ from agent import Agent, Settings
 from agent.api import sqlite_checkpointer
 from agent.graph import build_graph
 from agent.testing import ScriptedChatModel
-from memory import Outcome
+from memory import HashingEmbedder, InMemoryBuffer, Outcome, Trajectory
 from skills import SkillNotFoundError, SkillStore, UserError
 from tools import builtin_tools, tool
 
@@ -48,7 +48,9 @@ def sleepy(seconds: float) -> str:
 def make_agent(tmp_path: Path, replies: Any, **kwargs: Any) -> Agent:
     settings = Settings(home=tmp_path / "home")
     kwargs.setdefault("checkpointer", InMemorySaver())
-    kwargs.setdefault("tools", [*builtin_tools(), boom, sleepy])
+    kwargs.setdefault("tools", [*builtin_tools(memory=True), boom, sleepy])
+    kwargs.setdefault("buffer", InMemoryBuffer(HashingEmbedder()))
+    kwargs.setdefault("retrieval_k", 0)
     return Agent(settings=settings, model=ScriptedChatModel(replies), **kwargs)
 
 
@@ -213,6 +215,7 @@ def test_local_model_runs_the_loop_on_the_tiny_base_with_a_skill(tmp_path: Path,
         base=fresh_base,
         store=store,
         checkpointer=InMemorySaver(),
+        buffer=InMemoryBuffer(HashingEmbedder()),
         max_new_tokens=8,
         max_steps=2,
     )
@@ -221,3 +224,59 @@ def test_local_model_runs_the_loop_on_the_tiny_base_with_a_skill(tmp_path: Path,
     assert result.trajectory.completion_tokens > 0 and result.trajectory.prompt_tokens > 20
     assert agent.model.residency.state("habit") == "hot"
     assert result.outcome.status in {"unknown", "failure"}
+
+
+def test_every_run_is_recorded_and_successes_come_back_as_worked_examples(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, [call("calculator", expression="17*23"), "391", "the answer", "x"], retrieval_k=2)
+    first = agent.run("What is 17*23?", checker=lambda *a: True)
+    assert agent.buffer.get(first.run_id).outcome.status == "success"
+    second = agent.run("What is 17*24?")
+    shown = agent.model.calls[2]  # the third model call: the second task, with the first one as a worked example
+    contents = [m["content"] for m in shown]
+    assert contents[1:5] == ["What is 17*23?", call("calculator", expression="17*23"), "[calculator] 391", "391"]
+    assert contents[-1] == "What is 17*24?"
+    assert second.trajectory.examples == [first.run_id]
+    assert agent.run("q", examples=0) and agent.model.calls[-1][1]["content"] == "q", "examples=0 shows none"
+
+
+def test_recall_tool_searches_the_buffer(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, ["Paris.", call("recall", query="capital of France"), "Paris, as before."])
+    agent.run("What is the capital of France?", checker=lambda *a: True)
+    result = agent.run("Remind me: the capital of France?")
+    observation = [s for s in result.steps if s.kind == "tool_result"][0]
+    assert observation.ok and "capital of France" in observation.text and "Paris." in observation.text
+
+
+def test_feedback_updates_the_buffer(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, ["an answer"])
+    result = agent.run("task")
+    agent.feedback(result.run_id, "failure", reason="wrong")
+    stored = agent.buffer.get(result.run_id)
+    assert stored.outcome.status == "failure" and stored.outcome.judged_by == "user"
+
+
+def test_practice_samples_until_a_success_and_records_every_attempt(tmp_path: Path) -> None:
+    replies = iter(["wrong", "wrong", "right", "right"])
+    agent = make_agent(tmp_path, lambda messages: next(replies))
+    reports = agent.practice(["t1", "t2"], lambda task, answer, trajectory: answer == "right", attempts=3)
+    assert [(r.attempts, r.successes) for r in reports] == [(3, 1), (1, 1)]
+    stats = agent.buffer.stats()
+    assert stats.total == 4
+    with pytest.raises(UserError):
+        agent.practice(["t"], lambda *a: True, attempts=0)
+
+
+def test_learn_from_records_a_demonstration_as_a_success(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, ["unused"])
+    demo = Trajectory.demonstration(
+        "What is 2+2?",
+        [
+            {"role": "assistant", "content": call("calculator", expression="2+2")},
+            {"role": "tool", "content": "[calculator] 4"},
+            {"role": "assistant", "content": "4"},
+        ],
+    )
+    stored = agent.learn_from(demo)
+    assert stored.outcome.status == "success" and stored.answer == "4"
+    assert stored.system_prompt and "calculator" in stored.system_prompt, "the agent's own system prompt is kept"
+    assert agent.buffer.get(demo.id).task == "What is 2+2?"

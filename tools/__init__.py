@@ -12,7 +12,7 @@ Importing this package does not import langchain-core.
 """
 
 from tools.base import Tool, ToolContext, ToolError, ToolRegistry, ToolResult, tool, validate_tool_name
-from tools.builtins import builtin_tools, calculator, workspace_list, workspace_read, workspace_write
+from tools.builtins import builtin_tools, calculator, recall, workspace_list, workspace_read, workspace_write
 from tools.calls import CallError, ParseFailure, ParseResult, ToolCall, parse_tool_calls, validate_call
 from tools.langchain import from_langchain
 
@@ -30,6 +30,7 @@ __all__ = [
     "calculator",
     "from_langchain",
     "parse_tool_calls",
+    "recall",
     "tool",
     "validate_call",
     "validate_tool_name",

@@ -273,13 +273,33 @@ def workspace_list(ctx: ToolContext, path: str = ".") -> str:
     return "\n".join(shown) + (f"\n... and {more} more" if more else "")
 
 
-def builtin_tools(*, files: bool = True) -> list[Tool]:
-    """The built-in tools: the calculator, and with `files` the workspace file tools.
+@tool
+def recall(query: str, k: int = 3, *, ctx: ToolContext) -> str:
+    """Search your memory of earlier successful tasks similar to a query, with how they were answered.
 
-    The workspace folder is not fixed here: each run passes it in `ToolContext(workspace=...)`, and without one
-    the file tools answer with an error result.
+    Args:
+        query: what to look for, e.g. the current task in your own words.
+        k: how many earlier tasks to return (1 to 10).
+    """
+    search = ctx.extras.get("recall")
+    if search is None:
+        raise ToolError("this agent has no episode memory to search")
+    hits = search(query, max(1, min(10, k)))
+    if not hits:
+        return "nothing similar remembered"
+    return "\n".join(f"- task: {task!r} -> answer: {answer!r} (similarity {score:.2f})" for task, answer, score in hits)
+
+
+def builtin_tools(*, files: bool = True, memory: bool = False) -> list[Tool]:
+    """The built-in tools: the calculator, with `files` the workspace file tools, with `memory` the recall tool.
+
+    Nothing is fixed here: each run passes its workspace folder (`ToolContext.workspace`) and, for `recall`, a
+    search function over the episode buffer (`ToolContext.extras["recall"]`, a callable (query, k) -> [(task,
+    answer, score)]); without them those tools answer with an error result. `tools` never imports `memory`.
     """
     tools = [calculator]
     if files:
         tools += [workspace_read, workspace_write, workspace_list]
+    if memory:
+        tools.append(recall)
     return tools

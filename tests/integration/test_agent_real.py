@@ -16,6 +16,8 @@ from agent import Agent, Settings
 from agent.demo import arithmetic_items, demonstration
 from agent.models import LocalChatModel
 from agent.prompt import system_prompt
+from memory import HashingEmbedder, InMemoryBuffer
+from memory.consolidate import example_from
 from skills import Residency, SkillStore, TrainConfig, train_lora
 from tools import ToolRegistry, calculator
 
@@ -33,7 +35,7 @@ def calc_skill(real_base: Any, real_settings: Settings, tmp_path_factory: pytest
     store = SkillStore(real_settings.skills_dir, base_fingerprint=real_base.fingerprint)
     if not store.exists("calc-loop"):
         system = system_prompt(ToolRegistry([calculator]).schemas()) or ""
-        examples = [demonstration(system, q, e) for q, e in arithmetic_items(16, seed=3)]
+        examples = [example_from(demonstration(system, q, e)) for q, e in arithmetic_items(16, seed=3)]
         out = tmp_path_factory.mktemp("calc") / "adapter"
         result = train_lora(
             real_base.model, real_base.tokenizer, examples, out, config=TrainConfig(steps=12, seed=0), progress=False
@@ -53,6 +55,7 @@ def test_the_real_base_acts_through_a_real_tool_with_a_skill(
         store=calc_skill,
         tools=[calculator],
         checkpointer=InMemorySaver(),
+        buffer=InMemoryBuffer(HashingEmbedder()),
         max_steps=3,
         max_new_tokens=48,
     )

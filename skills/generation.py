@@ -1,6 +1,7 @@
 """Batched greedy (or sampled) chat generation on the shared model, with whatever adapter is active.
 
-The agent-loop issue builds its generation backend on this; for now the demo and benchmarks use it directly.
+It lives in `skills` because consolidation (in `memory`) generates too, to answer replay prompts and to evaluate
+candidates, and `memory` may not import `agent`.
 """
 
 from __future__ import annotations
