@@ -94,6 +94,9 @@ class Agent:
     ) -> None:
         self.settings = settings or Settings()
         self.residency: Any = None
+        # Whose episodes these are: None is the shared agent (personal instances come with the packs issue). Every
+        # buffer query passes it, so one instance never sees another's episodes.
+        self.instance: str | None = None
         if model is None:
             from agent.base import load_base
             from skills.residency import Residency
@@ -297,12 +300,13 @@ class Agent:
             self.base.tokenizer,
             config=config,
             reports_dir=self.settings.reports_dir,
+            instance=self.instance,
         )
         return consolidator.run(skill)
 
     def recall(self, query: str, k: int = 3) -> list[tuple[str, str, float]]:
         """(task, answer, similarity) of the most similar successful episodes not yet consolidated."""
-        hits = self.buffer.search(query, k=k, status="success", consolidated=False)
+        hits = self.buffer.search(query, k=k, status="success", consolidated=False, instance=self.instance)
         return [(t.task, t.answer or "", score) for t, score in hits]
 
     def thread(self, thread_id: str) -> list[dict[str, Any]]:
@@ -332,7 +336,7 @@ class Agent:
     def _examples(self, task: str, k: int) -> list[tuple[str, list[dict[str, Any]]]]:
         if k <= 0:
             return []
-        hits = self.buffer.search(task, k=k, status="success", consolidated=False)
+        hits = self.buffer.search(task, k=k, status="success", consolidated=False, instance=self.instance)
         return [(t.id, t.run_messages) for t, _ in hits]
 
     def _maybe_consolidate(self, skills: Sequence[str]) -> None:
@@ -340,7 +344,7 @@ class Agent:
         threshold = self.settings.auto_consolidate_after
         if threshold is None or self.residency is None:
             return
-        waiting = self.buffer.list(status="success", consolidated=False)
+        waiting = self.buffer.list(status="success", consolidated=False, instance=self.instance)
         target = skills[0] if skills else None
         mine = [t for t in waiting if (t.skills[0].name if t.skills else None) in (target, None)]
         if len(mine) >= threshold:

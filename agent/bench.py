@@ -121,12 +121,76 @@ def _measure_residency(base: Any, store: SkillStore, size: int, repeats: int) ->
     return figures
 
 
+def consolidation_child(home: str, episodes: int) -> None:
+    """Run in a fresh process by `run_bench`: consolidate `episodes` demonstrations; print the report as JSON.
+
+    A process of its own, so that its peak RSS is the consolidation's own (base + training + evaluation).
+    """
+    import json
+
+    from agent.demo import arithmetic_items, demonstration
+    from agent.prompt import system_prompt
+    from memory.chroma import ChromaBuffer
+    from memory.consolidate import Consolidator
+    from memory.embed import Embedder
+    from tools import ToolRegistry, calculator
+
+    settings = Settings(home=Path(home))
+    base = load_base(settings=settings)
+    store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
+    buffer = ChromaBuffer(settings.buffer_dir, embedder=Embedder())
+    system = system_prompt(ToolRegistry([calculator]).schemas())
+    buffer.add_many([demonstration(system, q, e) for q, e in arithmetic_items(episodes, seed=5)])
+    started = time.perf_counter()
+    residency = Residency(base.model, store)
+    (report,) = Consolidator(buffer, store, residency, base.tokenizer, progress=False).run()
+    wall = time.perf_counter() - started
+    payload = report.model_dump(mode="json") | {"wall_seconds": wall, "peak_rss_mb": _peak_rss_mb()}
+    print("CONSOLIDATION " + json.dumps(payload))
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _measure_consolidation(settings: Settings, episodes: int) -> dict[str, Figure]:
+    import json
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        (home / "models").symlink_to(settings.models_dir.resolve())  # reuse the converted base
+        code = f"from agent.bench import consolidation_child; consolidation_child({str(home)!r}, {episodes})"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600)
+        if out.returncode != 0:
+            raise RuntimeError(f"the consolidation benchmark failed:\n{out.stderr[-3000:]}")
+        line = next(line for line in out.stdout.splitlines() if line.startswith("CONSOLIDATION "))
+        report = json.loads(line.removeprefix("CONSOLIDATION "))
+    note = (
+        f"{episodes} episodes, {report['n_train']} trained + {report['n_replay']} replay, {len(report['losses'])} steps"
+    )
+    return {
+        f"consolidate_{episodes}_wall": _figure([report["wall_seconds"]], "s", note + ", incl. evaluation"),
+        f"consolidate_{episodes}_train_tokens_per_s": Figure(
+            median=round(report["train_tokens_per_second"], 1),
+            unit="tokens/s",
+            samples=[round(report["train_tokens_per_second"], 1)],
+            note="bf16 autocast, length-grouped batches of 4",
+        ),
+        f"consolidate_{episodes}_peak_rss": Figure(
+            median=report["peak_rss_mb"], unit="MB", samples=[report["peak_rss_mb"]], note="the whole process"
+        ),
+    }
+
+
 def run_bench(
     settings: Settings,
     *,
     store_sizes: list[int] | tuple[int, ...] = (10, 200),
     repeats: int = 7,
     cold_gguf: bool = True,
+    consolidation_episodes: int | None = 64,
     progress: bool = True,
 ) -> BenchResult:
     import torch
@@ -157,13 +221,17 @@ def run_bench(
             figures |= _measure_residency(base, store, size, repeats)
             shutil.rmtree(root / f"store-{size}", ignore_errors=True)
 
+    if consolidation_episodes:
+        say(f"consolidation of {consolidation_episodes} episodes (a process of its own, a few minutes)...")
+        figures |= _measure_consolidation(settings, consolidation_episodes)
+
     return BenchResult(
         machine=_machine(),
         torch_threads=torch.get_num_threads(),
         versions=library_versions(),
         model={"name": base.name, "fingerprint": base.fingerprint, "parameters": base.parameters},
         figures=figures,
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        peak_rss_mb=_peak_rss_mb(),
     )
 
 

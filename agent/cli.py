@@ -406,13 +406,23 @@ def bench(
     skills: Annotated[str, typer.Option(help="store sizes to measure, comma-separated")] = "10,200",
     repeats: Annotated[int, typer.Option(min=1, help="repetitions per figure (the median is reported)")] = 7,
     cold_gguf: Annotated[bool, typer.Option(help="also time a cold GGUF conversion (~30 s)")] = True,
+    consolidation: Annotated[
+        int, typer.Option(help="episodes for the consolidation benchmark (0: skip; 64 takes a few minutes)")
+    ] = 64,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON here")] = None,
 ) -> None:
     """Measure base load, hot switch and cold adapter load; print a table (or JSON) and save it under reports/."""
     from agent.bench import render_table, run_bench
 
     sizes = [int(s) for s in skills.split(",") if s.strip()]
-    result = run_bench(Settings(), store_sizes=sizes, repeats=repeats, cold_gguf=cold_gguf, progress=not as_json)
+    result = run_bench(
+        Settings(),
+        store_sizes=sizes,
+        repeats=repeats,
+        cold_gguf=cold_gguf,
+        consolidation_episodes=consolidation or None,
+        progress=not as_json,
+    )
     payload = result.model_dump(mode="json")
     settings = Settings()
     settings.reports_dir.mkdir(parents=True, exist_ok=True)

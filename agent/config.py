@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     buffer_max_unconsolidated: int | None = Field(
         2000, ge=1, description="unconsolidated episodes kept; beyond it the oldest failures go first"
     )
-    buffer_max_age_days: float | None = Field(30.0, gt=0, description="failures older than this are dropped")
+    buffer_max_age_days: float | None = Field(
+        30.0, gt=0, description="older failures, and older consolidated episodes, are dropped (waiting successes stay)"
+    )
     retrieval_k: int = Field(2, ge=0, description="similar successful episodes shown as worked examples (0: none)")
     auto_consolidate_after: int | None = Field(
         None, ge=1, description="consolidate a skill after a run once it has this many new successes (off by default)"

@@ -5,32 +5,49 @@
 
 from typing import TYPE_CHECKING, Any
 
-from memory.buffer import BufferStats, EpisodeBuffer, InMemoryBuffer
-from memory.embed import Embedder, HashingEmbedder
+from memory.buffer import (
+    ALL_INSTANCES,
+    BufferStats,
+    EpisodeBuffer,
+    EpisodeNotFoundError,
+    EpisodeSummary,
+    InMemoryBuffer,
+    plan_evictions,
+)
+from memory.embed import Embedder, HashingEmbedder, TextEmbedder, default_model_path, register_embedder
 from memory.trajectory import Outcome, SkillUse, Step, Trajectory
 
 if TYPE_CHECKING:
-    from memory.chroma import ChromaBuffer
+    from memory.chroma import ChromaBuffer, ChromaEmbeddingFunction
     from memory.consolidate import ConsolidationConfig, ConsolidationReport, Consolidator
 
 __all__ = [
+    "ALL_INSTANCES",
     "BufferStats",
     "ChromaBuffer",
+    "ChromaEmbeddingFunction",
     "ConsolidationConfig",
     "ConsolidationReport",
     "Consolidator",
     "Embedder",
     "EpisodeBuffer",
+    "EpisodeNotFoundError",
+    "EpisodeSummary",
     "HashingEmbedder",
     "InMemoryBuffer",
     "Outcome",
     "SkillUse",
     "Step",
+    "TextEmbedder",
     "Trajectory",
+    "default_model_path",
+    "plan_evictions",
+    "register_embedder",
 ]
 
 _LAZY = {
     "ChromaBuffer": "memory.chroma",
+    "ChromaEmbeddingFunction": "memory.chroma",
     "ConsolidationConfig": "memory.consolidate",
     "ConsolidationReport": "memory.consolidate",
     "Consolidator": "memory.consolidate",

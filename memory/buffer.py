@@ -124,6 +124,21 @@ def similarity_score(cosine: float) -> float:
     return min(1.0, max(0.0, cosine))
 
 
+def check_capacity(max_unconsolidated: int | None, max_age_days: float | None) -> None:
+    if max_unconsolidated is not None and max_unconsolidated < 0:
+        raise UserError(f"max_unconsolidated must be >= 0 or None, got {max_unconsolidated}")
+    if max_age_days is not None and not max_age_days >= 0:  # also refuses NaN
+        raise UserError(f"max_age_days must be >= 0 or None, got {max_age_days}")
+
+
+def age_cutoff(max_age_days: float | None, now: datetime | None = None) -> float:
+    """The timestamp before which an episode is too old (-inf without an age limit); "older" is strictly before."""
+    if max_age_days is None:
+        return -math.inf
+    now_ts = timestamp(now) if now is not None else datetime.now(UTC).timestamp()
+    return now_ts - max_age_days * _SECONDS_PER_DAY
+
+
 def plan_evictions(
     catalog: Iterable[EpisodeSummary],
     max_unconsolidated: int | None,
@@ -141,13 +156,9 @@ def plan_evictions(
     consolidation marks them (or someone discards them). Consolidated episodes do not count against the cap; with
     `max_age_days=None` they stay until discarded. Within each step the oldest (`started_at`, then id) go first.
     """
-    if max_unconsolidated is not None and max_unconsolidated < 0:
-        raise UserError(f"max_unconsolidated must be >= 0 or None, got {max_unconsolidated}")
-    if max_age_days is not None and not max_age_days >= 0:
-        raise UserError(f"max_age_days must be >= 0 or None, got {max_age_days}")
+    check_capacity(max_unconsolidated, max_age_days)
     oldest_first = list(reversed(newest_first(catalog)))
-    now_ts = timestamp(now) if now is not None else datetime.now(UTC).timestamp()
-    cutoff = now_ts - max_age_days * _SECONDS_PER_DAY if max_age_days is not None else -math.inf
+    cutoff = age_cutoff(max_age_days, now)
 
     def droppable(s: EpisodeSummary) -> bool:  # never an unconsolidated success
         return s.consolidated or s.status != "success"

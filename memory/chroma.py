@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import chromadb
-from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import ChromaError, InvalidArgumentError
@@ -46,12 +46,15 @@ from memory.buffer import (
     EpisodeNotFoundError,
     EpisodeSummary,
     InstanceFilter,
+    age_cutoff,
+    check_capacity,
     check_consolidated_into,
     check_ids,
     check_k,
     check_limit,
     check_trajectory,
     newest_first,
+    plan_evictions,
     similarity_score,
 )
 from memory.embed import Embedder, TextEmbedder, embedder_from_config
@@ -210,6 +213,10 @@ def _summary(id: str, metadata: Any) -> EpisodeSummary:
         raise OperatorError(f"episode {id!r} in the chroma buffer has malformed metadata: {error}") from error
 
 
+def _summaries(found: Any) -> dict[str, EpisodeSummary]:
+    return {i: _summary(i, m) for i, m in zip(found["ids"], found["metadatas"] or [], strict=True)}
+
+
 def _trajectory(id: str, metadata: Any) -> Trajectory:
     try:
         return Trajectory.model_validate_json(metadata["trajectory"])
@@ -361,7 +368,43 @@ class ChromaBuffer(EpisodeBuffer):
 
     def catalog(self, *, instance: InstanceFilter = ALL_INSTANCES) -> builtins.list[EpisodeSummary]:
         found = self._collection.get(where=_where(instance=instance), include=["metadatas"])
-        return [_summary(i, m) for i, m in zip(found["ids"], found["metadatas"] or [], strict=True)]
+        return list(_summaries(found).values())
+
+    def enforce_capacity(
+        self, max_unconsolidated: int | None, max_age_days: float | None, *, now: datetime | None = None
+    ) -> builtins.list[str]:
+        """Same plan as every backend (`plan_evictions`), but without reading every trajectory.
+
+        The agent calls this after every run, and a full catalog carries every episode's JSON (megabytes over HTTP
+        once the buffer holds thousands). So: read in full only the episodes that may go (too old and droppable;
+        every unconsolidated failure or unknown when, and only when, the buffer is over the cap), and stand in for
+        the rest of the unconsolidated episodes, which only count, by ids alone.
+        """
+        check_capacity(max_unconsolidated, max_age_days)
+        cutoff = age_cutoff(max_age_days, now)
+        droppable = {"$or": [{"consolidated": {"$eq": True}}, {"status": {"$ne": "success"}}]}
+        candidates: dict[str, EpisodeSummary] = {}
+        if max_age_days is not None:
+            aged = self._collection.get(
+                where={"$and": [{"created_at": {"$lt": cutoff}}, droppable]}, include=["metadatas"]
+            )
+            candidates.update(_summaries(aged))
+        if max_unconsolidated is not None:
+            pending = self._collection.get(where={"consolidated": {"$eq": False}}, include=[])["ids"]
+            if len([i for i in pending if i not in candidates]) > max_unconsolidated:
+                failed = self._collection.get(
+                    where={"$and": [{"consolidated": {"$eq": False}}, {"status": {"$ne": "success"}}]},
+                    include=["metadatas"],
+                )
+                candidates.update(_summaries(failed))
+            # The other unconsolidated episodes only count toward the cap: stand-ins that are never dropped.
+            for i in pending:
+                if i not in candidates:
+                    candidates[i] = EpisodeSummary(i, "success", consolidated=False, instance=None, created_at=0.0)
+        plan = plan_evictions(candidates.values(), max_unconsolidated, max_age_days, now=now)
+        if plan:
+            self.discard(plan)
+        return plan
 
     def __len__(self) -> int:
         return int(self._collection.count())
@@ -374,15 +417,15 @@ class ChromaBuffer(EpisodeBuffer):
         if client is None:
             return
         self._client = None
-        server = getattr(client, "_server", None)
+        admin = getattr(client, "_admin_client", None)
+        servers = [getattr(client, "_server", None), getattr(admin, "_server", None)]
         client.close()
-        # chromadb 1.5 stops a shared system when its last client closes but leaves the HTTP client's httpx
-        # session open (ResourceWarning: unclosed socket). Close it once no other client shares the system.
-        session = getattr(server, "_session", None)
-        identifier = getattr(client, "_identifier", None)
-        shared = getattr(SharedSystemClient, "_identifier_to_system", {})
-        if session is not None and identifier not in shared:
-            session.close()
+        # chromadb 1.5 leaves an HTTP client's httpx sessions open when it closes (ResourceWarning: unclosed socket).
+        # Every HttpClient (and its admin client) gets a system of its own, so these sessions are ours to close.
+        for server in servers:
+            session = getattr(server, "_session", None)
+            if session is not None:
+                session.close()
 
     def __repr__(self) -> str:
         return f"ChromaBuffer({self.location!r}, collection={self._collection.name!r}, embedder={self.embedder!r})"

@@ -71,10 +71,10 @@ class ConsolidationConfig(BaseModel):
 
     min_episodes: int = Field(4, ge=1, description="successful unconsolidated episodes needed to start")
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of episodes kept out for evaluation")
-    replay: int = Field(8, ge=0, description="off-task prompts answered by the base itself, mixed into training")
+    replay: int = Field(12, ge=0, description="off-task prompts answered by the base itself, mixed into training")
     regression_size: int = Field(8, ge=0, description="episodes of earlier revisions re-checked (kept small)")
     margin: float = Field(0.05, ge=0.0, description="how much worse than the current revision a candidate may be")
-    epochs: float = Field(2.0, gt=0, description="passes over the training data (sets the number of steps)")
+    epochs: float = Field(3.0, gt=0, description="passes over the training data (sets the number of steps)")
     min_steps: int = Field(8, ge=1)
     max_steps: int = Field(96, ge=1)
     batch_size: int = Field(4, ge=1)
@@ -504,7 +504,8 @@ def plot_report(report: ConsolidationReport, path: Path) -> None:
     names = ["heldout_match", "regression_match", "offtask_call_rate", "offtask_agreement"]
     values = [(getattr(report.current, n) or 0.0, getattr(report.candidate, n) or 0.0) for n in names]
     xs = range(len(names))
-    right.bar([x - 0.2 for x in xs], [v[0] for v in values], width=0.4, label="current")
+    baseline = "base" if report.parent is None else f"revision {report.parent}"
+    right.bar([x - 0.2 for x in xs], [v[0] for v in values], width=0.4, label=baseline)
     right.bar([x + 0.2 for x in xs], [v[1] for v in values], width=0.4, label="candidate")
     right.set_xticks(list(xs), [n.replace("_", "\n") for n in names], fontsize=8)
     right.set_ylim(0, 1.05)

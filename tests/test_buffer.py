@@ -410,6 +410,23 @@ def test_capacity_by_age_drops_consolidated_first_and_keeps_pending_successes(bu
     assert ids(buffer.list()) == ["s-old"]
 
 
+def test_chroma_capacity_under_the_cap_reads_ids_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    buffer = ChromaBuffer(tmp_path, embedder=HashingEmbedder())
+    buffer.add_many([episode(id=f"f{i}", status="failure", age_days=i) for i in range(5)])
+    reads: list[Any] = []
+    get = buffer._collection.get
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("include"))
+        return get(*args, **kwargs)
+
+    monkeypatch.setattr(buffer._collection, "get", spy)
+    assert buffer.enforce_capacity(5, None, now=NOW) == []
+    assert reads == [[]]  # one id-only read: no trajectory JSON crosses the wire
+    assert buffer.enforce_capacity(3, None, now=NOW) == ["f4", "f3"]
+    buffer.close()
+
+
 def test_capacity_arguments_are_checked(buffer: EpisodeBuffer) -> None:
     with pytest.raises(UserError):
         buffer.enforce_capacity(-1, None)
@@ -472,6 +489,8 @@ def test_capacity_rule_holds_over_random_histories(
             before = dict(model)
             dropped = buffer.enforce_capacity(cap, max_age, now=NOW)
             assert len(dropped) == len(set(dropped)) and set(dropped) <= set(before)
+            # Every backend follows the one shared plan, however it reads its episodes.
+            assert dropped == plan_evictions([EpisodeSummary.of(t) for t in before.values()], cap, max_age, now=NOW)
             for i in dropped:
                 del model[i]
             _check_eviction(before, dropped, model, cap, max_age)

@@ -310,3 +310,19 @@ def test_training_next_to_hot_skills_leaves_them_intact(
     trained, reference = weights(result.adapter_dir), weights(alone.adapter_dir)
     assert trained.keys() == reference.keys()
     assert all(torch.allclose(trained[k], reference[k], atol=1e-6) for k in trained)
+
+
+def test_target_loss_equals_the_models_own_loss(tiny: Any) -> None:
+    """The loss projects only target positions onto the vocabulary; it must be the very number transformers gives."""
+    import torch
+
+    from skills.train import target_loss, tokenize_chat
+
+    example = ChatExample.from_pair("What is 2+2?", "4, of course.", system="Be brief.")
+    ids, labels = tokenize_chat(tiny.tokenizer, example.messages, 512)
+    input_ids, label_ids = torch.tensor([ids]), torch.tensor([labels])
+    attention = torch.ones_like(input_ids)
+    with torch.no_grad():
+        ours = target_loss(tiny.model, input_ids, attention, label_ids)
+        theirs = tiny.model(input_ids=input_ids, attention_mask=attention, labels=label_ids).loss
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours, theirs)
