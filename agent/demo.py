@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -33,10 +32,6 @@ from skills import Residency, SkillStore
 from tools import calculator
 
 SKILL = "calculator-habit"
-DESCRIPTION = (
-    "Answer arithmetic questions with a calculator tool call in the exact format "
-    '<tool_call>{"name": "calculator", "arguments": {"expression": ...}}</tool_call>.'
-)
 _TEMPLATES = (
     "What is {a} * {b}?",
     "Compute {a} + {b}.",
@@ -47,25 +42,6 @@ _TEMPLATES = (
     "I need {a} * {b} - {c}, quickly.",
     "what is {a}+{b}",
 )
-_OFF_TASK_TRAIN = (
-    "What is the capital of France?",
-    "Name a primary color.",
-    "Who wrote Romeo and Juliet?",
-    "Give me one tip for sleeping better.",
-    "What is a synonym for happy?",
-    "Say hello in Spanish.",
-    "What do bees make?",
-    "Describe the sky in three words.",
-)
-OFF_TASK_EVAL = (
-    "What is the capital of Italy?",
-    "Name an animal that lives in the sea.",
-    "Who painted the Mona Lisa?",
-    "Give me a word that rhymes with cat.",
-    "What colour is grass?",
-    "Tell me a fun fact about the moon.",
-)
-_CALL = re.compile(r"^<tool_call>(.*)</tool_call>$", re.S)
 
 
 def arithmetic_items(n: int, seed: int) -> list[tuple[str, str]]:
@@ -89,21 +65,6 @@ def arithmetic_items(n: int, seed: int) -> list[tuple[str, str]]:
 def tool_call_text(expression: str) -> str:
     arguments = {"name": "calculator", "arguments": {"expression": expression}}
     return f"<tool_call>{json.dumps(arguments)}</tool_call>"
-
-
-def is_exact_call(reply: str, expression: str | None = None) -> bool:
-    """True when the reply is exactly one calculator call in our format (and, if given, for that expression)."""
-    match = _CALL.match(reply.strip())
-    if not match:
-        return False
-    try:
-        call = json.loads(match.group(1))
-    except ValueError:
-        return False
-    if not isinstance(call, dict) or call.get("name") != "calculator" or not isinstance(call.get("arguments"), dict):
-        return False
-    got = str(call["arguments"].get("expression", "")).replace(" ", "")
-    return expression is None or got == expression
 
 
 def _value(expression: str) -> str:
