@@ -3,6 +3,13 @@
 Importing this package is cheap; torch and peft load only when an adapter is trained or loaded.
 """
 
+from skills.compose import (
+    ComponentSpec,
+    Composer,
+    CompositionSpec,
+    composition_methods,
+    register_composition_method,
+)
 from skills.errors import (
     BaseMismatchError,
     CorruptSkillError,
@@ -36,6 +43,9 @@ __all__ = [
     "BaseMismatchError",
     "ChatExample",
     "ChatMessage",
+    "ComponentSpec",
+    "Composer",
+    "CompositionSpec",
     "CorruptSkillError",
     "Evaluation",
     "HabitloopError",
@@ -60,6 +70,8 @@ __all__ = [
     "TrainResult",
     "UnsafeArchiveError",
     "UserError",
+    "composition_methods",
+    "register_composition_method",
     "register_skill_kind",
     "save_adapter",
     "skill_kinds",

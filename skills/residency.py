@@ -13,7 +13,7 @@ import dataclasses
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -118,6 +118,29 @@ class Residency:
             self._active = name
             self.stats.switches += 1
         return name
+
+    def activate_adapter(self, names: str | Sequence[str]) -> None:
+        """Activate what `activate(skill)` cannot (a composition, or several adapters at once), keeping books true.
+
+        `names` is one adapter already in the model, or several to run together (peft's multi-adapter activation:
+        their updates add up). Afterwards `activate(skill)` always switches back, eviction spares no skill for being
+        active, and `trial` restores this adapter when it is a single one.
+        """
+        wanted = [names] if isinstance(names, str) else list(names)
+        loaded = self._model.peft_config if self._is_peft() else {}
+        missing = [name for name in wanted if name not in loaded]
+        if not wanted or missing:
+            raise UserError(f"cannot activate {missing or 'no adapters'}: not in the model", hint="load them first")
+        if len(wanted) == 1:
+            self._model.set_adapter(wanted[0], inference_mode=True)
+            self._active = wanted[0]
+        else:
+            self._model.base_model.set_adapter(wanted, inference_mode=True)
+            # PeftModel itself holds one name (its forward looks that name's config up); peft's own delete_adapter
+            # keeps it at one of the active adapters in the same way.
+            self._model.active_adapter = wanted[0]
+            self._active = None  # no single adapter to restore after a trial, nor to spare from eviction
+        self.stats.switches += 1
 
     def evict(self, skill: str, revision: int | None = None) -> None:
         """Move a hot skill to warm (or drop a warm one to cold)."""
