@@ -126,6 +126,7 @@ class Agent:
         self.tool_timeout = tool_timeout
         self.recorder = recorder
         self._runs: dict[str, Trajectory] = {}
+        self._last: RunResult | None = None
 
     # ------------------------------------------------------------------------------------------------- running
 
@@ -151,8 +152,7 @@ class Agent:
             examples=examples,
         ):
             pass
-        self._maybe_consolidate(skills)
-        return self._last
+        return self.last_result
 
     def stream(
         self,
@@ -204,9 +204,13 @@ class Agent:
             outcome=trajectory.outcome,
             trajectory=trajectory,
         )
+        self._maybe_consolidate(skills)  # after the turn, never inside it; for run() and stream() alike
 
     @property
     def last_result(self) -> RunResult:
+        """The result of the latest finished `run` or fully consumed `stream`."""
+        if self._last is None:
+            raise UserError("no run has finished yet", hint="consume agent.stream(...) to the end, or call agent.run")
         return self._last
 
     def run_batch(self, tasks: Iterable[str | dict[str, Any]]) -> list[RunResult]:

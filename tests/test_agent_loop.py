@@ -280,3 +280,30 @@ def test_learn_from_records_a_demonstration_as_a_success(tmp_path: Path) -> None
     assert stored.outcome.status == "success" and stored.answer == "4"
     assert stored.system_prompt and "calculator" in stored.system_prompt, "the agent's own system prompt is kept"
     assert agent.buffer.get(demo.id).task == "What is 2+2?"
+
+
+def test_auto_consolidation_runs_after_the_turn_for_stream_too(tmp_path: Path, fresh_base: Any) -> None:
+    from memory.consolidate import ConsolidationConfig
+
+    settings = Settings(home=tmp_path / "home", auto_consolidate_after=4)
+    store = SkillStore(settings.skills_dir, base_fingerprint=fresh_base.fingerprint)
+    agent = Agent(
+        settings=settings,
+        base=fresh_base,
+        store=store,
+        tools=[],
+        checkpointer=InMemorySaver(),
+        buffer=InMemoryBuffer(HashingEmbedder()),
+        retrieval_k=0,
+        max_new_tokens=4,
+        consolidation=ConsolidationConfig(replay=2, epochs=1.0, min_steps=2, max_steps=2, max_new_tokens=4),
+    )
+    with pytest.raises(UserError, match="no run has finished"):
+        _ = agent.last_result
+    for i in range(3):
+        agent.learn_from(Trajectory.demonstration(f"ping number {i}", f"pong {i}"))
+    assert store.list() == []
+    steps = list(agent.stream("ping number 9", checker=lambda *a: True))  # the 4th success
+    assert steps[-1].kind == "final"
+    assert [m.name for m in store.list()] == ["number-ping"], "consolidated once the turn was over"
+    assert agent.buffer.stats().unconsolidated_successes == 0
