@@ -25,6 +25,19 @@ class Generation(BaseModel):
     completion_tokens: int = 0
 
 
+class ChatRequest(BaseModel):
+    """One conversation to answer, with its own skills: the unit of a mixed-skill batch.
+
+    `skills` are (name, revision) pairs; several are composed (summed) on the base. Backends that serve adapters by
+    name (vLLM, an OpenAI-compatible server) see them as one model name: see `model_name`.
+    """
+
+    messages: list[Message]
+    skills: list[tuple[str, int]] = []
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+
+
 @runtime_checkable
 class ChatModel(Protocol):
     def generate(
@@ -38,6 +51,18 @@ class ChatModel(Protocol):
         """Reply to `messages` with the given (skill, revision) adapters active on the base."""
         ...
 
+    def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        """Reply to several requests, each with its own skills, in order (batched where the backend can)."""
+        ...
+
+
+def generate_each(model: ChatModel, requests: Sequence[ChatRequest]) -> list[Generation]:
+    """The fallback `generate_batch`: one request at a time."""
+    return [
+        model.generate(r.messages, skills=r.skills, max_new_tokens=r.max_new_tokens, temperature=r.temperature)
+        for r in requests
+    ]
+
 
 class LocalChatModel:
     """The shared base in this process, with skills loaded through `Residency` (peft adapters)."""
@@ -45,6 +70,9 @@ class LocalChatModel:
     def __init__(self, base: Any, residency: Any) -> None:
         self.base = base
         self.residency = residency
+
+    def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        return generate_each(self, requests)
 
     def generate(
         self,

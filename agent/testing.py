@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.base import Base, fingerprint_model
-from agent.models import Generation, Message
+from agent.models import ChatRequest, Generation, Message, generate_each
 from skills.errors import UserError
 
 CHATML_TEMPLATE = (
@@ -121,3 +121,6 @@ class ScriptedChatModel:
             text = self.replies[len(self.calls) - 1]
         prompt = sum(len(str(m.get("content", "")).split()) for m in conversation)
         return Generation(text=text, prompt_tokens=prompt, completion_tokens=len(text.split()))
+
+    def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        return generate_each(self, requests)
