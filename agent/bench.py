@@ -24,7 +24,8 @@ from rich.table import Table
 
 from agent.base import load_base
 from agent.config import Settings
-from skills import LoraSpec, Residency, SkillStore, save_adapter
+from agent.testing import random_adapter
+from skills import Residency, SkillStore
 from skills._files import library_versions
 
 
@@ -71,19 +72,8 @@ def _figure(samples: list[float], unit: str, note: str = "") -> Figure:
 
 
 def _random_adapter(base: Any, folder: Path, seed: int) -> Path:
-    """A LoRA adapter (r=8 on q,v: the common serving shape) with random non-zero weights, saved in PEFT format."""
-    import torch
-
-    from skills.train import temporary_adapter
-
-    spec = LoraSpec(r=8, alpha=16, target_modules=("q_proj", "v_proj"))
-    torch.manual_seed(seed)
-    with temporary_adapter(base.model, spec) as (model, name):
-        for param_name, param in model.named_parameters():
-            if f".{name}." in param_name and "lora_B" in param_name:
-                torch.nn.init.normal_(param, std=0.01)  # B starts at zero: make the adapter actually change outputs
-        save_adapter(model, name, folder)
-    return folder
+    """A LoRA adapter of the common serving shape (r=8 on q,v) with random non-zero weights."""
+    return random_adapter(base, folder, seed=seed)
 
 
 def _measure_residency(base: Any, store: SkillStore, size: int, repeats: int) -> dict[str, Figure]:

@@ -6,13 +6,11 @@ active. The serving issue adds an OpenAI-compatible HTTP implementation behind t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel
-
-from skills.errors import UserError
+from pydantic import BaseModel, Field
 
 Message = dict[str, Any]
 
@@ -23,6 +21,9 @@ class Generation(BaseModel):
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    tokens: list[int] = Field(
+        default_factory=list, description="the completion's token ids, where the backend has them"
+    )
 
 
 class ChatRequest(BaseModel):
@@ -65,14 +66,21 @@ def generate_each(model: ChatModel, requests: Sequence[ChatRequest]) -> list[Gen
 
 
 class LocalChatModel:
-    """The shared base in this process, with skills loaded through `Residency` (peft adapters)."""
+    """The shared base in this process, with skills loaded through `Residency` (peft adapters).
 
-    def __init__(self, base: Any, residency: Any) -> None:
+    One skill runs as its own adapter; several run as their exact sum, built once by the `Composer` (LoRA ranks
+    concatenated into one adapter) and cached. `generate_batch` answers requests of different skills in one forward
+    pass per token with peft's mixed-batch inference (`adapter_names`: each row of the batch goes through its own
+    adapter, `__base__` through none).
+    """
+
+    def __init__(self, base: Any, residency: Any, *, composer: Any = None, max_batch: int = 16) -> None:
+        from skills.compose import Composer
+
         self.base = base
         self.residency = residency
-
-    def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Generation]:
-        return generate_each(self, requests)
+        self.composer = composer or Composer(residency)
+        self.max_batch = max_batch
 
     def generate(
         self,
@@ -84,31 +92,150 @@ class LocalChatModel:
     ) -> Generation:
         import torch
 
-        if len(skills) > 1:
-            raise UserError(
-                f"{len(skills)} skills requested at once; composing several skills is not built yet",
-                hint="pass one skill (composition comes with the routing/composition issue)",
-            )
         tokenizer = self.base.tokenizer
         prompt = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": temperature, "top_p": None, "top_k": None}
-            if temperature > 0
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        )
-        if skills:
-            self.residency.activate(*skills[0])
-            context: Any = nullcontext(self.residency.model)
-        else:
-            context = self.residency.base_only()
-        with context as model, torch.inference_mode():
+        with self._activated(skills) as model, torch.inference_mode():
             output = model.generate(
-                **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+                **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **_sampling(temperature)
             )
         new = output[0, inputs["input_ids"].shape[1] :]
         return Generation(
             text=tokenizer.decode(new, skip_special_tokens=True).strip(),
             prompt_tokens=int(inputs["input_ids"].shape[1]),
-            completion_tokens=int(new.shape[0]),
+            completion_tokens=_completion_length(new, tokenizer),
+            tokens=new[: _completion_length(new, tokenizer)].tolist(),
         )
+
+    def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        """Answer every request, batching those with the same temperature whatever their skills."""
+        results: list[Generation | None] = [None] * len(requests)
+        groups: dict[float, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(request.temperature, []).append(index)
+        for temperature, indices in groups.items():
+            for chunk in self._chunks(indices, requests):
+                replies = self._generate_mixed([requests[i] for i in chunk], temperature)
+                for index, reply in zip(chunk, replies, strict=True):
+                    results[index] = reply
+        return [r for r in results if r is not None]
+
+    def adapter_for(self, skills: Sequence[tuple[str, int]]) -> str:
+        """The adapter a skill set runs as, loaded (or built) in the shared model: `__base__` for none."""
+        if not skills:
+            return BASE_ADAPTER
+        if len(skills) == 1:
+            return str(self.residency.load(*skills[0]))
+        return str(self.composer.build(self._spec(skills)))
+
+    # ------------------------------------------------------------------------------------------------ internals
+
+    def _spec(self, skills: Sequence[tuple[str, int]]) -> Any:
+        from skills.compose import CompositionSpec
+
+        return CompositionSpec.of(*[(name, revision) for name, revision in skills])
+
+    @contextmanager
+    def _activated(self, skills: Sequence[tuple[str, int]]) -> Iterator[Any]:
+        if not skills:
+            with self.residency.base_only() as model:
+                yield model
+        elif len(skills) == 1:
+            self.residency.activate(*skills[0])
+            yield self.residency.model
+        else:
+            self.composer.activate(self._spec(skills))
+            yield self.residency.model
+
+    def _chunks(self, indices: list[int], requests: Sequence[ChatRequest]) -> Iterator[list[int]]:
+        """Split into batches that fit: at most `max_batch` rows, and no more distinct single skills than stay hot
+        together (nor compositions than the composer caches), so loading one adapter never evicts a batch-mate."""
+        chunk: list[int] = []
+        hot: set[tuple[str, int]] = set()  # every single skill the chunk loads (a composition's parts too)
+        composed: set[tuple[tuple[str, int], ...]] = set()
+        for index in indices:
+            skills = [(str(name), int(revision)) for name, revision in requests[index].skills]
+            combo = {tuple(sorted(skills))} if len(skills) > 1 else set()
+            fits = (
+                len(chunk) < self.max_batch
+                and len(hot | set(skills)) <= self.residency.max_hot
+                and len(composed | combo) <= self.composer.max_cached
+            )
+            if chunk and not fits:
+                yield chunk
+                chunk, hot, composed = [], set(), set()
+            chunk.append(index)
+            hot |= set(skills)
+            composed |= combo
+        if chunk:
+            yield chunk
+
+    def _generate_mixed(self, requests: list[ChatRequest], temperature: float) -> list[Generation]:
+        import torch
+
+        names = [self.adapter_for(r.skills) for r in requests]
+        model = self.residency.model
+        loaded = set(getattr(model, "peft_config", {}))
+        lost = [name for name in names if name != BASE_ADAPTER and name not in loaded]
+        if lost:  # a later load evicted an earlier one after all: fall back to one at a time, still correct
+            return generate_each(self, requests)
+        tokenizer = self.base.tokenizer
+        prompts = [
+            tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
+            for r in requests
+        ]
+        previous_side = tokenizer.padding_side
+        tokenizer.padding_side = "left"  # decoder-only: every row continues from the right edge
+        try:
+            batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            tokenizer.padding_side = previous_side
+        extra: dict[str, Any] = {}
+        if any(name != BASE_ADAPTER for name in names):
+            extra["adapter_names"] = names
+            if not model.active_adapters or getattr(model, "_disable_adapters", False):
+                self.residency.activate_adapter(next(name for name in names if name != BASE_ADAPTER))
+            context: Any = nullcontext(model)
+        else:
+            context = self.residency.base_only()
+        longest = max(r.max_new_tokens for r in requests)
+        with context as active, torch.inference_mode():
+            output = active.generate(
+                **batch,
+                max_new_tokens=longest,
+                pad_token_id=tokenizer.pad_token_id,
+                **_sampling(temperature),
+                **extra,
+            )
+        width = batch["input_ids"].shape[1]
+        results = []
+        for row, request in enumerate(requests):
+            new = output[row, width : width + request.max_new_tokens]
+            results.append(
+                Generation(
+                    text=tokenizer.decode(new, skip_special_tokens=True).strip(),
+                    prompt_tokens=int(batch["attention_mask"][row].sum()),
+                    completion_tokens=_completion_length(new, tokenizer),
+                    tokens=new[: _completion_length(new, tokenizer)].tolist(),
+                )
+            )
+        return results
+
+
+BASE_ADAPTER = "__base__"
+"""peft's name for "no adapter" in a mixed batch."""
+
+
+def _sampling(temperature: float) -> dict[str, Any]:
+    if temperature > 0:
+        return {"do_sample": True, "temperature": temperature, "top_p": None, "top_k": None}
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
+def _completion_length(new: Any, tokenizer: Any) -> int:
+    """Generated tokens up to and including the first end-of-sequence (the rest is padding)."""
+    ids = new.tolist()
+    for stop in (tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if stop is not None and stop in ids:
+            return ids.index(stop) + 1
+    return len(ids)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent.base import Base, fingerprint_model
@@ -124,3 +125,29 @@ class ScriptedChatModel:
 
     def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Generation]:
         return generate_each(self, requests)
+
+
+def random_adapter(
+    base: Base,
+    folder: Path,
+    *,
+    seed: int = 0,
+    r: int = 8,
+    target_modules: Sequence[str] = ("q_proj", "v_proj"),
+    std: float = 0.01,
+) -> Path:
+    """A LoRA adapter with random non-zero weights, saved in PEFT format: for benchmarks and for tests that need
+    adapters which visibly change the output (peft starts B at zero; a large `std` makes the change large)."""
+    import torch
+
+    from skills.manifest import LoraSpec
+    from skills.train import save_adapter, temporary_adapter
+
+    spec = LoraSpec(r=r, alpha=2 * r, target_modules=tuple(target_modules))
+    torch.manual_seed(seed)
+    with temporary_adapter(base.model, spec) as (model, name):
+        for param_name, param in model.named_parameters():
+            if f".{name}." in param_name and "lora_B" in param_name:
+                torch.nn.init.normal_(param, std=std)
+        save_adapter(model, name, folder)
+    return folder

@@ -1,0 +1,126 @@
+"""The in-process chat model: one skill, several skills composed, and mixed-skill batches (peft `adapter_names`)
+answering exactly what one-at-a-time generation answers."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from agent.models import ChatRequest, LocalChatModel
+from agent.testing import random_adapter, tiny_base
+from skills import Residency, SkillStore
+from skills.compose import CompositionSpec
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def loud(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three random adapters big enough to change what the tiny model says (trained ones barely do), of different
+    ranks and target modules."""
+    root, base = tmp_path_factory.mktemp("loud"), tiny_base()
+    shapes = {"a": (8, ("q_proj", "v_proj")), "b": (4, ("q_proj", "v_proj", "o_proj")), "c": (2, ("down_proj",))}
+    return {
+        name: random_adapter(base, root / name, seed=seed, r=r, target_modules=targets, std=2.0)
+        for seed, (name, (r, targets)) in enumerate(shapes.items())
+    }
+
+
+def fill(store: SkillStore, loud: dict[str, Path], tmp_path: Path) -> SkillStore:
+    for name, folder in loud.items():
+        copy = tmp_path / "copies" / name
+        shutil.copytree(folder, copy)
+        store.create(name, copy, kind="style")
+    return store
+
+
+@pytest.fixture
+def local(store: SkillStore, loud: dict[str, Path], fresh_base: Any, tmp_path: Path) -> LocalChatModel:
+    fill(store, loud, tmp_path)
+    return LocalChatModel(fresh_base, Residency(fresh_base.model, store, max_hot=4))
+
+
+def chat(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+PROMPTS = ["ping", "hello", "colour of the sky?", "call the tool", "2+2?"]
+
+
+def test_one_skill_and_two_composed_change_the_answer(local: LocalChatModel) -> None:
+    base = local.generate(chat("ping"), max_new_tokens=8)
+    one = local.generate(chat("ping"), skills=[("a", 1)], max_new_tokens=8)
+    both = local.generate(chat("ping"), skills=[("a", 1), ("b", 1)], max_new_tokens=8)
+    assert len({tuple(base.tokens), tuple(one.tokens), tuple(both.tokens)}) == 3
+    assert len(base.tokens) == base.completion_tokens
+    assert both.completion_tokens >= 1 and both.prompt_tokens == base.prompt_tokens
+    # the composition is the composer's exact sum, built once and cached
+    assert local.composer.stats.builds == 1
+    local.generate(chat("hello"), skills=[("b", 1), ("a", 1)], max_new_tokens=4)  # order does not matter
+    assert local.composer.stats.builds == 1 and local.composer.stats.hits >= 1
+    name = CompositionSpec.of(("a", 1), ("b", 1)).adapter_name
+    assert name in local.residency.model.peft_config
+
+
+def test_mixed_batch_answers_what_one_at_a_time_answers(local: LocalChatModel) -> None:
+    skill_sets: list[list[tuple[str, int]]] = [[], [("a", 1)], [("b", 1)], [("a", 1), ("c", 1)], [("c", 1)]]
+    requests = [
+        ChatRequest(messages=chat(prompt), skills=skills, max_new_tokens=6 + i)
+        for i, (prompt, skills) in enumerate(zip(PROMPTS, skill_sets, strict=True))
+    ]
+    serial = [local.generate(r.messages, skills=r.skills, max_new_tokens=r.max_new_tokens) for r in requests]
+    batched = local.generate_batch(requests)
+    assert [g.tokens for g in batched] == [g.tokens for g in serial]
+    assert [g.prompt_tokens for g in batched] == [g.prompt_tokens for g in serial]
+    assert [g.completion_tokens for g in batched] == [g.completion_tokens for g in serial]
+    # and it was one batch, not five generations: nothing was switched while it ran
+    switches = local.residency.stats.switches
+    local.generate_batch(requests)
+    assert local.residency.stats.switches - switches <= 1
+
+
+def test_mixed_batch_splits_what_does_not_fit_the_hot_set(
+    store: SkillStore, loud: dict[str, Path], fresh_base: Any, tmp_path: Path
+) -> None:
+    fill(store, loud, tmp_path)
+    local = LocalChatModel(fresh_base, Residency(fresh_base.model, store, max_hot=2), max_batch=16)
+    requests = [ChatRequest(messages=chat("ping"), skills=[(n, 1)], max_new_tokens=4) for n in ("a", "b", "c", "a")]
+    serial = [local.generate(r.messages, skills=r.skills, max_new_tokens=4).tokens for r in requests]
+    chunks = list(local._chunks(list(range(4)), requests))
+    assert chunks == [[0, 1], [2, 3]]  # a, b | c, a: never more distinct skills than stay hot
+    assert [g.tokens for g in local.generate_batch(requests)] == serial
+
+
+def test_batch_keeps_order_across_temperatures_and_an_empty_batch(local: LocalChatModel) -> None:
+    assert local.generate_batch([]) == []
+    requests = [
+        ChatRequest(messages=chat("ping"), skills=[("a", 1)], max_new_tokens=4, temperature=0.9),
+        ChatRequest(messages=chat("hello"), max_new_tokens=4),
+        ChatRequest(messages=chat("ping"), skills=[("a", 1)], max_new_tokens=4),
+    ]
+    out = local.generate_batch(requests)
+    assert len(out) == 3
+    assert out[2].tokens == local.generate(chat("ping"), skills=[("a", 1)], max_new_tokens=4).tokens
+    assert out[1].tokens == local.generate(chat("hello"), max_new_tokens=4).tokens
+
+
+def test_the_loud_adapters_really_differ(local: LocalChatModel) -> None:
+    """Guards the tests above: with adapters that did not change the output, equality would prove nothing."""
+    answers = {
+        tuple(local.generate(chat("ping"), skills=skills, max_new_tokens=6).tokens)
+        for skills in ([], [("a", 1)], [("b", 1)], [("c", 1)], [("a", 1), ("c", 1)])
+    }
+    assert len(answers) == 5
