@@ -41,6 +41,10 @@ def route(
     from skills.store import SkillStore
 
     settings = Settings()
+    if settings.threads:  # as the agent does when it loads the base: one short text is fastest on few threads
+        import torch
+
+        torch.set_num_threads(settings.threads)
     router = Router(
         SkillStore(settings.skills_dir),
         _embedder(),

@@ -380,3 +380,16 @@ def test_consolidation_stores_the_centroid_of_the_trained_tasks(tmp_path: Path, 
     (choice,) = Router(store, embedder, threshold=0.3).route("ping number 42")
     assert choice.name == first.skill and choice.revision == second.revision
     assert choice.centroid_score is not None and choice.centroid_score > choice.description_score
+
+
+# ------------------------------------------------------------------------------------------------ the benchmark
+
+
+def test_routing_benchmark_reports_its_figures() -> None:
+    from agent.bench_route import measure_index_refresh, measure_routing
+
+    figures = measure_routing(HashingEmbedder(32), skills=300, repeats=3, warmup=1)
+    assert set(figures) == {"routing_latency_300_ms", "routing_embed_ms", "routing_score_300_ms"}
+    assert all(len(f.samples) == 3 and f.unit == "ms" for f in figures.values())
+    (refresh,) = measure_index_refresh(skills=20, repeats=2).values()  # raises if the index missed a change
+    assert len(refresh.samples) == 2
