@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from agent.config import Settings
 from agent.graph import Checker, RunContext, build_graph
 from agent.models import ChatModel, LocalChatModel
+from agent.router import RouteDecision, Router
 from memory.buffer import EpisodeBuffer
 from memory.consolidate import ConsolidationConfig, ConsolidationReport, Consolidator
 from memory.trajectory import Outcome, OutcomeStatus, SkillUse, Step, Trajectory, new_id
@@ -91,6 +92,8 @@ class Agent:
         buffer: EpisodeBuffer | None = None,
         retrieval_k: int | None = None,
         consolidation: ConsolidationConfig | None = None,
+        router: Router | None = None,
+        auto_route: bool | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.residency: Any = None
@@ -125,6 +128,10 @@ class Agent:
         self.max_new_tokens = max_new_tokens
         self.tool_timeout = tool_timeout
         self.recorder = recorder
+        # Routing is off unless asked for (a router passed in, HABITLOOP_ROUTE, or auto_route=True): `run(task)` with
+        # no skills then runs the base alone, as it always did.
+        self.auto_route = (router is not None or self.settings.route) if auto_route is None else auto_route
+        self._router = router
         self._runs: dict[str, Trajectory] = {}
         self._last: RunResult | None = None
 
@@ -140,6 +147,7 @@ class Agent:
         max_steps: int | None = None,
         temperature: float = 0.0,
         examples: int | None = None,
+        route: bool | None = None,
     ) -> RunResult:
         """Run one task to an outcome. The model's mistakes end up in the trajectory, never as exceptions here."""
         for _ in self.stream(
@@ -150,6 +158,7 @@ class Agent:
             max_steps=max_steps,
             temperature=temperature,
             examples=examples,
+            route=route,
         ):
             pass
         return self.last_result
@@ -164,11 +173,13 @@ class Agent:
         max_steps: int | None = None,
         temperature: float = 0.0,
         examples: int | None = None,
+        route: bool | None = None,
     ) -> Iterator[Step]:
         """Run one task, yielding each step (model text, tool call, tool result, refusal, final) as it happens.
 
         After the iterator is exhausted, `agent.last_result` holds the `RunResult`. `examples` overrides how many
-        similar successful episodes are shown as worked examples (default: `retrieval_k`; 0 for none).
+        similar successful episodes are shown as worked examples (default: `retrieval_k`; 0 for none). When `skills`
+        is empty and routing is on (`route`, default: the agent's `auto_route`), the router chooses the skills.
         """
         if not isinstance(task, str) or not task.strip():
             raise UserError("the task is empty", hint="pass the task as a non-empty string")
@@ -178,6 +189,7 @@ class Agent:
             model=self.model,
             tools=self.tools,
             skills=self._resolve_skills(skills),
+            router=self.router.skill_uses if not skills and (self.auto_route if route is None else route) else None,
             examples=self._examples(task, self.retrieval_k if examples is None else examples),
             checker=checker,
             recorder=self._record,
@@ -204,7 +216,29 @@ class Agent:
             outcome=trajectory.outcome,
             trajectory=trajectory,
         )
-        self._maybe_consolidate(skills)  # after the turn, never inside it; for run() and stream() alike
+        self._maybe_consolidate([s.name for s in trajectory.skills])  # after the turn, never inside it
+
+    @property
+    def router(self) -> Router:
+        """The router (built on first use from `Settings.route_*`, embedding with the buffer's embedder so that
+        tasks and the centroids consolidation stores are in one vector space)."""
+        if self._router is None:
+            from memory.embed import Embedder
+
+            embedder = getattr(self.buffer, "embedder", None) or Embedder()
+            self._router = Router(
+                self.store,
+                embedder,
+                top_k=self.settings.route_top_k,
+                threshold=self.settings.route_threshold,
+                pinned=self.settings.route_pinned,
+            )
+        return self._router
+
+    def route(self, task: str, **options: Any) -> RouteDecision:
+        """Which skills the router would choose for `task`, and every candidate's score, without running it.
+        `options`: `top_k`, `threshold`, `pinned`, `floor` for this call."""
+        return self.router.decide(task, **options)
 
     @property
     def last_result(self) -> RunResult:
@@ -305,6 +339,8 @@ class Agent:
             config=config,
             reports_dir=self.settings.reports_dir,
             instance=self.instance,
+            # centroids in the router's vector space (by default the buffer's embedder, which the router also uses)
+            embedder=self._router.embedder if self._router is not None else None,
         )
         return consolidator.run(skill)
 

@@ -181,6 +181,7 @@ def run_bench(
     repeats: int = 7,
     cold_gguf: bool = True,
     consolidation_episodes: int | None = 64,
+    routing_skills: int | None = 10_000,
     progress: bool = True,
 ) -> BenchResult:
     import torch
@@ -210,6 +211,14 @@ def run_bench(
                 store.create(f"skill-{index:05d}", template, kind="memory", description=f"benchmark skill {index}")
             figures |= _measure_residency(base, store, size, repeats)
             shutil.rmtree(root / f"store-{size}", ignore_errors=True)
+
+    if routing_skills:
+        from agent.bench_route import measure_index_refresh, measure_routing
+        from memory.embed import Embedder
+
+        say(f"routing with {routing_skills} skills (synthetic vectors, real MiniLM embedding)...")
+        figures |= measure_routing(Embedder(), skills=routing_skills, repeats=max(repeats, 21))
+        figures |= measure_index_refresh(skills=routing_skills)
 
     if consolidation_episodes:
         say(f"consolidation of {consolidation_episodes} episodes (a process of its own, a few minutes)...")

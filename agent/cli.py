@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent import cli_route
 from agent.config import Settings
 from skills.errors import HabitloopError, UserError
 
@@ -21,6 +22,7 @@ buffer_app = typer.Typer(help="The short-term episode buffer (chromadb under $HA
 app.add_typer(model_app, name="model")
 app.add_typer(skills_app, name="skills")
 app.add_typer(buffer_app, name="buffer")
+app.command("route")(cli_route.route)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -362,6 +364,7 @@ def run(
     tools: Annotated[list[str] | None, typer.Option("--tools", help="extra tools as module:attr (repeatable)")] = None,
     thread: Annotated[str | None, typer.Option("--thread", help="thread id to continue (or start)")] = None,
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="model calls at most")] = 6,
+    route: Annotated[bool, typer.Option(help="without --skill, let the router choose skills")] = True,
     as_json: JsonFlag = False,
 ) -> None:
     """Run one task with the agent on the shared base: built-in tools (calculator, workspace files) plus --tools."""
@@ -370,7 +373,7 @@ def run(
 
     extra = [item for spec in tools or [] for item in load_tools(spec)]
     agent = Agent(settings=Settings(), tools=[*builtin_tools(), *extra], max_steps=max_steps)
-    for step in agent.stream(task, skills=skill or [], thread_id=thread):
+    for step in agent.stream(task, skills=skill or [], thread_id=thread, route=route):
         if not as_json:
             console.print(_step_line(step))
     result = agent.last_result

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="older failures, and older consolidated episodes, are dropped (waiting successes stay)"
     )
     retrieval_k: int = Field(2, ge=0, description="similar successful episodes shown as worked examples (0: none)")
+    route: bool = Field(
+        False, description="route tasks run without named skills to the most similar skills (`habitloop run` does)"
+    )
+    route_top_k: int = Field(2, ge=0, description="skills the router chooses at most, besides pinned ones")
+    route_threshold: float = Field(0.3, ge=-1.0, le=1.0, description="lowest similarity a routed skill may have")
+    route_pinned: list[str] = Field(default_factory=list, description="skills every routed run uses (JSON list)")
     auto_consolidate_after: int | None = Field(
         None, ge=1, description="consolidate a skill after a run once it has this many new successes (off by default)"
     )

@@ -55,6 +55,7 @@ class RunContext:
     model: ChatModel
     tools: ToolRegistry
     skills: Sequence[SkillUse] = ()
+    router: Callable[[str], Sequence[SkillUse]] | None = None  # chooses skills when `skills` is empty
     examples: Sequence[tuple[str, list[dict[str, Any]]]] = ()  # (episode id, its messages): retrieval mode
     checker: Checker | None = None
     recorder: Callable[[Trajectory], None] | None = None
@@ -101,8 +102,10 @@ def start(state: AgentState) -> AgentState:
 
 
 def select_skills(state: AgentState, runtime: Runtime[RunContext]) -> AgentState:
-    """The skills for this run (named by the caller for now; the router will choose them later)."""
-    return {"skills": [skill.model_dump(mode="json") for skill in runtime.context.skills]}
+    """The skills for this run: those the caller named, else the router's choice (each with score and threshold)."""
+    ctx = runtime.context
+    uses = ctx.skills if ctx.skills or ctx.router is None else ctx.router(state["task"])
+    return {"skills": [skill.model_dump(mode="json") for skill in uses]}
 
 
 def generate(state: AgentState, runtime: Runtime[RunContext]) -> AgentState:

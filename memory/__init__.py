@@ -14,7 +14,14 @@ from memory.buffer import (
     InMemoryBuffer,
     plan_evictions,
 )
-from memory.embed import Embedder, HashingEmbedder, TextEmbedder, default_model_path, register_embedder
+from memory.embed import (
+    Embedder,
+    HashingEmbedder,
+    TextEmbedder,
+    default_model_path,
+    register_embedder,
+    routing_vector,
+)
 from memory.trajectory import Outcome, SkillUse, Step, Trajectory
 
 if TYPE_CHECKING:
@@ -43,6 +50,7 @@ __all__ = [
     "default_model_path",
     "plan_evictions",
     "register_embedder",
+    "routing_vector",
 ]
 
 _LAZY = {

@@ -30,9 +30,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from memory.buffer import EpisodeBuffer
+from memory.embed import TextEmbedder, routing_vector
 from memory.trajectory import Trajectory
 from skills.generation import generate
-from skills.manifest import Evaluation, validate_skill_name
+from skills.manifest import Evaluation, RoutingVector, validate_skill_name
 from skills.residency import Residency
 from skills.store import SkillStore
 from skills.train import ChatExample, ChatMessage, TrainConfig, data_hash, train_lora
@@ -201,7 +202,11 @@ def group_episodes(episodes: Sequence[Trajectory], skill: str | None) -> dict[st
 
 class Consolidator:
     """Consolidates buffer episodes into skills. Resources are passed in: the buffer, the store, the residency
-    holding the shared base (training and evaluation run on `residency.model`) and the tokenizer."""
+    holding the shared base (training and evaluation run on `residency.model`) and the tokenizer.
+
+    `embedder` (default: the buffer's own, when it has one) embeds the trained tasks into the centroid stored with
+    each new revision (`RevisionRecord.routing`), which the router compares tasks with; None stores no centroid.
+    """
 
     def __init__(
         self,
@@ -214,8 +219,10 @@ class Consolidator:
         reports_dir: Path | None = None,
         instance: str | None = None,
         progress: bool = True,
+        embedder: TextEmbedder | None = None,
     ) -> None:
         self.buffer = buffer
+        self.embedder: TextEmbedder | None = embedder if embedder is not None else getattr(buffer, "embedder", None)
         self.store = store
         self.residency = residency
         self.tokenizer = tokenizer
@@ -334,6 +341,7 @@ class Consolidator:
                 | {f"current_{k}": v for k, v in current.model_dump().items() if v is not None},
                 details={"reason": reason, "holdout": [e.id for e in holdout], "config": cfg.model_dump()},
             )
+            routing = self._routing(target, parent, train_eps)
             if created and promoted:
                 self.store.create(
                     target,
@@ -342,6 +350,7 @@ class Consolidator:
                     description=description,
                     provenance=provenance,
                     evaluation=evaluation,
+                    routing=routing,
                 )
                 revision: int | None = 1
             elif created:
@@ -354,6 +363,7 @@ class Consolidator:
                     evaluation=evaluation,
                     promote=promoted,
                     note=reason,
+                    routing=routing,
                 ).number
         crash_point("committed")
         if promoted and revision is not None:
@@ -433,6 +443,13 @@ class Consolidator:
             f"promoted: held-out {candidate.heldout_match} vs {current.heldout_match}, "
             f"off-task calls {candidate.offtask_call_rate:.2f} vs {current.offtask_call_rate:.2f}"
         )
+
+    def _routing(self, skill: str, parent: int | None, trained: Sequence[Trajectory]) -> RoutingVector | None:
+        """The centroid of the trained tasks, folded into the parent revision's (it was trained on those too)."""
+        if self.embedder is None:
+            return None
+        previous = self.store.revision(skill, parent).routing if parent is not None else None
+        return routing_vector(self.embedder, [e.task for e in trained], parent=previous)
 
     def _regression_set(self, skill: str, exclude: set[str]) -> list[Trajectory]:
         earlier = [

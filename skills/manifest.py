@@ -6,6 +6,7 @@ machines, through export/import): bad input must fail at the edge with the field
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -137,6 +138,32 @@ class Evaluation(_Model):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class RoutingVector(_Model):
+    """Where a revision sits in an embedder's vector space: the normalized mean of the embeddings of the prompts it
+    was trained on. The router compares a task with it (and with the skill's description).
+
+    Stored with the revision because it describes that revision's data, and computed by whoever creates the revision
+    (consolidation embeds its episodes' tasks): `skills` never embeds anything itself. Vectors of two embedders are
+    not comparable, so the embedder's name travels with the vector and a router using another embedder ignores it.
+    """
+
+    embedder: str = Field(min_length=1, description="name of the vector space (the embedder's `name`)")
+    embedder_config: dict[str, Any] = Field(default_factory=dict, description="the embedder's `config()`")
+    vector: tuple[float, ...] = Field(min_length=2, description="unit-length centroid, rounded to 6 decimals")
+    n_prompts: int = Field(ge=1, description="how many prompts the centroid averages (earlier revisions' included)")
+
+    @field_validator("vector")
+    @classmethod
+    def _check_vector(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(math.isfinite(x) for x in value):
+            raise ValueError("the routing vector holds a NaN or an infinity")
+        norm = math.sqrt(sum(x * x for x in value))
+        if abs(norm - 1.0) > 1e-3:
+            raise ValueError(f"the routing vector must have unit length, got {norm:.4f}")
+        # Six decimals keep cosine similarities exact to ~1e-6 and revision.json ~3x smaller than full floats.
+        return tuple(round(x, 6) for x in value)
+
+
 class RevisionRecord(_Model):
     """One immutable revision of a skill, stored as `revs/<number>/revision.json` beside the adapter files."""
 
@@ -152,6 +179,7 @@ class RevisionRecord(_Model):
     size_bytes: int = Field(ge=0, description="bytes of the adapter files")
     trainable_params: int = Field(ge=0, description="number of LoRA parameters")
     files: dict[str, str] = Field(description="file name -> sha256 of its bytes, checked on load")
+    routing: RoutingVector | None = Field(None, description="centroid of the training prompts, for the router")
 
     @field_validator("files")
     @classmethod

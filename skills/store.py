@@ -7,6 +7,7 @@ Layout under `root` (normally `$HABITLOOP_HOME/skills`):
                                 so vLLM / LoRAX can serve it unchanged) and revision.json (provenance, evaluation,
                                 checksums)
     .lock                       one writer at a time (readers never need it: every write is a rename)
+    .generation                 a counter bumped after every write, so readers that cache (the router) notice
     .tmp/  .trash/              staging and deletion areas; leftovers of a crashed writer are cleaned on next write
 
 A revision is committed in two renames: its folder into `revs/<n>`, then a manifest that names it. A crash between the
@@ -65,6 +66,7 @@ from skills.manifest import (
     Provenance,
     RevisionRecord,
     RevisionStatus,
+    RoutingVector,
     SkillManifest,
     skill_kinds,
     validate_skill_name,
@@ -72,6 +74,7 @@ from skills.manifest import (
 
 MANIFEST = "manifest.json"
 REVISION = "revision.json"
+GENERATION = ".generation"
 _REVISION_FILES = (REVISION, *ADAPTER_FILES)
 _M = TypeVar("_M", bound=BaseModel)
 _MAX_ARCHIVE_MEMBER = 4 << 30  # 4 GiB: far above any LoRA adapter, far below filling a disk by accident
@@ -138,6 +141,14 @@ class SkillStore:
     def skill_dir(self, name: str) -> Path:
         """The folder of skill `name` (validated: a name can never point outside the store)."""
         return self.root / validate_skill_name(name)
+
+    def generation(self) -> int:
+        """A counter that every write through this API (any process) increases: a cheap "did anything change?" for
+        readers that cache what they read, such as the router's index. 0 for a store never written to."""
+        try:
+            return int((self.root / GENERATION).read_text() or 0)
+        except (OSError, ValueError):
+            return 0
 
     def exists(self, name: str) -> bool:
         return (self.skill_dir(name) / MANIFEST).is_file()
@@ -240,8 +251,11 @@ class SkillStore:
         base_fingerprint: str | None = None,
         provenance: Provenance | None = None,
         evaluation: Evaluation | None = None,
+        routing: RoutingVector | None = None,
     ) -> SkillManifest:
-        """Create skill `name` with revision 1 copied from a PEFT LoRA folder (e.g. one `train_lora` wrote)."""
+        """Create skill `name` with revision 1 copied from a PEFT LoRA folder (e.g. one `train_lora` wrote).
+
+        `routing`: the centroid of the training prompts' embeddings (see `memory.routing_vector`), for the router."""
         validate_skill_name(name)
         fingerprint = self._fingerprint_for_write(name, base_fingerprint)
         if kind not in skill_kinds():
@@ -257,7 +271,7 @@ class SkillStore:
                 )
             staging = self._staging_dir()
             record = self._stage_revision(
-                staging / "revs" / "1", Path(adapter_dir), name, 1, None, fingerprint, provenance, evaluation
+                staging / "revs" / "1", Path(adapter_dir), name, 1, None, fingerprint, provenance, evaluation, routing
             )
             try:
                 manifest = SkillManifest(
@@ -288,6 +302,7 @@ class SkillStore:
         evaluation: Evaluation | None = None,
         promote: bool = True,
         note: str = "",
+        routing: RoutingVector | None = None,
     ) -> RevisionRecord:
         """Commit a new immutable revision; move `current` to it when `promote`, else keep it as rejected."""
         with self._write_lock():
@@ -310,6 +325,7 @@ class SkillStore:
                 fingerprint,
                 provenance,
                 evaluation,
+                routing,
             )
             staging.rename(revs / str(number))
             fsync_dir(revs)
@@ -426,6 +442,8 @@ class SkillStore:
                 if leftover.exists() and lock.lock_counter == 1:
                     shutil.rmtree(leftover, ignore_errors=True)
             yield
+            if lock.lock_counter == 1:  # the outermost write finished: tell caching readers
+                atomic_write_bytes(self.root / GENERATION, str(self.generation() + 1).encode())
         finally:
             lock.release()
 
@@ -461,6 +479,7 @@ class SkillStore:
         fingerprint: str,
         provenance: Provenance | None,
         evaluation: Evaluation | None,
+        routing: RoutingVector | None = None,
     ) -> RevisionRecord:
         label = f"adapter for skill {name!r}"
         config = check_adapter_dir(source, label=label)
@@ -486,6 +505,7 @@ class SkillStore:
             size_bytes=sum((folder / f).stat().st_size for f in ADAPTER_FILES),
             trainable_params=sum(t.numel() for t in tensors.values()),
             files={f: sha256_file(folder / f) for f in ADAPTER_FILES},
+            routing=routing,
         )
         atomic_write_json(folder / REVISION, record.model_dump(mode="json"))
         for file_name in ADAPTER_FILES:

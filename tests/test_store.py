@@ -57,7 +57,7 @@ def skill_names(store: SkillStore) -> set[str]:
 
 def root_entries(store: SkillStore) -> set[str]:
     """Top-level entries of the store's folder, minus the lock and the staging/trash bookkeeping."""
-    return {p.name for p in store.root.iterdir()} - {".lock", ".tmp", ".trash"}
+    return {p.name for p in store.root.iterdir()} - {".lock", ".tmp", ".trash", ".generation"}
 
 
 def staged_leftovers(store: SkillStore) -> list[Path]:
