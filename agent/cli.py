@@ -23,6 +23,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(skills_app, name="skills")
 app.add_typer(buffer_app, name="buffer")
 app.command("serve")(cli_serve.serve)
+app.command("bench-serve")(cli_serve.bench_serve)
 
 console = Console()
 err_console = Console(stderr=True)

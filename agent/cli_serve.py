@@ -6,7 +6,10 @@ Registered in `agent/cli.py` with one line each; the heavy imports happen inside
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -53,3 +56,45 @@ def serve(
         max_wait_ms=max_wait_ms,
         log_level=log_level,
     )
+
+
+def bench_serve(
+    clients: Annotated[int, typer.Option(min=1, help="concurrent clients")] = 16,
+    seconds: Annotated[float, typer.Option(min=1, help="how long the clients keep sending")] = 30.0,
+    skills: Annotated[int, typer.Option(min=2, help="random adapters in the server's store")] = 4,
+    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each request")] = 16,
+    compare_vllm: Annotated[
+        bool, typer.Option("--compare-vllm", help="instead: transformers vs vLLM tokens/s (GPU with vllm only)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON here")] = None,
+) -> None:
+    """Load and faults against `habitloop serve` on loopback (a subprocess over random adapters on the real base).
+
+    Reports requests/s, p50/p99 latency, errors, and what happened to a client that hung up mid-stream and to
+    requests for a skill deleted during the run. Saved as reports/bench-serve.json.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from agent import bench_serve as bench
+
+    settings = Settings()
+    if compare_vllm:
+        bench.seed_store(settings, skills=skills)
+        payload: dict[str, Any] = bench.compare_backends(settings, skills=skills, max_tokens=max_tokens)
+    else:
+        payload = bench.run_load(
+            settings, clients=clients, seconds=seconds, skills=skills, max_tokens=max_tokens
+        ).model_dump(mode="json")
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    name = "bench-vllm.json" if compare_vllm else "bench-serve.json"
+    for path in filter(None, (output, settings.reports_dir / name)):
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+    if as_json:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    table = Table(show_header=False, title="habitloop serve under load" if not compare_vllm else "backends")
+    for key, value in payload.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+    Console().print(table)

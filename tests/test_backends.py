@@ -126,15 +126,22 @@ def backend(request: pytest.FixtureRequest, skills_store: SkillStore) -> Iterato
         with running_server(app) as url, OpenAIChatModel(url, timeout=60) as client:
             yield Backend(kind, client, thread_safe=True)
     else:
-        reason = _vllm_available()
-        if reason:
-            pytest.skip(reason)
-        from agent.backends.vllm_backend import VLLMChatModel
+        yield Backend(kind, request.getfixturevalue("vllm_model"), thread_safe=True)
 
-        # On a GPU machine: the tiny base's store cannot be served by vLLM (its base is built in-process), so the
-        # suite runs on the real base there; gpu_check.sh sets HABITLOOP_HOME with a store on that base.
-        model = VLLMChatModel.from_settings()
-        yield Backend(kind, model, thread_safe=True)
+
+@pytest.fixture(scope="module")
+def vllm_model() -> Any:
+    """One vLLM engine for the module (an engine takes seconds to start and holds GPU memory until exit).
+
+    vLLM cannot load the tiny in-process base, so on a GPU machine the suite runs it on the configured real base
+    and store: `scripts/gpu_check.sh` sets HABITLOOP_HOME and puts random adapters in that store first.
+    """
+    reason = _vllm_available()
+    if reason:
+        pytest.skip(reason)
+    from agent.backends.vllm_backend import VLLMChatModel
+
+    return VLLMChatModel.from_settings(gpu_memory_utilization=0.3)
 
 
 def _skills_for(backend: Backend) -> list[list[tuple[str, int]]]:
@@ -436,6 +443,17 @@ def test_a_skill_deleted_while_in_use(skills_store: SkillStore) -> None:
         assert [m["id"] for m in http.get("/models").json()["data"]] == ["base", "beta"]
         error = http.post("/chat/completions", json={"model": "alpha", "messages": [{"role": "user", "content": "x"}]})
         assert "alpha" in error.json()["error"]["message"]
+
+
+def test_vllm_missing_is_a_user_error(monkeypatch: pytest.MonkeyPatch, skills_store: SkillStore) -> None:
+    import sys
+
+    from agent.backends.vllm_backend import VLLMChatModel
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed, even where it is
+    with pytest.raises(UserError, match="vllm") as caught:
+        VLLMChatModel("/nonexistent", skills_store)
+    assert caught.value.hint and "habitloop[vllm]" in caught.value.hint
 
 
 def test_completion_text_joins_sse_deltas() -> None:
