@@ -445,6 +445,37 @@ def test_a_skill_deleted_while_in_use(skills_store: SkillStore) -> None:
         assert "alpha" in error.json()["error"]["message"]
 
 
+def test_the_agent_loop_over_http(tmp_path: Path, skills_store: SkillStore) -> None:
+    """Agent here, generation behind `habitloop serve`: a tool call, its result, the answer, the skill pinned."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from agent import Agent, Settings
+    from memory import HashingEmbedder, InMemoryBuffer
+    from tools import builtin_tools
+
+    def reply(conversation: list[dict[str, Any]]) -> str:
+        if conversation[-1]["role"] == "tool":
+            return "17*23 is 391."
+        return '<tool_call>{"name": "calculator", "arguments": {"expression": "17*23"}}</tool_call>'
+
+    scripted = ScriptedChatModel(reply)
+    with running_server(create_app(scripted, skills_store)) as url, OpenAIChatModel(url) as remote:
+        agent = Agent(
+            settings=Settings(home=tmp_path / "home"),
+            model=remote,
+            store=skills_store,
+            tools=builtin_tools(),
+            checkpointer=InMemorySaver(),
+            buffer=InMemoryBuffer(HashingEmbedder()),
+            retrieval_k=0,
+        )
+        result = agent.run("What is 17*23?", skills=["alpha"])
+    assert result.answer == "17*23 is 391."
+    assert [step.kind for step in result.steps] == ["model", "tool_call", "tool_result", "model", "final"]
+    assert scripted.skills_seen == [[("alpha", 1)], [("alpha", 1)]]
+    assert scripted.calls[1][-1]["role"] == "tool" and "391" in scripted.calls[1][-1]["content"]
+
+
 def test_vllm_missing_is_a_user_error(monkeypatch: pytest.MonkeyPatch, skills_store: SkillStore) -> None:
     import sys
 
