@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent import cli_route
+from agent import cli_route, cli_serve
 from agent.config import Settings
 from skills.errors import HabitloopError, UserError
 
@@ -23,6 +23,8 @@ app.add_typer(model_app, name="model")
 app.add_typer(skills_app, name="skills")
 app.add_typer(buffer_app, name="buffer")
 app.command("route")(cli_route.route)
+app.command("serve")(cli_serve.serve)
+app.command("bench-serve")(cli_serve.bench_serve)
 
 console = Console()
 err_console = Console(stderr=True)

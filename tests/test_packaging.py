@@ -19,7 +19,7 @@ def test_wheel_installs_and_imports_in_isolation(tmp_path: Path) -> None:
     )
     (wheel,) = wheels.glob("habitloop-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for package in ("agent", "skills", "skills/packs", "tools", "memory"):
+    for package in ("agent", "agent/backends", "skills", "skills/packs", "tools", "memory"):
         assert f"{package}/__init__.py" in names, f"{package} missing from the wheel"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "habitloop = agent.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -34,7 +34,7 @@ def test_wheel_installs_and_imports_in_isolation(tmp_path: Path) -> None:
     # -I: ignore the repo (cwd), PYTHONPATH and user site; the wheel's folder goes first on the path.
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "import agent, skills, tools, memory, agent.cli; "
+        "import agent, skills, tools, memory, agent.cli, agent.serve; "
         "print('\\n'.join(m.__file__ for m in (agent, skills, tools, memory)))"
     )
     out = subprocess.run(

@@ -1,0 +1,179 @@
+"""`VLLMChatModel`: the store's adapters served by vLLM's multi-LoRA engine, in this process (needs a CUDA GPU).
+
+vLLM loads the converted base folder (`$HABITLOOP_HOME/models/<base>/`, the same weights `load_base` uses) with
+`enable_lora=True`; each request carries a `LoRARequest(name, int_id, path)` whose path is the skill revision's own
+folder in the store: revisions are PEFT adapter folders, so vLLM reads them unchanged. `max_loras` adapters run in
+one batch on the GPU, `max_cpu_loras` are kept in host memory (vLLM's own hot/warm residency). A composition of
+several skills is materialized once into one adapter folder (the lead's `Composer.materialize`: the exact sum,
+concatenated ranks) under `$HABITLOOP_HOME/cache/compositions/` and served like a skill; building it needs the
+base in transformers on the CPU, loaded only when the first composition is asked for.
+
+vLLM is an optional extra (`pip install 'habitloop[vllm]'`, on a GPU machine): it is imported when a
+`VLLMChatModel` is built, and its absence is a `UserError` that says how to install it. Not run on this project's
+CI (no GPU): `scripts/gpu_check.sh` runs the conformance suite and a throughput comparison where one is available.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.models import ChatRequest, Generation, Message
+from skills.errors import UserError
+from skills.store import SkillStore
+
+
+def import_vllm() -> Any:
+    """The `vllm` module, or a `UserError` saying how to get it."""
+    try:
+        import vllm
+    except ImportError as error:
+        raise UserError(
+            f"the vLLM backend needs the `vllm` package ({error})",
+            hint="on a machine with a CUDA GPU: pip install 'habitloop[vllm]'; elsewhere use the local backend",
+        ) from error
+    return vllm
+
+
+class VLLMChatModel:
+    """A `ChatModel` on `vllm.LLM(model_dir, enable_lora=True, ...)`; thread-safe (one engine call at a time).
+
+    `generate_batch` hands the whole batch to one `LLM.generate` call with one `LoRARequest` per prompt (None for
+    the base): vLLM's mixed-LoRA batching, the same contract as the local backend's mixed batch.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | str,
+        store: SkillStore,
+        *,
+        max_loras: int = 8,
+        max_cpu_loras: int = 64,
+        max_lora_rank: int = 64,
+        compositions_dir: Path | str | None = None,
+        composer: Any = None,
+        **llm_kwargs: Any,
+    ) -> None:
+        vllm = import_vllm()
+        from vllm.lora.request import LoRARequest
+
+        self._lora_request_type = LoRARequest
+        self._sampling_type = vllm.SamplingParams
+        self.model_dir = Path(model_dir)
+        self.store = store
+        self.max_lora_rank = max_lora_rank
+        self.compositions_dir = Path(compositions_dir) if compositions_dir else None
+        self._composer = composer  # a skills.compose.Composer, built lazily by `_composer_or_load`
+        self._base: Any = None  # the transformers base, only for building compositions
+        self._lora_ids: dict[str, int] = {}  # adapter folder -> vLLM's integer id (unique per adapter, never reused)
+        self._lock = threading.Lock()
+        self.llm = vllm.LLM(
+            model=str(self.model_dir),
+            enable_lora=True,
+            max_loras=max_loras,
+            max_cpu_loras=max_cpu_loras,
+            max_lora_rank=max_lora_rank,
+            **llm_kwargs,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    @classmethod
+    def from_settings(cls, settings: Any = None, **kwargs: Any) -> VLLMChatModel:
+        """The configured base (converted into `models/` on first use) and store, served through vLLM."""
+        from agent.base import load_base
+        from agent.config import Settings
+
+        settings = settings or Settings()
+        base = load_base(settings=settings)  # makes sure the converted HF folder exists; vLLM reads that folder
+        if base.cache_path is None:
+            raise UserError(
+                f"the base {base.name!r} has no model folder vLLM can load",
+                hint="configure a GGUF or Hugging Face folder as HABITLOOP_BASE (habitloop converts it once)",
+            )
+        store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
+        kwargs.setdefault("compositions_dir", settings.home / "cache" / "compositions")
+        model = cls(base.cache_path, store, **kwargs)
+        model._base = base  # reused if a composition must be built
+        return model
+
+    # ------------------------------------------------------------------------------------------------ ChatModel
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        skills: Sequence[tuple[str, int]] = (),
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> Generation:
+        request = ChatRequest(
+            messages=list(messages), skills=list(skills), max_new_tokens=max_new_tokens, temperature=temperature
+        )
+        return self.generate_batch([request])[0]
+
+    def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        if not requests:
+            return []
+        with self._lock:
+            loras = [self._lora_for(r.skills) for r in requests]  # unknown skills raise before any generation
+            prompts = [
+                self.tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
+                for r in requests
+            ]
+            params = [self._sampling_type(temperature=r.temperature, max_tokens=r.max_new_tokens) for r in requests]
+            outputs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+        return [
+            Generation(
+                text=out.outputs[0].text.strip(),
+                prompt_tokens=len(out.prompt_token_ids or []),
+                completion_tokens=len(out.outputs[0].token_ids),
+            )
+            for out in outputs
+        ]
+
+    # ------------------------------------------------------------------------------------------------ adapters
+
+    def _lora_for(self, skills: Sequence[tuple[str, int]]) -> Any:
+        if not skills:
+            return None
+        if len(skills) == 1:
+            name, revision = skills[0]
+            folder = self.store.revision_dir(name, revision)  # SkillNotFoundError for an unknown skill/revision
+            label = f"{name}@{revision}"
+        else:
+            folder = self._materialized(skills)
+            label = "+".join(f"{name}@{revision}" for name, revision in skills)
+        rank = int(json.loads((folder / "adapter_config.json").read_text()).get("r", 0))
+        if rank > self.max_lora_rank:
+            raise UserError(
+                f"{label} has LoRA rank {rank}, above this engine's max_lora_rank {self.max_lora_rank}",
+                hint="start VLLMChatModel with a larger max_lora_rank (a composition's rank is the sum of its parts)",
+            )
+        key = str(folder)
+        lora_id = self._lora_ids.setdefault(key, len(self._lora_ids) + 1)  # vLLM ids start at 1
+        return self._lora_request_type(label, lora_id, key)
+
+    def _materialized(self, skills: Sequence[tuple[str, int]]) -> Path:
+        from skills.compose import CompositionSpec
+
+        for name, revision in skills:
+            self.store.revision(name, revision)  # unknown parts fail fast, before the base is loaded
+        spec = CompositionSpec.of(*[(name, revision) for name, revision in skills])
+        root = self.compositions_dir or (self.store.root.parent / "cache" / "compositions")
+        folder = root / spec.key.removeprefix("sha256:")[:32]
+        if not (folder / "adapter_config.json").exists():
+            self._composer_or_load().materialize(spec, folder, overwrite=True)
+        return folder
+
+    def _composer_or_load(self) -> Any:
+        if self._composer is None:
+            from agent.base import load_base
+            from skills.compose import Composer
+            from skills.residency import Residency
+
+            base = self._base or load_base()
+            self._composer = Composer(Residency(base.model, self.store))
+        return self._composer

@@ -1,0 +1,177 @@
+"""`BatchingChatModel`: many threads call `generate`, one worker feeds the inner model mixed-skill batches.
+
+A local model is not safe to call from several threads, and calling it once per request wastes its batch dimension
+(DESIGN.md: 8 rows cost about the time of 2). This wrapper queues concurrent requests and flushes them together to
+the inner model's `generate_batch`: a flush happens when `max_batch` requests are waiting or `max_wait_ms` after the
+first of them arrived, whichever is sooner. Requests with different skills land in the same batch; whether that
+batch runs as one forward pass is the inner model's business (`LocalChatModel` with peft `adapter_names`).
+
+Failure stays with the request that caused it: when a batch fails, each of its requests is retried alone, so one
+bad request (an unknown skill, a skill deleted meanwhile) fails only its own caller. Only the worker thread ever
+touches the inner model. `submit` returns a `concurrent.futures.Future`; cancelling it before its batch starts
+drops the request (the HTTP server does that when a client disconnects while waiting).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from types import TracebackType
+
+from pydantic import BaseModel
+
+from agent.models import ChatModel, ChatRequest, Generation, Message
+from skills.errors import OperatorError, UserError
+
+log = logging.getLogger(__name__)
+
+_STOP = object()  # queued by close(): the worker drains what came before it, then exits
+
+
+class BatchingStats(BaseModel):
+    """What the worker did, for benchmarks and tests (read it; do not write it)."""
+
+    requests: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    failed_batches: int = 0  # batches that raised and were retried one request at a time
+    cancelled: int = 0  # requests dropped before their batch started (their caller gave up)
+
+
+class BatchingChatModel:
+    """A thread-safe `ChatModel` that batches concurrent requests into the inner model's `generate_batch`.
+
+    Use it as a context manager, or call `close()`: it waits for queued requests to finish, then stops the worker.
+    Requests after `close()` raise `UserError`.
+    """
+
+    def __init__(self, model: ChatModel, *, max_batch: int = 8, max_wait_ms: float = 10.0) -> None:
+        if max_batch < 1:
+            raise UserError(f"max_batch must be at least 1, not {max_batch}")
+        if max_wait_ms < 0:
+            raise UserError(f"max_wait_ms must not be negative, not {max_wait_ms}")
+        self.model = model
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.stats = BatchingStats()
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._closed = False
+        self._close_lock = threading.Lock()  # makes "not closed, then enqueue" atomic against close()
+        self._worker = threading.Thread(target=self._run, name="habitloop-batching", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------------------------------------------ ChatModel
+
+    def submit(self, request: ChatRequest) -> Future[Generation]:
+        """Queue one request; the future resolves to its `Generation` or to the exception it caused."""
+        future: Future[Generation] = Future()
+        with self._close_lock:
+            if self._closed:
+                raise UserError("this BatchingChatModel is closed", hint="create a new one")
+            self._queue.put((request, future))
+        return future
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        skills: Sequence[tuple[str, int]] = (),
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> Generation:
+        request = ChatRequest(
+            messages=list(messages), skills=list(skills), max_new_tokens=max_new_tokens, temperature=temperature
+        )
+        return self.submit(request).result()
+
+    def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Generation]:
+        """Queue every request (they may share batches with other callers'), wait for all, keep the order.
+
+        Raises the first failing request's exception, after all of them have finished.
+        """
+        futures = [self.submit(request) for request in requests]
+        return [future.result() for future in futures]
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish the queued requests, then stop the worker. Safe to call twice."""
+        with self._close_lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_STOP)
+        if threading.current_thread() is not self._worker:
+            self._worker.join(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> BatchingChatModel:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------------ the worker
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.max_wait
+            while len(batch) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True  # everything queued before close() is in this batch or was run already
+                    break
+                batch.append(item)
+            self._flush(batch)  # type: ignore[arg-type]
+
+    def _flush(self, items: list[tuple[ChatRequest, Future[Generation]]]) -> None:
+        # A caller that cancelled its future before now gave up: drop its request (nobody would read the answer).
+        live = [(request, future) for request, future in items if future.set_running_or_notify_cancel()]
+        self.stats.cancelled += len(items) - len(live)
+        if not live:
+            return
+        self.stats.requests += len(live)
+        self.stats.batches += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+        try:
+            results = self._call([request for request, _ in live])
+        except BaseException as error:  # noqa: B036 - every failure must reach a caller, or it waits forever
+            if len(live) == 1:
+                live[0][1].set_exception(error)
+                return
+            self.stats.failed_batches += 1
+            log.info("batch of %d failed (%s); retrying its requests one by one", len(live), error)
+            for request, future in live:
+                try:
+                    future.set_result(self._call([request])[0])
+                except BaseException as single:  # noqa: B036 - as above
+                    future.set_exception(single)
+            return
+        for (_, future), result in zip(live, results, strict=True):
+            future.set_result(result)
+
+    def _call(self, requests: list[ChatRequest]) -> list[Generation]:
+        results = list(self.model.generate_batch(requests))
+        if len(results) != len(requests):
+            raise OperatorError(
+                f"{type(self.model).__name__}.generate_batch returned {len(results)} results for {len(requests)}",
+                hint="the inner model breaks the ChatModel protocol: one Generation per request, in order",
+            )
+        return results

@@ -1,0 +1,310 @@
+"""`habitloop bench-serve`: load and faults against `habitloop serve` on loopback, and the vLLM comparison.
+
+The load test starts `habitloop serve` as its own process on a free loopback port, over a temporary home whose
+store holds a few random adapters on the real base (r=8 on q,v, the serving shape; the base folder is linked from
+the configured home, not copied). `clients` threads then send chat completions for `seconds`, each request naming
+one of base / the skills, round robin. Meanwhile the faults happen: a client that disconnects after the first event
+of a stream (several times), and the deletion of one skill from the store (by this process, as an operator would)
+while requests for it are queued. Reported: requests/s, p50/p99 latency, errors (anything but 200, except the 404s
+the deleted skill must give), the 404s, the server's own batching stats, and whether it still answers at the end.
+
+`compare_backends` (run by `scripts/gpu_check.sh`) sends the same requests through the transformers backend and the
+vLLM backend and reports tokens/s of each.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, Field
+
+from agent.config import Settings
+from skills.errors import OperatorError
+
+
+class LoadResult(BaseModel):
+    """What one load run measured (latencies in ms, over successful requests)."""
+
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    clients: int
+    seconds: float
+    max_tokens: int
+    models: list[str]
+    requests: int
+    ok: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int = Field(description="requests that failed without a reason they should (goal: 0)")
+    error_samples: list[str]
+    deleted_skill: str
+    deleted_at_s: float
+    deleted_skill_404: int = Field(description="requests for the deleted skill answered 404 after its deletion")
+    stream_disconnects: int = Field(description="streams this client closed after the first event")
+    served_after: bool = Field(description="the server answered a request after the run")
+    batching: dict[str, Any] = Field(description="the server's BatchingChatModel stats (from /health)")
+    machine: dict[str, Any] = Field(description="cores, load average before/after (this machine is shared), threads")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _seed_home(settings: Settings, home: Path, skills: int) -> tuple[list[str], Any]:
+    """A temporary home: the configured base folder linked in, `skills` random adapters in its store."""
+    from agent.base import load_base
+    from agent.bench import _random_adapter
+    from skills.store import SkillStore
+
+    base = load_base(settings=settings)  # converts the base into settings' models/ if it never was
+    (home / "models").symlink_to(settings.models_dir.resolve(), target_is_directory=True)
+    store = SkillStore(home / "skills", base_fingerprint=base.fingerprint)
+    names = []
+    for index in range(skills):
+        folder = _random_adapter(base, home / "adapters" / f"s{index}", seed=index)
+        names.append(store.create(f"bench-s{index}", folder, kind="tool_habit").name)
+    return names, store
+
+
+def run_load(
+    settings: Settings | None = None,
+    *,
+    clients: int = 16,
+    seconds: float = 30.0,
+    skills: int = 4,
+    max_tokens: int = 16,
+    startup_timeout: float = 180.0,
+) -> LoadResult:
+    """Start `habitloop serve` on loopback over random adapters and drive it with `clients` concurrent clients."""
+    settings = settings or Settings()
+    with tempfile.TemporaryDirectory(prefix="habitloop-bench-serve-") as tmp:
+        home = Path(tmp)
+        names, store = _seed_home(settings, home, skills)
+        models = ["base", *names]
+        deleted = names[-1]
+        port = _free_port()
+        env = {**os.environ, "HABITLOOP_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "serve", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_up(url, server, startup_timeout)
+            return _drive(url, store, models, deleted, clients, seconds, max_tokens)
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def _wait_until_up(url: str, server: subprocess.Popen[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            log = server.stderr.read()[-2000:] if server.stderr else ""
+            raise OperatorError(f"habitloop serve exited with {server.returncode}: {log}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise OperatorError(f"habitloop serve did not answer on {url} within {timeout:.0f} s")
+
+
+def _drive(
+    url: str, store: Any, models: list[str], deleted: str, clients: int, seconds: float, max_tokens: int
+) -> LoadResult:
+    latencies: list[float] = []
+    errors: list[str] = []
+    gone_404 = 0
+    requests = 0
+    lock = threading.Lock()
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    deadline = started + seconds
+    deleted_at: list[float] = []
+
+    def client(index: int) -> None:
+        nonlocal gone_404, requests
+        with httpx.Client(base_url=f"{url}/v1", timeout=max(300.0, seconds)) as http:
+            turn = index
+            while time.monotonic() < deadline:
+                model = models[turn % len(models)]
+                turn += 1
+                body = {
+                    "model": model,
+                    "messages": [{"role": "user", "content": f"Client {index}, question {turn}: name a fruit."}],
+                    "max_tokens": max_tokens,
+                }
+                sent = time.monotonic()
+                try:
+                    response = http.post("/chat/completions", json=body)
+                    status, text = response.status_code, response.text[:200]
+                except httpx.HTTPError as error:
+                    status, text = -1, repr(error)
+                elapsed = time.monotonic() - sent
+                with lock:
+                    requests += 1
+                    if status == 200:
+                        latencies.append(elapsed * 1000)
+                    elif status == 404 and model == deleted and deleted_at:
+                        gone_404 += 1  # answered after the skill was deleted (queued before or sent after): expected
+                    else:
+                        errors.append(f"{model}: {status} {text}")
+
+    def disconnecting_streams() -> int:
+        done = 0
+        time.sleep(seconds / 4)
+        for _ in range(3):
+            body = {
+                "model": models[1],
+                "messages": [{"role": "user", "content": "Tell me a long story."}],
+                "max_tokens": max_tokens,
+                "stream": True,
+            }
+            try:
+                with (
+                    httpx.Client(timeout=max(300.0, seconds)) as http,
+                    http.stream("POST", f"{url}/v1/chat/completions", json=body) as response,
+                ):
+                    next(response.iter_lines())  # one event, then hang up
+                done += 1
+            except (httpx.HTTPError, StopIteration) as error:
+                with lock:
+                    errors.append(f"stream: {error!r}")
+        return done
+
+    def delete_one() -> None:
+        time.sleep(seconds / 2)
+        deleted_at.append(time.monotonic())
+        store.delete(deleted)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    streams: list[int] = []
+    threads.append(threading.Thread(target=lambda: streams.append(disconnecting_streams())))
+    threads.append(threading.Thread(target=delete_one))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - started
+    after = httpx.post(
+        f"{url}/v1/chat/completions",
+        json={"model": models[0], "messages": [{"role": "user", "content": "still there?"}], "max_tokens": 4},
+        timeout=120,
+    )
+    health = httpx.get(f"{url}/health", timeout=10).json()
+    ordered = sorted(latencies)
+    return LoadResult(
+        clients=clients,
+        seconds=round(wall, 1),
+        max_tokens=max_tokens,
+        models=models,
+        requests=requests,
+        ok=len(latencies),
+        requests_per_s=round(len(latencies) / wall, 2),
+        p50_ms=round(statistics.median(ordered), 1) if ordered else 0.0,
+        p99_ms=round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1) if ordered else 0.0,
+        errors=len(errors),
+        error_samples=errors[:5],
+        deleted_skill=deleted,
+        deleted_at_s=round(deleted_at[0] - started, 1) if deleted_at else -1,
+        deleted_skill_404=gone_404,
+        stream_disconnects=streams[0] if streams else 0,
+        served_after=after.status_code == 200,
+        batching=health.get("batching", {}),
+        machine={
+            "cores": os.cpu_count(),
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "server_torch_threads": os.environ.get("HABITLOOP_THREADS", "torch default"),
+            "python": sys.version.split()[0],
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------------------- vLLM
+
+
+def compare_backends(
+    settings: Settings | None = None, *, skills: int = 4, prompts: int = 64, max_tokens: int = 64
+) -> dict[str, Any]:
+    """Same skills, same prompts, greedy: tokens/s of the transformers backend and of the vLLM backend.
+
+    Runs where vLLM runs (a CUDA GPU); the transformers backend runs as habitloop runs it (`LocalChatModel`, on the
+    device `load_base` puts the base on), batched 8 at a time through `generate_batch`.
+    """
+    from agent.backends.vllm_backend import VLLMChatModel
+    from agent.base import load_base
+    from agent.models import ChatRequest, LocalChatModel
+    from skills.residency import Residency
+    from skills.store import SkillStore
+
+    settings = settings or Settings()
+    base = load_base(settings=settings)
+    store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
+    names = [m.name for m in store.list()][:skills]
+    choices: list[list[tuple[str, int]]] = [[], *[[(n, store.get(n).current)] for n in names]]
+    requests = [
+        ChatRequest(
+            messages=[{"role": "user", "content": f"Question {i}: explain one thing about the number {i}."}],
+            skills=choices[i % len(choices)],
+            max_new_tokens=max_tokens,
+        )
+        for i in range(prompts)
+    ]
+
+    def measure(model: Any, chunk: int) -> dict[str, Any]:
+        model.generate_batch(requests[:2])  # warm up
+        started = time.perf_counter()
+        results = []
+        for i in range(0, len(requests), chunk):
+            results.extend(model.generate_batch(requests[i : i + chunk]))
+        wall = time.perf_counter() - started
+        tokens = sum(r.completion_tokens for r in results)
+        return {"seconds": round(wall, 3), "completion_tokens": tokens, "tokens_per_s": round(tokens / wall, 1)}
+
+    local = LocalChatModel(base, Residency(base.model, store))
+    figures = {"transformers": {**measure(local, 8), "device": str(next(base.model.parameters()).device)}}
+    vllm_model = VLLMChatModel.from_settings(settings)
+    figures["vllm"] = {**measure(vllm_model, len(requests)), "device": "cuda"}
+    figures["speedup"] = round(figures["vllm"]["tokens_per_s"] / max(figures["transformers"]["tokens_per_s"], 1e-9), 2)
+    return {"skills": names, "prompts": prompts, "max_tokens": max_tokens, "figures": figures}
+
+
+def seed_store(settings: Settings | None = None, *, skills: int = 4) -> list[str]:
+    """Put `skills` random adapters (`bench-s<i>`) into the configured store, for the GPU check; returns names."""
+    from agent.base import load_base
+    from agent.bench import _random_adapter
+    from skills.store import SkillStore
+
+    settings = settings or Settings()
+    base = load_base(settings=settings)
+    store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
+    names = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in range(skills):
+            name = f"bench-s{index}"
+            if not store.exists(name):
+                store.create(name, _random_adapter(base, Path(tmp) / name, seed=index), kind="tool_habit")
+            names.append(name)
+    return names

@@ -1,0 +1,100 @@
+"""`habitloop serve` (an OpenAI-compatible server over the shared base) and `habitloop bench-serve` (its load test).
+
+Registered in `agent/cli.py` with one line each; the heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agent.config import Settings
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="address to bind; anything but loopback exposes the model")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="HABITLOOP_API_KEY", help="require `Authorization: Bearer KEY`"),
+    ] = None,
+    max_batch: Annotated[int, typer.Option(min=1, help="requests generated together at most")] = 8,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="how long a request waits for batch-mates")] = 10.0,
+    max_body_bytes: Annotated[int, typer.Option(min=1024, help="larger request bodies get 413")] = 1_000_000,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level")] = "info",
+) -> None:
+    """Serve the base and every skill over an OpenAI-compatible API (/v1/chat/completions, /v1/models).
+
+    The `model` of a request names the skills: `base`, `tool-habits`, `tool-habits@3`, `tool-habits+other`.
+    """
+    from rich.console import Console
+
+    from agent.serve import ServeConfig, serve_local
+
+    if not _is_loopback(host) and api_key is None:
+        Console(stderr=True).print(
+            f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who can reach it can use it"
+        )
+    serve_local(
+        Settings(),
+        host=host,
+        port=port,
+        config=ServeConfig(api_key=api_key, max_body_bytes=max_body_bytes),
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        log_level=log_level,
+    )
+
+
+def bench_serve(
+    clients: Annotated[int, typer.Option(min=1, help="concurrent clients")] = 16,
+    seconds: Annotated[float, typer.Option(min=1, help="how long the clients keep sending")] = 30.0,
+    skills: Annotated[int, typer.Option(min=2, help="random adapters in the server's store")] = 4,
+    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each request")] = 16,
+    compare_vllm: Annotated[
+        bool, typer.Option("--compare-vllm", help="instead: transformers vs vLLM tokens/s (GPU with vllm only)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON here")] = None,
+) -> None:
+    """Load and faults against `habitloop serve` on loopback (a subprocess over random adapters on the real base).
+
+    Reports requests/s, p50/p99 latency, errors, and what happened to a client that hung up mid-stream and to
+    requests for a skill deleted during the run. Saved as reports/bench-serve.json.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from agent import bench_serve as bench
+
+    settings = Settings()
+    if compare_vllm:
+        bench.seed_store(settings, skills=skills)
+        payload: dict[str, Any] = bench.compare_backends(settings, skills=skills, max_tokens=max_tokens)
+    else:
+        payload = bench.run_load(
+            settings, clients=clients, seconds=seconds, skills=skills, max_tokens=max_tokens
+        ).model_dump(mode="json")
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    name = "bench-vllm.json" if compare_vllm else "bench-serve.json"
+    for path in filter(None, (output, settings.reports_dir / name)):
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+    if as_json:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    table = Table(show_header=False, title="habitloop serve under load" if not compare_vllm else "backends")
+    for key, value in payload.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+    Console().print(table)
