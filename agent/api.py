@@ -140,6 +140,7 @@ class Agent:
         max_steps: int | None = None,
         temperature: float = 0.0,
         examples: int | None = None,
+        tools: ToolRegistry | None = None,
     ) -> RunResult:
         """Run one task to an outcome. The model's mistakes end up in the trajectory, never as exceptions here."""
         for _ in self.stream(
@@ -150,6 +151,7 @@ class Agent:
             max_steps=max_steps,
             temperature=temperature,
             examples=examples,
+            tools=tools,
         ):
             pass
         return self.last_result
@@ -164,11 +166,13 @@ class Agent:
         max_steps: int | None = None,
         temperature: float = 0.0,
         examples: int | None = None,
+        tools: ToolRegistry | None = None,
     ) -> Iterator[Step]:
         """Run one task, yielding each step (model text, tool call, tool result, refusal, final) as it happens.
 
         After the iterator is exhausted, `agent.last_result` holds the `RunResult`. `examples` overrides how many
-        similar successful episodes are shown as worked examples (default: `retrieval_k`; 0 for none).
+        similar successful episodes are shown as worked examples (default: `retrieval_k`; 0 for none). `tools`
+        replaces the agent's tools for this run only (an evaluation offers each case its own functions).
         """
         if not isinstance(task, str) or not task.strip():
             raise UserError("the task is empty", hint="pass the task as a non-empty string")
@@ -176,7 +180,7 @@ class Agent:
         thread_id = thread_id or run_id
         context = RunContext(
             model=self.model,
-            tools=self.tools,
+            tools=self.tools if tools is None else tools,
             skills=self._resolve_skills(skills),
             examples=self._examples(task, self.retrieval_k if examples is None else examples),
             checker=checker,
