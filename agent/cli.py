@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent import cli_route, cli_serve
+from agent.cli_bfcl import eval_app, practice_app
 from agent.config import Settings
 from skills.errors import HabitloopError, UserError
 
@@ -25,6 +26,8 @@ app.add_typer(buffer_app, name="buffer")
 app.command("route")(cli_route.route)
 app.command("serve")(cli_serve.serve)
 app.command("bench-serve")(cli_serve.bench_serve)
+app.add_typer(eval_app, name="eval")
+app.add_typer(practice_app, name="practice")
 
 console = Console()
 err_console = Console(stderr=True)

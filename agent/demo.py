@@ -1,120 +1,160 @@
-"""`habitloop demo`: experience moves from context into weights, measured on the real base. Nothing is simulated.
+"""`habitloop demo`: the tool-calling habit moves from context into weights, measured on BFCL. Nothing is simulated.
 
-1. load the shared base (converting the packaged GGUF on first use);
-2. run the agent (LangGraph loop, calculator tool) on 8 held-out arithmetic tasks with the base alone;
-3. give it 24 demonstrations of the whole loop (call the calculator in the exact format, read the result, answer):
-   they wait in the episode buffer (chromadb);
-4. run the held-out tasks again in retrieval mode: similar demonstrations shown in the prompt as worked examples;
-5. consolidate: the buffered successes become a LoRA skill `calculator-habit` (with replay of the base's own
-   answers to unrelated prompts, gated against the base on held-out episodes and off-task behaviour), and leave the
-   retrieval pool;
-6. run the held-out tasks with the skill and no examples: the habit now lives in the weights, the prompt is short.
+On the real base (SmolLM2-135M-Instruct), with a budget that fits in ~15 minutes on 2 cores:
+1. evaluate the base on a slice of BFCL simple_python's test split (each case's functions are the tools; the first
+   call in the reply is judged by BFCL's AST rules);
+2. record demonstrations from the train split (each case's ground-truth call, with the case's own tools in the
+   system prompt) as successful episodes in the buffer (chromadb);
+3. evaluate retrieval mode: the k most similar demonstrations shown as worked examples in the prompt;
+4. consolidate the buffered demonstrations into the skill `tool-habits` (LoRA on all linear layers, replay of the
+   base's own answers to unrelated prompts, gated against what it replaces on held-out episodes);
+5. optionally, one practice round on more train cases with the skill active (BFCL's checker as the judge) and a
+   second consolidation;
+6. evaluate skill mode (the skill active, no examples), print the table, write JSON + PNG under reports/.
 """
 
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import Callable
+import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agent.api import Agent
 from agent.base import load_base
 from agent.config import Settings
+from agent.evals.data import BfclCase, load_cases
+from agent.evals.harness import CaseResult, EvalReport, Mode, evaluate
+from agent.evals.practice import practice, record_demonstrations
 from agent.models import LocalChatModel
-from agent.prompt import tool_result_message
-from memory.consolidate import ConsolidationConfig
-from memory.trajectory import Trajectory
+from memory.consolidate import ConsolidationConfig, ConsolidationReport
 from skills import Residency, SkillStore
-from tools import calculator
 
-SKILL = "calculator-habit"
-_TEMPLATES = (
-    "What is {a} * {b}?",
-    "Compute {a} + {b}.",
-    "How much is {a} - {b}?",
-    "Calculate {a} / {b}.",
-    "What's {a} times {b}?",
-    "Please work out {a} + {b} * {c}.",
-    "I need {a} * {b} - {c}, quickly.",
-    "what is {a}+{b}",
-)
+SKILL = "tool-habits"
+CATEGORY = "simple_python"
+# Enough for the ground-truth call of any simple_python case; prose from the base is cut there.
+MAX_NEW_TOKENS = 96
 
 
-def arithmetic_items(n: int, seed: int) -> list[tuple[str, str]]:
-    """(question, expression) pairs, drawn deterministically."""
-    rng = random.Random(seed)
-    items = []
-    for index in range(n):
-        template = _TEMPLATES[index % len(_TEMPLATES)]
-        a, b, c = rng.randint(2, 99), rng.randint(2, 99), rng.randint(2, 9)
-        question = template.format(a=a, b=b, c=c)
-        op = {"*": "*", "+": "+", "-": "-", "/": "/", "times": "*"}
-        if "{c}" in template:
-            expression = f"{a}+{b}*{c}" if "+ {b} *" in template else f"{a}*{b}-{c}"
-        else:
-            symbol = next(op[s] for s in ("times", "*", "+", "-", "/") if s in template)
-            expression = f"{a}{symbol}{b}"
-        items.append((question, expression))
-    return items
+def bfcl_consolidation(**overrides: Any) -> ConsolidationConfig:
+    """The recipe for BFCL tool habits: all-linear r=8 LoRA (the default spec), 2 epochs, batch 4, lr 1e-3; held-out
+    replies long enough to hold a whole call."""
+    recipe = {
+        "kind": "tool_habit",
+        "epochs": 2.0,
+        "batch_size": 4,
+        "learning_rate": 1e-3,
+        "min_episodes": 4,
+        "max_steps": 400,
+        "max_new_tokens": MAX_NEW_TOKENS,
+        "holdout_fraction": 0.1,
+    }
+    return ConsolidationConfig(**(recipe | overrides))
 
 
-def tool_call_text(expression: str) -> str:
-    arguments = {"name": "calculator", "arguments": {"expression": expression}}
-    return f"<tool_call>{json.dumps(arguments)}</tool_call>"
+class _Bar:
+    """A rich progress bar for one evaluation: cases done, correct so far, elapsed."""
+
+    def __init__(self, console: Console, label: str, total: int) -> None:
+        self.progress = Progress(
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task(label, total=total, status="")
+        self.correct = 0
+
+    def __enter__(self) -> _Bar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def case(self, result: CaseResult) -> None:
+        self.correct += result.valid
+        self.progress.update(self.task, advance=1, status=f"{self.correct} correct")
+
+    def step(self, *_: object) -> None:
+        self.progress.update(self.task, advance=1)
 
 
-def _value(expression: str) -> str:
-    return calculator(expression)
+def _evaluate(
+    agent: Agent, console: Console, cases: list[BfclCase], mode: Mode, *, skill: str | None = None, k: int = 3
+) -> EvalReport:
+    with _Bar(console, f"{mode:9s}", len(cases)) as bar:
+        report = evaluate(agent, CATEGORY, "test", mode=mode, skill=skill, k=k, cases=cases, on_case=bar.case)
+    example = report.cases[0]
+    console.print(
+        f"  accuracy {report.accuracy:.1%} ({report.correct}/{report.n}), tool calls {report.tool_call_rate:.0%}, "
+        f"{report.prompt_tokens_mean:.0f} prompt tokens, {report.seconds_per_case:.1f} s per case"
+    )
+    console.print(f"  e.g. {example.id}: {example.text[:160]!r} -> {'valid' if example.valid else example.reason}")
+    return report
 
 
-def demonstration(system: str | None, question: str, expression: str) -> Trajectory:
-    """The whole loop for one task, as a user would demonstrate it: the call, the tool's result, the answer."""
-    return Trajectory.demonstration(
-        question,
-        [
-            {"role": "assistant", "content": tool_call_text(expression)},
-            tool_result_message("calculator", _value(expression), ok=True),
-            {"role": "assistant", "content": f"{expression} = {_value(expression)}"},
-        ],
-        system_prompt=system,
+def _consolidated(console: Console, report: ConsolidationReport) -> None:
+    verdict = "promoted" if report.promoted else "rejected"
+    losses = f"loss {report.losses[0]:.3f} -> {report.losses[-1]:.3f}, " if report.losses else ""
+    console.print(
+        f"  revision {report.revision} {verdict}: {report.reason}\n"
+        f"  {report.n_train} episodes + {report.n_replay} replay answers, {len(report.losses)} steps in "
+        f"{report.train_seconds:.0f} s ({report.train_tokens_per_second:.0f} tokens/s), {losses}"
+        f"held-out first-turn match {report.current.heldout_match} (before) -> {report.candidate.heldout_match}"
     )
 
 
-def _answer_contains(value: str) -> Callable[..., bool]:
-    def check(task: str, answer: str | None, trajectory: Any) -> bool:
-        return value in (answer or "")
+def plot_demo(summary: dict[str, Any], path: Path) -> None:
+    """Accuracy and prompt tokens per mode, side by side."""
+    import matplotlib
 
-    return check
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = list(summary["modes"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    colours = ["#999", "#69c", "#c63"][: len(modes)]
+    left.bar(modes, [100 * summary["modes"][m]["accuracy"] for m in modes], color=colours)
+    left.set_ylabel("accuracy (%)")
+    left.set_ylim(0, 100)
+    left.set_title(f"BFCL {CATEGORY}, {summary['n_test']} test cases")
+    right.bar(modes, [summary["modes"][m]["prompt_tokens_mean"] for m in modes], color="#888")
+    right.set_ylabel("prompt tokens per case")
+    right.set_title(f"{summary['n_train']} demonstrations")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
-def agent_accuracy(agent: Agent, held_out: list[tuple[str, str]], *, skills: list[str], examples: int) -> dict:
-    """End to end through the agent loop: the share of tasks whose final answer contains the right number."""
-    results = [agent.run(q, skills=skills, checker=_answer_contains(_value(e)), examples=examples) for q, e in held_out]
-    # These evaluation runs are recorded like any run; take them out again so they do not train the skill.
-    agent.buffer.discard([r.run_id for r in results])
-    first_prompts = [r.trajectory.prompt_tokens / max(1, sum(s.kind == "model" for s in r.steps)) for r in results]
-    return {
-        "accuracy": sum(r.outcome.status == "success" for r in results) / len(results),
-        "tool_calls": sum(any(s.kind == "tool_call" for s in r.steps) for r in results) / len(results),
-        "prompt_tokens_per_call": round(sum(first_prompts) / len(first_prompts)),
-        "example": [(s.kind, s.text) for s in results[0].steps],
-    }
-
-
-def run_demo(settings: Settings | None = None, *, console: Console | None = None) -> dict:
+def run_demo(
+    settings: Settings | None = None,
+    *,
+    console: Console | None = None,
+    n_test: int = 24,
+    n_train: int = 96,
+    practice_cases: int = 0,
+    k: int = 3,
+) -> dict[str, Any]:
+    """The whole loop on BFCL simple_python; returns the summary also written to `reports/bfcl-demo.json`."""
     settings = settings or Settings()
     console = console or Console()
-    console.rule("[bold]habitloop demo")
+    started = time.perf_counter()
+    console.rule("[bold]habitloop demo: a tool-calling habit, from context into weights (BFCL)")
     console.print("Loading the shared base model (the first run converts the packaged GGUF, ~30 s)...")
     base = load_base(settings=settings)
     console.print(f"  {base.name}: {base.parameters:,} parameters, {base.dtype}, loaded in {base.load_seconds:.2f} s")
+    console.print("Loading BFCL (the bfcl-eval wheel's data; downloaded once if `make setup` did not)...")
+    test = load_cases(settings.home, CATEGORY, "test", limit=n_test)
+    train_all = load_cases(settings.home, CATEGORY, "train")
+    train, practice_pool = train_all[:n_train], train_all[n_train : n_train + practice_cases]
 
-    items = arithmetic_items(40, seed=7)
-    train_items, held_out = items[:24], items[24:32]
     store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
     residency = Residency(base.model, store, max_hot=settings.max_hot, max_warm=settings.max_warm)
     agent = Agent(
@@ -122,65 +162,81 @@ def run_demo(settings: Settings | None = None, *, console: Console | None = None
         base=base,
         model=LocalChatModel(base, residency),
         store=store,
-        tools=[calculator],
-        max_steps=3,
-        max_new_tokens=48,
-        consolidation=ConsolidationConfig(kind="tool_habit", epochs=3.0, min_episodes=8),
+        tools=[],
+        max_steps=1,
+        max_new_tokens=MAX_NEW_TOKENS,
+        consolidation=bfcl_consolidation(),
     )
-    rows: dict[str, dict] = {}
+    reports: dict[str, EvalReport] = {}
+    consolidations: list[ConsolidationReport] = []
 
-    def show(mode: str, result: dict) -> None:
-        rows[mode] = result
-        console.print(
-            f"  accuracy {result['accuracy']:.0%}, tasks with a tool call {result['tool_calls']:.0%}, "
-            f"{result['prompt_tokens_per_call']} prompt tokens per model call"
-        )
-        console.print(f"  e.g. {held_out[0][0]!r}: {result['example']}")
+    console.print(f"\n[bold]1. The base alone[/bold] on {len(test)} {CATEGORY} test cases (no skill, no examples):")
+    reports["base"] = _evaluate(agent, console, test, "base")
 
-    console.print("\n[bold]1. The base alone[/bold] on 8 held-out arithmetic tasks (calculator tool, no examples):")
-    show("base", agent_accuracy(agent, held_out, skills=[], examples=0))
-
-    console.print(f"\n[bold]2. {len(train_items)} demonstrations[/bold] of the loop go into the episode buffer.")
+    console.print(f"\n[bold]2. {len(train)} demonstrations[/bold] from the train split go into the episode buffer.")
     # A rerun of the demo starts from the same demonstrations: drop the ones a previous run left waiting.
     agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
-    for question, expression in train_items:
-        agent.learn_from(demonstration(agent.system_prompt(), question, expression))
+    with _Bar(console, "recording", len(train)) as bar:
+        record_demonstrations(agent, train, on_case=bar.step)
     console.print(f"  buffer: {agent.buffer.stats().unconsolidated_successes} successes waiting")
 
-    console.print("\n[bold]3. Retrieval[/bold]: the same tasks with 2 similar demonstrations in the prompt:")
-    show("retrieval", agent_accuracy(agent, held_out, skills=[], examples=2))
+    console.print(f"\n[bold]3. Retrieval[/bold]: the same test cases with {k} similar demonstrations in the prompt:")
+    reports["retrieval"] = _evaluate(agent, console, test, "retrieval", k=k)
 
-    console.print(f"\n[bold]4. Consolidation[/bold] of the buffered successes into {SKILL!r}...")
-    (report,) = agent.consolidate(SKILL)
-    verdict = "promoted" if report.promoted else "rejected"
-    console.print(
-        f"  revision {report.revision} {verdict}: {report.reason}\n"
-        f"  {report.n_train} episodes + {report.n_replay} replay answers, {len(report.losses)} steps in "
-        f"{report.train_seconds:.0f} s ({report.train_tokens_per_second:.0f} tokens/s), loss "
-        f"{report.losses[0]:.3f} -> {report.losses[-1]:.3f}; held-out first-turn match "
-        f"{report.current.heldout_match} (base) -> {report.candidate.heldout_match} (skill)"
-    )
-    console.print(f"  buffer: {agent.buffer.stats().unconsolidated_successes} successes still waiting")
-    console.print(f"  report: {report.report_path}\n  plot:   {report.plot_path}")
+    console.print(f"\n[bold]4. Consolidation[/bold] of the buffered demonstrations into {SKILL!r}...")
+    consolidations += agent.consolidate(SKILL)
+    for done in consolidations:
+        _consolidated(console, done)
+
+    if practice_pool and store.exists(SKILL):
+        console.print(f"\n[bold]5. Practice[/bold] on {len(practice_pool)} more train cases with the skill active:")
+        with _Bar(console, "practice", len(practice_pool)) as bar:
+            summary = practice(agent, practice_pool, attempts=2, skill=SKILL, on_case=bar.step)
+        console.print(f"  {summary.solved}/{summary.cases} solved in {summary.attempts} samples")
+        if summary.solved >= agent.consolidation.min_episodes:
+            second = agent.consolidate(SKILL)
+            consolidations += second
+            for done in second:
+                _consolidated(console, done)
 
     if store.exists(SKILL):
-        console.print(f"\n[bold]5. The skill[/bold] (revision {store.get(SKILL).current}), no examples in the prompt:")
-        show("skill", agent_accuracy(agent, held_out, skills=[SKILL], examples=0))
+        revision = store.get(SKILL).current
+        console.print(f"\n[bold]6. The skill[/bold] {SKILL}@{revision}, no examples in the prompt:")
+        reports["skill"] = _evaluate(agent, console, test, "skill", skill=SKILL)
+    else:
+        console.print(f"\n[yellow]The skill {SKILL!r} was not created (the gate rejected it); no skill mode.[/yellow]")
 
-    table = Table(title="the same 8 held-out tasks, end to end")
-    for column in ("mode", "accuracy", "tool calls", "prompt tokens per model call"):
+    table = Table(title=f"BFCL {CATEGORY}: the same {len(test)} test cases, end to end through the agent loop")
+    for column in ("mode", "accuracy", "tool calls", "prompt tokens", "s / case"):
         table.add_column(column)
-    for mode, row in rows.items():
-        table.add_row(mode, f"{row['accuracy']:.0%}", f"{row['tool_calls']:.0%}", str(row["prompt_tokens_per_call"]))
+    for mode, report in reports.items():
+        table.add_row(
+            mode,
+            f"{report.accuracy:.1%} ({report.correct}/{report.n})",
+            f"{report.tool_call_rate:.0%}",
+            f"{report.prompt_tokens_mean:.0f}",
+            f"{report.seconds_per_case:.1f}",
+        )
     console.print()
     console.print(table)
-    summary = {
+    summary_json: dict[str, Any] = {
+        "category": CATEGORY,
+        "n_test": len(test),
+        "n_train": len(train),
+        "practice_cases": len(practice_pool),
+        "k": k,
         "base": base.info().model_dump(),
-        "modes": {mode: {k: v for k, v in row.items() if k != "example"} for mode, row in rows.items()},
-        "consolidation": report.model_dump(mode="json"),
+        "modes": {mode: report.summary() for mode, report in reports.items()},
+        "consolidations": [r.model_dump(mode="json") for r in consolidations],
+        "wall_seconds": round(time.perf_counter() - started, 1),
     }
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    (settings.reports_dir / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
-    console.print(f"report: {settings.reports_dir / 'demo.json'}")
-    console.print("[dim]Not built yet: routing and composition of several skills, BFCL, packs, serving.[/dim]")
-    return summary
+    path = settings.reports_dir / "bfcl-demo.json"
+    path.write_text(json.dumps(summary_json, indent=2) + "\n")
+    for mode, report in reports.items():
+        report.write_cases(settings.reports_dir / f"bfcl-demo-{mode}.jsonl")
+    plot = settings.reports_dir / "bfcl-demo.png"
+    plot_demo(summary_json, plot)
+    console.print(f"report: {path}\nplot:   {plot}\nper-case results: {settings.reports_dir}/bfcl-demo-<mode>.jsonl")
+    console.print(f"[dim]{summary_json['wall_seconds']:.0f} s in all[/dim]")
+    return summary_json

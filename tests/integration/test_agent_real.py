@@ -13,7 +13,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import Agent, Settings
-from agent.demo import arithmetic_items, demonstration
+from agent.arithmetic import arithmetic_items, demonstration
 from agent.models import LocalChatModel
 from agent.prompt import system_prompt
 from memory import HashingEmbedder, InMemoryBuffer

@@ -1,0 +1,228 @@
+"""BFCL data, offline: found in the `bfcl-eval` wheel, extracted once into `$HABITLOOP_HOME/bfcl/`, read as models.
+
+The wheel is only ever read as a zip file, never installed: its pinned dependencies conflict with ours (DESIGN.md).
+Where it comes from, in order: `HABITLOOP_BFCL_WHEEL` (a path), a copy already in `$HABITLOOP_HOME/bfcl/` (or in the
+default home's, where `make setup` puts it), else `python -m pip download --no-deps` into `$HABITLOOP_HOME/bfcl/`.
+
+Each case is split into train or test by the parity of the first byte of sha256(id) (even: train, odd: test), so the
+split never depends on the order of the file or on which other cases exist: a test item is never trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from skills._files import atomic_write_bytes
+from skills.errors import OperatorError, UserError
+
+BFCL_VERSION = "2026.3.23"
+WHEEL_NAME = f"bfcl_eval-{BFCL_VERSION}-py3-none-any.whl"
+WHEEL_ENV = "HABITLOOP_BFCL_WHEEL"
+DATA_PREFIX = "bfcl_eval/data/"
+# The single-turn Python categories that have possible answers: one expected call per case. (The parallel ones
+# expect several calls and the harness judges the first call only, so they are left out.)
+CATEGORIES = ("simple_python", "multiple", "live_simple", "live_multiple")
+Split = Literal["train", "test", "all"]
+
+
+class Message(BaseModel):
+    """One message of a case's question (BFCL writes them in OpenAI's chat format)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str
+
+
+class BfclCase(BaseModel):
+    """One BFCL case: the question, the functions offered, and every acceptable call.
+
+    `possible_answer` is BFCL's ground truth as is: a list of `{function name: {parameter: [acceptable values]}}`,
+    where `""` among a parameter's values means it may be omitted.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="BFCL's case id, e.g. simple_python_0")
+    category: str
+    question: list[list[Message]] = Field(description="turns, each a list of messages (single-turn: one turn)")
+    functions: list[dict[str, Any]] = Field(description="the functions offered, in BFCL's JSON format")
+    possible_answer: list[dict[str, dict[str, list[Any]]]]
+
+    @property
+    def split(self) -> Literal["train", "test"]:
+        return split_of(self.id)
+
+    @property
+    def task(self) -> str:
+        """The text the agent receives: the question's user messages (a system message of the case goes first)."""
+        messages = self.question[0] if self.question else []
+        return "\n".join(m.content for m in messages if m.role in ("system", "user")).strip()
+
+    def ground_truth(self) -> dict[str, Any]:
+        """One correct call as `{"name", "arguments"}`: the first acceptable value of each parameter, leaving out the
+        optional ones (those whose acceptable values include "")."""
+        ((name, params),) = self.possible_answer[0].items()
+        function = next((f for f in self.functions if f.get("name") == name), {})
+        required = set(function.get("parameters", {}).get("required", []))
+        return {"name": name, "arguments": _first_values(params, required)}
+
+
+def _first_values(params: dict[str, Any], required: set[str]) -> dict[str, Any]:
+    """The first acceptable value of each parameter, nested dicts too; optional ones ("" acceptable) left out unless
+    the function requires them (a few BFCL cases mark a required parameter optional)."""
+    arguments: dict[str, Any] = {}
+    for key, values in params.items():
+        if not isinstance(values, list):  # a few live_* answers nest plain values, not lists of them
+            arguments[key] = values
+            continue
+        present = [v for v in values if v != ""]
+        if not present or ("" in values and key not in required):
+            continue
+        arguments[key] = _resolve(present[0])
+    return arguments
+
+
+def _resolve(value: Any) -> Any:
+    """A possible answer's dict holds lists of acceptable values per key: pick the first of each."""
+    if isinstance(value, dict):
+        return _first_values(value, set())
+    if isinstance(value, list):
+        return [_resolve(item) if isinstance(item, dict) else item for item in value]
+    return value
+
+
+def split_of(case_id: str) -> Literal["train", "test"]:
+    """train if the first byte of sha256(id) is even, test if odd (DESIGN.md)."""
+    return "train" if hashlib.sha256(case_id.encode()).digest()[0] % 2 == 0 else "test"
+
+
+def check_category(category: str) -> str:
+    if category not in CATEGORIES:
+        raise UserError(
+            f"unsupported BFCL category {category!r}", hint=f"use one of: {', '.join(CATEGORIES)} (single-turn Python)"
+        )
+    return category
+
+
+def bfcl_dir(home: Path) -> Path:
+    return home / "bfcl"
+
+
+def _default_home() -> Path:
+    return Path("~/.habitloop").expanduser()
+
+
+def find_wheel(home: Path, *, download: bool = True, log: Callable[[str], None] | None = None) -> Path:
+    """The bfcl-eval wheel: from `HABITLOOP_BFCL_WHEEL`, the cache, or downloaded with pip (`--no-deps`)."""
+    configured = os.environ.get(WHEEL_ENV)
+    if configured:
+        path = Path(configured).expanduser()
+        if not path.is_file():
+            raise UserError(f"{WHEEL_ENV}={configured} is not a file", hint=f"point it at {WHEEL_NAME} or unset it")
+        return path
+    for folder in dict.fromkeys([bfcl_dir(home), bfcl_dir(_default_home())]):
+        if (folder / WHEEL_NAME).is_file():
+            return folder / WHEEL_NAME
+    target = bfcl_dir(home)
+    if not download:
+        raise OperatorError(f"the BFCL data wheel is not in {target}", hint="run `make setup` (it downloads it)")
+    return download_wheel(target, log=log)
+
+
+def download_wheel(target: Path, *, log: Callable[[str], None] | None = None) -> Path:
+    """`pip download --no-deps bfcl-eval==VERSION` into `target` (PyPI only; ~2 MB)."""
+    target.mkdir(parents=True, exist_ok=True)
+    (log or _stderr)(f"downloading the BFCL data (bfcl-eval=={BFCL_VERSION}, ~2 MB, --no-deps) into {target} ...")
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(target)]
+    try:
+        done = subprocess.run(
+            [*command, f"bfcl-eval=={BFCL_VERSION}"], capture_output=True, text=True, timeout=600, check=False
+        )
+    except subprocess.TimeoutExpired:
+        done = None
+    if done is None or done.returncode != 0 or not (target / WHEEL_NAME).is_file():
+        detail = (done.stderr.strip().splitlines() or ["no output"])[-1] if done is not None else "timed out"
+        raise OperatorError(
+            f"could not download bfcl-eval=={BFCL_VERSION} from PyPI ({detail})",
+            hint=f"when offline, copy {WHEEL_NAME} into {target} or set {WHEEL_ENV}=/path/to/it",
+        )
+    return target / WHEEL_NAME
+
+
+def _stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
+def data_files(category: str) -> tuple[str, str]:
+    """The wheel members holding a category's cases and its possible answers."""
+    name = f"BFCL_v4_{check_category(category)}.json"
+    return DATA_PREFIX + name, DATA_PREFIX + "possible_answer/" + name
+
+
+def extract(home: Path, categories: Iterable[str] = CATEGORIES, *, download: bool = True) -> Path:
+    """Extract the categories' JSON files from the wheel into `$HABITLOOP_HOME/bfcl/data/` (atomic; skipped when
+    already there). Returns that folder."""
+    out = bfcl_dir(home) / "data"
+    wanted = [member for category in categories for member in data_files(category)]
+    missing = [m for m in wanted if not (out / m.removeprefix(DATA_PREFIX)).is_file()]
+    if not missing:
+        return out
+    wheel = find_wheel(home, download=download)
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            for member in missing:
+                atomic_write_bytes(out / member.removeprefix(DATA_PREFIX), archive.read(member))
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise OperatorError(
+            f"{wheel} is not a usable bfcl-eval wheel ({error})", hint="delete it; it is downloaded again"
+        ) from error
+    return out
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as error:
+        hint = f"delete {path.parent}; it is extracted again"
+        raise OperatorError(f"cannot read {path}: {error}", hint=hint) from error
+
+
+def load_cases(
+    home: Path, category: str, split: Split = "all", *, limit: int | None = None, download: bool = True
+) -> list[BfclCase]:
+    """The cases of one category (in BFCL's order), restricted to a split, the first `limit` of them."""
+    data = extract(home, [category], download=download)
+    questions_file, answers_file = (data / m.removeprefix(DATA_PREFIX) for m in data_files(category))
+    answers = {row["id"]: row["ground_truth"] for row in _lines(answers_file)}
+    cases = []
+    for row in _lines(questions_file):
+        if row["id"] not in answers:
+            continue
+        case = BfclCase(
+            id=row["id"],
+            category=category,
+            question=row["question"],
+            functions=row["function"],
+            possible_answer=answers[row["id"]],
+        )
+        if split == "all" or case.split == split:
+            cases.append(case)
+    return cases[:limit] if limit is not None else cases
+
+
+if __name__ == "__main__":  # `python -m agent.evals.data`: fetch and extract now (make setup), so nothing waits later
+    from agent.config import Settings
+
+    folder = extract(Settings().home)
+    print(f"BFCL data ready in {folder}")

@@ -1,0 +1,242 @@
+"""The BFCL harness: every case runs through the real agent loop, and the first call in the model's text is judged.
+
+Each case offers its own functions as the run's tools (`Agent.run(..., tools=...)`); they are never executed: the run
+has one step (`max_steps=1`), so a valid call ends it before any tool could run. BFCL's parameter types ("dict",
+"float", "tuple", "any") are mapped to JSON schema for the system prompt, and dotted function names ("math.hypot")
+are offered as "math_hypot" (tool names cannot contain dots; the checker treats both spellings as one, as BFCL does
+for OpenAI-style names). The runs are recorded in the buffer like any run, then discarded again: an evaluation on the
+test split must never become training data.
+
+Modes: `base` (no skill, no examples), `retrieval` (no skill, the k most similar successful episodes of the buffer
+shown as worked examples), `skill` (the named skill active, no examples).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agent.evals.checker import Verdict, check_call
+from agent.evals.data import BfclCase, Split, load_cases
+from skills.errors import UserError
+from tools import Tool, ToolRegistry, parse_tool_calls
+
+Mode = Literal["base", "retrieval", "skill"]
+MODES: tuple[Mode, ...] = ("base", "retrieval", "skill")
+
+# BFCL's type names -> JSON schema (bfcl_eval's GORILLA_TO_OPENAPI for Python functions).
+_JSON_TYPES = {
+    "integer": "integer",
+    "float": "number",
+    "number": "number",
+    "string": "string",
+    "boolean": "boolean",
+    "bool": "boolean",
+    "array": "array",
+    "list": "array",
+    "tuple": "array",
+    "dict": "object",
+    "object": "object",
+    "any": "string",
+}
+
+
+def json_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A BFCL parameter schema as JSON schema: types mapped, recursively through properties and items."""
+    schema = copy.deepcopy(parameters)
+    if not isinstance(schema, dict):
+        return {"type": "string"}
+    declared = schema.get("type")
+    schema["type"] = _JSON_TYPES.get(str(declared), "string") if declared is not None else "string"
+    if isinstance(schema.get("properties"), dict):
+        schema["properties"] = {name: json_schema(sub) for name, sub in schema["properties"].items()}
+    if isinstance(schema.get("items"), dict):
+        schema["items"] = json_schema(schema["items"])
+    return schema
+
+
+def tool_name(function_name: str) -> str:
+    """The name a BFCL function is offered under: dots become underscores (as BFCL does for OpenAI-style names)."""
+    return function_name.replace(".", "_")
+
+
+def _not_executed(**_: Any) -> str:
+    return "BFCL functions are not executed: the call itself is what is judged"
+
+
+def case_tools(case: BfclCase) -> ToolRegistry:
+    """The case's functions as tools (schemas only; running one returns a note, and evaluation never runs them)."""
+    registry = ToolRegistry()
+    for function in case.functions:
+        parameters = json_schema(function.get("parameters", {"type": "dict", "properties": {}}))
+        parameters["type"] = "object"
+        registry.register(
+            Tool(
+                name=tool_name(function["name"]),
+                description=str(function.get("description") or function["name"]),
+                parameters=parameters,
+                func=_not_executed,
+            )
+        )
+    return registry
+
+
+def first_call(text: str, registry: ToolRegistry) -> dict[str, Any] | None:
+    """The first call the parser reads in `text`, as `{"name", "arguments"}`; None when there is none."""
+    parsed = parse_tool_calls(text, tool_names=registry.names())
+    if not parsed.calls:
+        return None
+    call = parsed.calls[0]
+    return {"name": call.name, "arguments": call.arguments}
+
+
+def judge_text(
+    case: BfclCase, text: str, registry: ToolRegistry | None = None
+) -> tuple[dict[str, Any] | None, Verdict]:
+    """(the parsed first call, BFCL's verdict on it) for a model's reply to `case`."""
+    call = first_call(text, registry or case_tools(case))
+    return call, check_call(case.functions, case.possible_answer, call)
+
+
+def call_text(call: dict[str, Any]) -> str:
+    """A call in the exact format of the system prompt: `<tool_call>{"name": ..., "arguments": ...}</tool_call>`."""
+    payload = json.dumps({"name": call["name"], "arguments": call["arguments"]}, ensure_ascii=False)
+    return f"<tool_call>{payload}</tool_call>"
+
+
+class CaseResult(BaseModel):
+    """One case, as written to `--out` (one JSON line each): enough to read a failure and to re-score it."""
+
+    id: str
+    category: str
+    mode: Mode
+    text: str = Field(description="the model's raw reply")
+    call: dict[str, Any] | None = Field(description='the first parsed call, {"name", "arguments"}, or null')
+    valid: bool
+    reason: str
+    error_type: str = ""
+    prompt_tokens: int
+    seconds: float
+
+
+class EvalReport(BaseModel):
+    """Accuracy, prompt length and speed of one mode on one category and split; `cases` has every case's result."""
+
+    category: str
+    split: Split
+    mode: Mode
+    skill: str | None = None
+    k: int = 0
+    n: int
+    correct: int
+    accuracy: float
+    tool_call_rate: float = Field(description="share of cases with a parsable call at all")
+    prompt_tokens_mean: float
+    seconds_per_case: float
+    cases: list[CaseResult] = Field(default_factory=list, exclude=True)
+
+    def summary(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def write_cases(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(case.model_dump_json() + "\n" for case in self.cases))
+
+
+def _check_mode(mode: str, skill: str | None) -> Mode:
+    if mode not in MODES:
+        raise UserError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
+    if mode == "skill" and not skill:
+        raise UserError("mode 'skill' needs a skill", hint="pass --skill NAME (e.g. tool-habits)")
+    return mode
+
+
+def run_case(
+    agent: Any,
+    case: BfclCase,
+    *,
+    mode: Mode,
+    skill: str | None = None,
+    k: int = 3,
+    temperature: float = 0.0,
+    keep: bool = False,
+) -> tuple[CaseResult, Any]:
+    """One case through `agent.run`; returns its result and the `RunResult`. The run leaves the buffer unless `keep`."""
+    registry = case_tools(case)
+    started = time.perf_counter()
+    result = agent.run(
+        case.task,
+        skills=[skill] if mode == "skill" and skill else [],
+        tools=registry,
+        max_steps=1,
+        temperature=temperature,
+        examples=k if mode == "retrieval" else 0,
+    )
+    seconds = time.perf_counter() - started
+    if not keep:
+        agent.buffer.discard([result.run_id])
+    text = next((s.text or "" for s in result.steps if s.kind == "model"), "")
+    call, verdict = judge_text(case, text, registry)
+    return (
+        CaseResult(
+            id=case.id,
+            category=case.category,
+            mode=mode,
+            text=text,
+            call=call,
+            valid=verdict.valid,
+            reason=verdict.reason,
+            error_type=verdict.error_type,
+            prompt_tokens=result.trajectory.prompt_tokens,
+            seconds=seconds,
+        ),
+        result,
+    )
+
+
+def evaluate(
+    agent: Any,
+    category: str,
+    split: Split = "test",
+    limit: int | None = None,
+    mode: str = "base",
+    skill: str | None = None,
+    k: int = 3,
+    *,
+    cases: Sequence[BfclCase] | None = None,
+    on_case: Callable[[CaseResult], None] | None = None,
+) -> EvalReport:
+    """Run the cases of `category`/`split` (the first `limit`; or the `cases` given) through the agent in one mode."""
+    checked = _check_mode(mode, skill)
+    if checked == "skill":
+        agent.store.get(skill)  # an unknown skill fails here, before any case runs
+    if cases is None:
+        cases = load_cases(agent.settings.home, category, split, limit=limit)
+    results = []
+    for case in cases:
+        outcome, _ = run_case(agent, case, mode=checked, skill=skill, k=k)
+        results.append(outcome)
+        if on_case is not None:
+            on_case(outcome)
+    n = len(results)
+    correct = sum(r.valid for r in results)
+    return EvalReport(
+        category=category,
+        split=split,
+        mode=checked,
+        skill=skill if checked == "skill" else None,
+        k=k if checked == "retrieval" else 0,
+        n=n,
+        correct=correct,
+        accuracy=correct / n if n else 0.0,
+        tool_call_rate=sum(r.call is not None for r in results) / n if n else 0.0,
+        prompt_tokens_mean=sum(r.prompt_tokens for r in results) / n if n else 0.0,
+        seconds_per_case=sum(r.seconds for r in results) / n if n else 0.0,
+        cases=results,
+    )

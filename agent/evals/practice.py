@@ -1,0 +1,111 @@
+"""Learning from BFCL's train split: the user's demonstrations, and practice with BFCL's checker as the judge.
+
+- `record_demonstrations`: each train case's ground-truth call (the first acceptable value of each parameter, optional
+  ones left out) recorded with `agent.learn_from` as a successful episode: the case's system prompt (its tools) and
+  the reply in the exact `<tool_call>{"name": ..., "arguments": ...}</tool_call>` format.
+- `practice`: rejection sampling (STaR-style, like `Agent.practice`) where each case has its own tools and its own
+  judge: up to `attempts` samples per case through the agent loop, each judged by the checker and kept in the buffer
+  with that verdict; the first success ends a case. Successes are what the next consolidation trains on.
+
+Both refuse test-split cases: a test item must never become training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from agent.evals.data import BfclCase
+from agent.evals.harness import call_text, case_tools, run_case, tool_name
+from agent.prompt import system_prompt
+from memory.trajectory import Outcome, Trajectory
+from skills.errors import UserError
+
+
+class PracticeSummary(BaseModel):
+    """What one practice round did: cases tried, samples drawn, cases solved, and the successful episode ids."""
+
+    cases: int
+    attempts: int
+    solved: int
+    episode_ids: list[str]
+
+
+def _train_only(cases: Sequence[BfclCase]) -> None:
+    test = [c.id for c in cases if c.split != "train"]
+    if test:
+        raise UserError(
+            f"{len(test)} of these cases are in the test split (e.g. {test[0]}); they must never be trained on",
+            hint="practice and demonstrations use --split train",
+        )
+
+
+def demonstration(case: BfclCase) -> Trajectory:
+    """The case's ground-truth call as a user's demonstration, with the case's own system prompt."""
+    truth = case.ground_truth()
+    reply = call_text({"name": tool_name(truth["name"]), "arguments": truth["arguments"]})
+    return Trajectory.demonstration(case.task, reply, system_prompt=system_prompt(case_tools(case).schemas()))
+
+
+def record_demonstrations(
+    agent: Any, cases: Sequence[BfclCase], *, on_case: Callable[[BfclCase], None] | None = None
+) -> list[Trajectory]:
+    """Record each case's ground truth as a successful episode (`agent.learn_from`)."""
+    _train_only(cases)
+    recorded = []
+    for case in cases:
+        recorded.append(agent.learn_from(demonstration(case)))
+        if on_case is not None:
+            on_case(case)
+    return recorded
+
+
+def practice(
+    agent: Any,
+    cases: Sequence[BfclCase],
+    *,
+    attempts: int = 4,
+    skill: str | None = None,
+    temperature: float = 0.7,
+    on_case: Callable[[BfclCase, bool], None] | None = None,
+) -> PracticeSummary:
+    """Sample up to `attempts` replies per case (with `skill` active if given), judged by BFCL's checker."""
+    if attempts < 1:
+        raise UserError("attempts must be at least 1")
+    _train_only(cases)
+    if skill is not None:
+        agent.store.get(skill)
+    drawn, solved, kept = 0, 0, []
+    for case in cases:
+        success = False
+        for _ in range(attempts):
+            drawn += 1
+            result, run = run_case(
+                agent, case, mode="skill" if skill else "base", skill=skill, temperature=temperature, keep=True
+            )
+            # One step means the loop stopped before any tool ran and judged "no final answer": the checker's
+            # verdict on the call replaces that outcome, and the episode keeps only the task and the reply.
+            episode = run.trajectory.model_copy(
+                update={
+                    "messages": run.trajectory.run_messages[:2],
+                    "context_messages": 0,
+                    "answer": result.text,
+                    "outcome": Outcome(
+                        status="success" if result.valid else "failure",
+                        score=float(result.valid),
+                        judged_by="checker",
+                        reason=result.reason,
+                    ),
+                }
+            )
+            agent.buffer.add(episode)
+            if result.valid:
+                success = True
+                kept.append(episode.id)
+                break
+        solved += success
+        if on_case is not None:
+            on_case(case, success)
+    return PracticeSummary(cases=len(cases), attempts=drawn, solved=solved, episode_ids=kept)

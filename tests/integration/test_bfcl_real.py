@@ -1,0 +1,40 @@
+"""Integration: the BFCL harness on the real base, a few cases (the real data: the bfcl-eval wheel, fetched once)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agent import Agent, Settings
+from agent.evals.data import load_cases
+from agent.evals.harness import evaluate
+from agent.evals.practice import record_demonstrations
+from agent.models import LocalChatModel
+from memory import HashingEmbedder, InMemoryBuffer
+from skills import Residency, SkillStore
+
+
+def test_base_and_retrieval_modes_on_real_bfcl_cases(real_base: Any, real_settings: Settings) -> None:
+    store = SkillStore(real_settings.skills_dir, base_fingerprint=real_base.fingerprint)
+    agent = Agent(
+        settings=real_settings,
+        base=real_base,
+        model=LocalChatModel(real_base, Residency(real_base.model, store)),
+        store=store,
+        tools=[],
+        checkpointer=InMemorySaver(),
+        buffer=InMemoryBuffer(HashingEmbedder()),
+        max_new_tokens=48,
+    )
+    test = load_cases(real_settings.home, "simple_python", "test", limit=2)
+    assert len(test) == 2 and all(c.split == "test" for c in test)
+    base = evaluate(agent, "simple_python", "test", mode="base", cases=test)
+    assert base.n == 2 and 0.0 <= base.accuracy <= 1.0
+    assert 150 < base.prompt_tokens_mean < 600, "the system prompt lists the case's function"
+    assert all(case.text for case in base.cases) and all(case.reason for case in base.cases)
+
+    record_demonstrations(agent, load_cases(real_settings.home, "simple_python", "train", limit=3))
+    retrieval = evaluate(agent, "simple_python", "test", mode="retrieval", k=2, cases=test[:1])
+    assert retrieval.prompt_tokens_mean > base.cases[0].prompt_tokens, "worked examples lengthen the prompt"
+    assert agent.buffer.stats().unconsolidated_successes == 3, "evaluation runs are not kept"
