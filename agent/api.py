@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,8 @@ class Agent:
         self._router = router
         self._runs: dict[str, Trajectory] = {}
         self._last: RunResult | None = None
+        # run_batch runs graphs in threads: the buffer and the recorder see one writer at a time
+        self._buffer_lock = threading.RLock()
 
     # ------------------------------------------------------------------------------------------------- running
 
@@ -185,12 +188,45 @@ class Agent:
         is empty and routing is on (`route`, default: the agent's `auto_route`), the router chooses the skills.
         `tools` replaces the agent's tools for this run only (an evaluation offers each case its own functions).
         """
+        result: list[RunResult] = []
+        yield from self._execute(
+            task,
+            model=self.model,
+            result=result,
+            skills=skills,
+            checker=checker,
+            thread_id=thread_id,
+            max_steps=max_steps,
+            temperature=temperature,
+            examples=examples,
+            route=route,
+            tools=tools,
+        )
+        self._last = result[0]
+        self._maybe_consolidate([s.name for s in self._last.trajectory.skills])  # after the turn, never inside it
+
+    def _execute(
+        self,
+        task: str,
+        *,
+        model: ChatModel,
+        result: list[RunResult],
+        skills: Sequence[str] = (),
+        checker: Checker | None = None,
+        thread_id: str | None = None,
+        max_steps: int | None = None,
+        temperature: float = 0.0,
+        examples: int | None = None,
+        route: bool | None = None,
+        tools: ToolRegistry | None = None,
+    ) -> Iterator[Step]:
+        """One run of the graph with `model`; yields its steps and appends its `RunResult` to `result`."""
         if not isinstance(task, str) or not task.strip():
             raise UserError("the task is empty", hint="pass the task as a non-empty string")
         run_id = new_id()
         thread_id = thread_id or run_id
         context = RunContext(
-            model=self.model,
+            model=model,
             tools=self.tools if tools is None else tools,
             skills=self._resolve_skills(skills),
             router=self.router.skill_uses if not skills and (self.auto_route if route is None else route) else None,
@@ -213,14 +249,15 @@ class Agent:
             else:
                 final = payload
         trajectory = Trajectory.model_validate(final["trajectory"])
-        self._last = RunResult(
-            run_id=run_id,
-            thread_id=thread_id,
-            answer=trajectory.answer,
-            outcome=trajectory.outcome,
-            trajectory=trajectory,
+        result.append(
+            RunResult(
+                run_id=run_id,
+                thread_id=thread_id,
+                answer=trajectory.answer,
+                outcome=trajectory.outcome,
+                trajectory=trajectory,
+            )
         )
-        self._maybe_consolidate([s.name for s in trajectory.skills])  # after the turn, never inside it
 
     @property
     def router(self) -> Router:
@@ -251,15 +288,47 @@ class Agent:
             raise UserError("no run has finished yet", hint="consume agent.stream(...) to the end, or call agent.run")
         return self._last
 
-    def run_batch(self, tasks: Iterable[str | dict[str, Any]]) -> list[RunResult]:
-        """Run several tasks, each a string or a dict of `run`'s keyword arguments (`{"task": ..., "skills": ...}`).
+    def run_batch(
+        self, tasks: Iterable[str | dict[str, Any]], *, concurrency: int = 8, max_wait_ms: float = 50.0
+    ) -> list[RunResult]:
+        """Run several tasks together, each a string or a dict of `run`'s keyword arguments
+        (`{"task": ..., "skills": [...]}`); results in the order given.
 
-        Sequential for now; mixed-skill batching on the one base comes with the composition issue.
+        Up to `concurrency` runs go through the graph at once, in threads; their generation steps meet in a
+        `BatchingChatModel`, so the model answers them as one mixed-skill batch (each row with its own skills) instead
+        of one task at a time. Tool calls, checkers and recording run in the runs' own threads. A run that fails
+        with an exception fails only its own slot: the exception is raised after every other run has finished.
+        Automatic consolidation, if enabled, runs once, after the batch.
         """
-        results = []
-        for item in tasks:
-            kwargs = {"task": item} if isinstance(item, str) else dict(item)
-            results.append(self.run(kwargs.pop("task"), **kwargs))
+        from concurrent.futures import ThreadPoolExecutor
+
+        from agent.batching import BatchingChatModel
+
+        items = [{"task": item} if isinstance(item, str) else dict(item) for item in tasks]
+        if concurrency < 1:
+            raise UserError("concurrency must be at least 1")
+        if not items:
+            return []
+
+        def one(kwargs: dict[str, Any], model: ChatModel) -> RunResult:
+            result: list[RunResult] = []
+            for _ in self._execute(kwargs.pop("task"), model=model, result=result, **kwargs):
+                pass
+            return result[0]
+
+        with (
+            BatchingChatModel(self.model, max_batch=concurrency, max_wait_ms=max_wait_ms) as batching,
+            ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="habitloop-run") as pool,
+        ):
+            futures = [pool.submit(one, dict(kwargs), batching) for kwargs in items]
+            outcomes = [(future.result() if future.exception() is None else future.exception()) for future in futures]
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        results = [outcome for outcome in outcomes if isinstance(outcome, RunResult)]
+        if results:
+            self._last = results[-1]
+            self._maybe_consolidate([s.name for s in results[-1].trajectory.skills])
+        if errors:
+            raise errors[0]
         return results
 
     def feedback(
@@ -350,7 +419,8 @@ class Agent:
 
     def recall(self, query: str, k: int = 3) -> list[tuple[str, str, float]]:
         """(task, answer, similarity) of the most similar successful episodes not yet consolidated."""
-        hits = self.buffer.search(query, k=k, status="success", consolidated=False, instance=self.instance)
+        with self._buffer_lock:
+            hits = self.buffer.search(query, k=k, status="success", consolidated=False, instance=self.instance)
         return [(t.task, t.answer or "", score) for t, score in hits]
 
     def thread(self, thread_id: str) -> list[dict[str, Any]]:
@@ -371,16 +441,18 @@ class Agent:
         return uses
 
     def _record(self, trajectory: Trajectory) -> None:
-        self._runs[trajectory.id] = trajectory
-        self.buffer.add(trajectory)
-        self.buffer.enforce_capacity(self.settings.buffer_max_unconsolidated, self.settings.buffer_max_age_days)
-        if self.recorder is not None:
-            self.recorder(trajectory)
+        with self._buffer_lock:
+            self._runs[trajectory.id] = trajectory
+            self.buffer.add(trajectory)
+            self.buffer.enforce_capacity(self.settings.buffer_max_unconsolidated, self.settings.buffer_max_age_days)
+            if self.recorder is not None:
+                self.recorder(trajectory)
 
     def _examples(self, task: str, k: int) -> list[tuple[str, list[dict[str, Any]]]]:
         if k <= 0:
             return []
-        hits = self.buffer.search(task, k=k, status="success", consolidated=False, instance=self.instance)
+        with self._buffer_lock:
+            hits = self.buffer.search(task, k=k, status="success", consolidated=False, instance=self.instance)
         return [(t.id, t.run_messages) for t, _ in hits]
 
     def _maybe_consolidate(self, skills: Sequence[str]) -> None:

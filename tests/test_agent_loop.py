@@ -51,7 +51,8 @@ def make_agent(tmp_path: Path, replies: Any, **kwargs: Any) -> Agent:
     kwargs.setdefault("tools", [*builtin_tools(memory=True), boom, sleepy])
     kwargs.setdefault("buffer", InMemoryBuffer(HashingEmbedder()))
     kwargs.setdefault("retrieval_k", 0)
-    return Agent(settings=settings, model=ScriptedChatModel(replies), **kwargs)
+    model = replies if isinstance(replies, ScriptedChatModel) else ScriptedChatModel(replies)
+    return Agent(settings=settings, model=model, **kwargs)
 
 
 def kinds(result: Any) -> list[str]:
@@ -307,3 +308,50 @@ def test_auto_consolidation_runs_after_the_turn_for_stream_too(tmp_path: Path, f
     assert steps[-1].kind == "final"
     assert [m.name for m in store.list()] == ["number-ping"], "consolidated once the turn was over"
     assert agent.buffer.stats().unconsolidated_successes == 0
+
+
+class BatchCounting(ScriptedChatModel):
+    """Scripted replies; remembers how many requests each generate_batch call carried, and with which skills."""
+
+    def __init__(self, replies: Any) -> None:
+        super().__init__(replies)
+        self.batches: list[list[list[tuple[str, int]]]] = []
+
+    def generate_batch(self, requests: Any) -> Any:
+        self.batches.append([list(r.skills) for r in requests])
+        return super().generate_batch(requests)
+
+
+def test_run_batch_meets_in_mixed_batches_and_keeps_order(tmp_path: Path, store: SkillStore, adapter: Any) -> None:
+    def reply(messages: list[dict[str, Any]]) -> str:
+        last = messages[-1]
+        if last["role"] == "user":  # first turn: use the calculator on the task's own numbers
+            a, b = last["content"].split("+")
+            return call("calculator", expression=f"{a}+{b}")
+        return "the answer is " + last["content"].rsplit("]", 1)[-1].strip()
+
+    model = BatchCounting(reply)
+    store.create("s1", adapter("alpha"), kind="style")
+    store.create("s2", adapter("beta"), kind="style")
+    agent = make_agent(tmp_path, model, store=store)
+    tasks: list[str | dict[str, Any]] = [
+        {"task": f"{i}+{i}", "skills": [f"s{i % 3}"] if i % 3 else []} for i in range(8)
+    ]
+    results = agent.run_batch(tasks, concurrency=8, max_wait_ms=200)
+    assert [r.answer for r in results] == [f"the answer is {2 * i}" for i in range(8)]
+    assert [r.trajectory.skills[0].name if r.trajectory.skills else None for r in results] == [
+        f"s{i % 3}" if i % 3 else None for i in range(8)
+    ]
+    # 16 generations (a call, then the answer, per task) in far fewer batches, with different skills mixed
+    assert sum(len(b) for b in model.batches) == 16
+    assert len(model.batches) <= 6
+    assert any(len({tuple(map(tuple, skills)) for skills in batch}) > 1 for batch in model.batches)
+
+
+def test_run_batch_failure_stays_in_its_slot(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, lambda messages: "done")
+    with pytest.raises(SkillNotFoundError):
+        agent.run_batch(["a", {"task": "b", "skills": ["missing"]}, "c"])
+    assert agent.last_result.answer == "done"  # the other runs finished and were recorded
+    assert len(agent.buffer.list()) == 2
+    assert agent.run_batch([]) == []
