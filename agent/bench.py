@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,6 @@ from rich.table import Table
 
 from agent.base import load_base
 from agent.config import Settings
-from agent.testing import random_adapter
 from skills import Residency, SkillStore
 from skills._files import library_versions
 
@@ -46,6 +43,12 @@ class BenchResult(BaseModel):
     model: dict[str, Any]
     figures: dict[str, Figure]
     peak_rss_mb: float
+    composed_vs_base_decode_ratio: float | None = Field(
+        None, description="decode tokens/s with 3 skills composed over the base alone (goal >= 0.95)"
+    )
+    mixed_vs_serial_ratio: float | None = Field(
+        None, description="8 requests with 8 skills: one at a time (the faster way) over one mixed batch (goal >= 4)"
+    )
 
 
 def _machine() -> dict[str, Any]:
@@ -69,46 +72,6 @@ def _figure(samples: list[float], unit: str, note: str = "") -> Figure:
     scale = 1000.0 if unit == "ms" else 1.0
     values = [round(s * scale, 4) for s in samples]
     return Figure(median=round(statistics.median(values), 4), unit=unit, samples=values, note=note)
-
-
-def _random_adapter(base: Any, folder: Path, seed: int) -> Path:
-    """A LoRA adapter of the common serving shape (r=8 on q,v) with random non-zero weights."""
-    return random_adapter(base, folder, seed=seed)
-
-
-def _measure_residency(base: Any, store: SkillStore, size: int, repeats: int) -> dict[str, Figure]:
-    """Hot switch, cold load and warm load latencies with `size` skills in the store and up to 8 hot."""
-    from peft import PeftModel
-
-    figures: dict[str, Figure] = {}
-    hot = min(8, size)
-    residency = Residency(base.model, store, max_hot=hot, max_warm=size)
-    names = [skill.name for skill in store.list()]
-    for name in names[:hot]:  # warm up: make `hot` skills hot
-        residency.activate(name)
-    # hot switch: round robin among the hot skills (nothing is loaded, only set_adapter)
-    switch = [_timed(partial(residency.activate, name)) for _ in range(repeats) for name in names[:hot]]
-    figures[f"hot_switch_{size}"] = _figure(switch, "ms", f"{hot} hot, round robin")
-    if size > hot:
-        # cold load: disk -> verified tensors -> into the model (and the least recently used one out to warm).
-        # The first one warms the path up and is not counted.
-        cold = []
-        for index in range(repeats + 1):
-            name = next(n for n in names[hot:] + names if residency.state(n) != "hot")
-            residency.evict(name)  # if it is warm, drop it to cold
-            elapsed = _timed(partial(residency.activate, name))
-            if index:
-                cold.append(elapsed)
-        figures[f"cold_load_{size}"] = _figure(cold, "ms", "read + checksum + add_adapter + set_adapter")
-        # warm load: skills evicted to RAM come back without touching the disk
-        disk_loads = residency.stats.disk_loads
-        warm = [_timed(partial(residency.activate, key[0])) for key in residency.warm()[-repeats:]]
-        if residency.stats.disk_loads != disk_loads:
-            raise RuntimeError("a warm load read the disk: residency is broken")
-        figures[f"warm_load_{size}"] = _figure(warm, "ms", "from RAM: add_adapter + set_adapter")
-    if isinstance(residency.model, PeftModel):
-        residency.model.unload()  # take every LoRA layer out again: the next size starts from the plain base
-    return figures
 
 
 def consolidation_child(home: str, episodes: int) -> None:
@@ -177,7 +140,9 @@ def _measure_consolidation(settings: Settings, episodes: int) -> dict[str, Figur
 def run_bench(
     settings: Settings,
     *,
-    store_sizes: list[int] | tuple[int, ...] = (10, 200),
+    store_sizes: list[int] | tuple[int, ...] = (10, 100, 1000),
+    hot_sizes: list[int] | tuple[int, ...] = (1, 8, 64),
+    decode_tokens: int | None = 32,
     repeats: int = 7,
     cold_gguf: bool = True,
     consolidation_episodes: int | None = 64,
@@ -201,16 +166,23 @@ def run_bench(
     samples = [_timed(lambda: load_base(settings=settings)) for _ in range(repeats)]
     figures["base_load_cached"] = _figure(samples, "s", "from $HABITLOOP_HOME/models, incl. fingerprint")
 
+    composed_ratio = mixed_ratio = None
     with tempfile.TemporaryDirectory() as tmp:
+        from agent.bench_compose import measure_decode, measure_mixed, measure_residency_matrix
+
         root = Path(tmp)
-        template = _random_adapter(base, root / "template", seed=0)
-        for size in store_sizes:
-            say(f"store with {size} skills: creating...")
-            store = SkillStore(root / f"store-{size}", base_fingerprint=base.fingerprint)
-            for index in range(size):
-                store.create(f"skill-{index:05d}", template, kind="memory", description=f"benchmark skill {index}")
-            figures |= _measure_residency(base, store, size, repeats)
-            shutil.rmtree(root / f"store-{size}", ignore_errors=True)
+        if decode_tokens:
+            say(f"decode: base, 1 skill, 3 composed ({decode_tokens} tokens, A B C A B C ...)...")
+            decode_figures, composed_ratio, _ = measure_decode(base, root, repeats=repeats, tokens=decode_tokens)
+            figures |= decode_figures
+            say("8 requests with 8 skills: one mixed batch vs one at a time...")
+            mixed_figures, mixed_ratio = measure_mixed(base, root, repeats=max(3, repeats // 2), tokens=decode_tokens)
+            figures |= mixed_figures
+        if store_sizes:
+            say(f"hot switch / cold load, {list(store_sizes)} skills x {list(hot_sizes)} hot, ours vs plain peft...")
+            figures |= measure_residency_matrix(
+                base, root, sizes=list(store_sizes), hots=list(hot_sizes), repeats=repeats
+            )
 
     if routing_skills:
         from agent.bench_route import measure_index_refresh, measure_routing
@@ -231,6 +203,8 @@ def run_bench(
         model={"name": base.name, "fingerprint": base.fingerprint, "parameters": base.parameters},
         figures=figures,
         peak_rss_mb=_peak_rss_mb(),
+        composed_vs_base_decode_ratio=composed_ratio,
+        mixed_vs_serial_ratio=mixed_ratio,
     )
 
 
@@ -240,5 +214,19 @@ def render_table(result: BenchResult) -> Table:
         table.add_column(column)
     for name, figure in result.figures.items():
         table.add_row(name, f"{figure.median:g}", figure.unit, str(len(figure.samples)), figure.note)
-    table.caption = f"peak RSS {result.peak_rss_mb} MB; {result.machine['cores']} cores, {result.machine['ram_gb']} GB"
+    ratios = [
+        f"{name} {value:g}"
+        for name, value in (
+            ("composed_vs_base_decode_ratio", result.composed_vs_base_decode_ratio),
+            ("mixed_vs_serial_ratio", result.mixed_vs_serial_ratio),
+        )
+        if value is not None
+    ]
+    table.caption = "; ".join(
+        [
+            *ratios,
+            f"peak RSS {result.peak_rss_mb} MB",
+            f"{result.machine['cores']} cores, {result.machine['ram_gb']} GB",
+        ]
+    )
     return table

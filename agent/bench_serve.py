@@ -66,7 +66,7 @@ def _free_port() -> int:
 def _seed_home(settings: Settings, home: Path, skills: int) -> tuple[list[str], Any]:
     """A temporary home: the configured base folder linked in, `skills` random adapters in its store."""
     from agent.base import load_base
-    from agent.bench import _random_adapter
+    from agent.testing import random_adapter
     from skills.store import SkillStore
 
     base = load_base(settings=settings)  # converts the base into settings' models/ if it never was
@@ -74,7 +74,7 @@ def _seed_home(settings: Settings, home: Path, skills: int) -> tuple[list[str], 
     store = SkillStore(home / "skills", base_fingerprint=base.fingerprint)
     names = []
     for index in range(skills):
-        folder = _random_adapter(base, home / "adapters" / f"s{index}", seed=index)
+        folder = random_adapter(base, home / "adapters" / f"s{index}", seed=index)
         names.append(store.create(f"bench-s{index}", folder, kind="tool_habit").name)
     return names, store
 
@@ -294,7 +294,7 @@ def compare_backends(
 def seed_store(settings: Settings | None = None, *, skills: int = 4) -> list[str]:
     """Put `skills` random adapters (`bench-s<i>`) into the configured store, for the GPU check; returns names."""
     from agent.base import load_base
-    from agent.bench import _random_adapter
+    from agent.testing import random_adapter
     from skills.store import SkillStore
 
     settings = settings or Settings()
@@ -305,6 +305,6 @@ def seed_store(settings: Settings | None = None, *, skills: int = 4) -> list[str
         for index in range(skills):
             name = f"bench-s{index}"
             if not store.exists(name):
-                store.create(name, _random_adapter(base, Path(tmp) / name, seed=index), kind="tool_habit")
+                store.create(name, random_adapter(base, Path(tmp) / name, seed=index), kind="tool_habit")
             names.append(name)
     return names

@@ -411,7 +411,12 @@ def run(
 @app.command("bench")
 def bench(
     as_json: JsonFlag = False,
-    skills: Annotated[str, typer.Option(help="store sizes to measure, comma-separated")] = "10,200",
+    skills: Annotated[
+        str, typer.Option(help="store sizes for switch/load, comma-separated ('' skips)")
+    ] = "10,100,1000",
+    hot: Annotated[str, typer.Option(help="skills hot in the model for switch/load, comma-separated")] = "1,8,64",
+    decode_tokens: Annotated[int, typer.Option(help="tokens per decode / mixed-batch measurement (0: skip both)")] = 32,
+    routing: Annotated[int, typer.Option(help="skills in the routing benchmark (0: skip)")] = 10_000,
     repeats: Annotated[int, typer.Option(min=1, help="repetitions per figure (the median is reported)")] = 7,
     cold_gguf: Annotated[bool, typer.Option(help="also time a cold GGUF conversion (~30 s)")] = True,
     consolidation: Annotated[
@@ -419,13 +424,17 @@ def bench(
     ] = 64,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON here")] = None,
 ) -> None:
-    """Measure base load, hot switch and cold adapter load; print a table (or JSON) and save it under reports/."""
+    """Measure base load, decoding with composed skills, mixed-skill batches, hot switch / cold load against plain
+    peft, routing and consolidation; print a table (or JSON) and save it under reports/bench.json."""
     from agent.bench import render_table, run_bench
 
     sizes = [int(s) for s in skills.split(",") if s.strip()]
     result = run_bench(
         Settings(),
         store_sizes=sizes,
+        hot_sizes=[int(h) for h in hot.split(",") if h.strip()],
+        decode_tokens=decode_tokens or None,
+        routing_skills=routing or None,
         repeats=repeats,
         cold_gguf=cold_gguf,
         consolidation_episodes=consolidation or None,

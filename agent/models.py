@@ -74,13 +74,19 @@ class LocalChatModel:
     adapter, `__base__` through none).
     """
 
-    def __init__(self, base: Any, residency: Any, *, composer: Any = None, max_batch: int = 16) -> None:
+    def __init__(
+        self, base: Any, residency: Any, *, composer: Any = None, max_batch: int = 16, merge_for_decode: bool = True
+    ) -> None:
         from skills.compose import Composer
 
         self.base = base
         self.residency = residency
         self.composer = composer or Composer(residency)
         self.max_batch = max_batch
+        # One conversation at a time decodes faster with the skills folded into the weights (`Residency.merged`);
+        # mixed batches always run peft's per-row LoRA path.
+        self.merge_for_decode = merge_for_decode
+        self._merged_for: tuple[tuple[tuple[str, int], ...], str] | None = None  # (skills, adapter) merged last
 
     def generate(
         self,
@@ -139,6 +145,16 @@ class LocalChatModel:
     def _activated(self, skills: Sequence[tuple[str, int]]) -> Iterator[Any]:
         if not skills:
             with self.residency.base_only() as model:
+                yield model
+        elif self.merge_for_decode:
+            key = tuple(sorted((str(n), int(r)) for n, r in skills))
+            last = self._merged_for
+            if last is not None and last[0] == key and self.residency.merged_adapter == last[1]:
+                name = last[1]  # still folded in since the last turn: nothing to load or merge
+            else:
+                name = self.adapter_for(skills)
+            self._merged_for = (key, name)
+            with self.residency.merged(name) as model:
                 yield model
         elif len(skills) == 1:
             self.residency.activate(*skills[0])

@@ -386,7 +386,6 @@ def two_threads() -> Iterator[None]:
     torch.set_num_threads(previous)
 
 
-@pytest.mark.slow
 @pytest.mark.integration
 def test_real_base_keeps_both_habits_when_summed(tmp_path: Path, two_threads: None) -> None:
     """On SmolLM2-135M each habit, trained on its trigger alone (4 copies, 8 steps, lr 1e-3: ~6 s each on 2 cores),

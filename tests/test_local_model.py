@@ -13,7 +13,7 @@ import torch
 
 from agent.models import ChatRequest, LocalChatModel
 from agent.testing import random_adapter, tiny_base
-from skills import Residency, SkillStore
+from skills import Residency, SkillStore, UserError
 from skills.compose import CompositionSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
@@ -50,7 +50,8 @@ def fill(store: SkillStore, loud: dict[str, Path], tmp_path: Path) -> SkillStore
 @pytest.fixture
 def local(store: SkillStore, loud: dict[str, Path], fresh_base: Any, tmp_path: Path) -> LocalChatModel:
     fill(store, loud, tmp_path)
-    return LocalChatModel(fresh_base, Residency(fresh_base.model, store, max_hot=4))
+    # unmerged, so that one-at-a-time runs the same LoRA arithmetic as the mixed batch (merging rounds differently)
+    return LocalChatModel(fresh_base, Residency(fresh_base.model, store, max_hot=4), merge_for_decode=False)
 
 
 def chat(text: str) -> list[dict[str, str]]:
@@ -96,7 +97,9 @@ def test_mixed_batch_splits_what_does_not_fit_the_hot_set(
     store: SkillStore, loud: dict[str, Path], fresh_base: Any, tmp_path: Path
 ) -> None:
     fill(store, loud, tmp_path)
-    local = LocalChatModel(fresh_base, Residency(fresh_base.model, store, max_hot=2), max_batch=16)
+    local = LocalChatModel(
+        fresh_base, Residency(fresh_base.model, store, max_hot=2), max_batch=16, merge_for_decode=False
+    )
     requests = [ChatRequest(messages=chat("ping"), skills=[(n, 1)], max_new_tokens=4) for n in ("a", "b", "c", "a")]
     serial = [local.generate(r.messages, skills=r.skills, max_new_tokens=4).tokens for r in requests]
     chunks = list(local._chunks(list(range(4)), requests))
@@ -124,3 +127,45 @@ def test_the_loud_adapters_really_differ(local: LocalChatModel) -> None:
         for skills in ([], [("a", 1)], [("b", 1)], [("c", 1)], [("a", 1), ("c", 1)])
     }
     assert len(answers) == 5
+
+
+def test_merged_decoding_computes_the_same_and_restores_the_base_bit_for_bit(
+    store: SkillStore, loud: dict[str, Path], fresh_base: Any, tmp_path: Path
+) -> None:
+    fill(store, loud, tmp_path)
+    residency = Residency(fresh_base.model, store, max_hot=4)
+    merged = LocalChatModel(fresh_base, residency)  # merge_for_decode=True, the default
+    plain = LocalChatModel(fresh_base, residency, merge_for_decode=False)
+    original = {n: p.detach().clone() for n, p in fresh_base.model.named_parameters()}
+    ids = torch.tensor([fresh_base.tokenizer("hello there", add_special_tokens=False)["input_ids"]])
+
+    for skills in ([("a", 1)], [("a", 1), ("b", 1), ("c", 1)]):
+        name = merged.adapter_for(skills)
+        with residency.merged(name) as model, torch.no_grad():
+            folded = model(input_ids=ids).logits
+        assert residency.merged_adapter == name
+        with plain._activated(skills) as model, torch.no_grad():  # restores, then peft's LoRA path
+            unfolded = model(input_ids=ids).logits
+        assert residency.merged_adapter is None
+        torch.testing.assert_close(folded, unfolded, rtol=1e-4, atol=1e-4)
+        assert not torch.equal(folded, model.get_base_model()(input_ids=ids).logits)  # the skills did something
+
+    # consecutive turns with the same skills merge once; anything else restores the exact base first
+    merges = residency.stats.merges
+    merged.generate(chat("ping"), skills=[("b", 1)], max_new_tokens=3)
+    merged.generate(chat("pong"), skills=[("b", 1)], max_new_tokens=3)
+    assert residency.stats.merges == merges + 1 and residency.merged_adapter is not None
+    merged.generate(chat("ping"), max_new_tokens=3)  # base only
+    assert residency.merged_adapter is None
+    base_weights = {
+        n.replace("base_model.model.", "").replace(".base_layer", ""): p
+        for n, p in residency.model.named_parameters()
+        if "lora_" not in n
+    }
+    assert base_weights.keys() == original.keys()
+    assert all(torch.equal(base_weights[n], original[n]) for n in original)
+
+
+def test_merging_something_not_loaded_is_refused(local: LocalChatModel) -> None:
+    with pytest.raises(UserError, match="not loaded"), local.residency.merged("sk_nothing_r1"):
+        pass

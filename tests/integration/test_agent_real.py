@@ -87,7 +87,9 @@ def test_cli_run_json_on_the_real_base(real_base: Any, real_home: Path) -> None:
     assert payload["outcome"]["status"] in {"success", "failure", "unknown"}
 
 
-@pytest.mark.parametrize("script", ["00_train_a_skill.py", "01_quickstart.py", "02_custom_tool.py"])
+@pytest.mark.parametrize(
+    "script", ["00_train_a_skill.py", "01_quickstart.py", "02_custom_tool.py", "06_compose_skills.py"]
+)
 def test_examples_run(real_base: Any, real_home: Path, script: str) -> None:
     result = _run([sys.executable, str(ROOT / "examples" / script)], real_home)
     assert result.returncode == 0, result.stderr[-3000:]
