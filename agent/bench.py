@@ -10,6 +10,7 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -152,8 +153,8 @@ def run_bench(
     import torch
 
     def say(text: str) -> None:
-        if progress:
-            print(text, flush=True)
+        if progress:  # on stderr: `--json` keeps stdout for the one JSON object
+            print(text, file=sys.stderr, flush=True)
 
     figures: dict[str, Figure] = {}
     if cold_gguf:

@@ -438,7 +438,7 @@ def bench(
         repeats=repeats,
         cold_gguf=cold_gguf,
         consolidation_episodes=consolidation or None,
-        progress=not as_json,
+        progress=True,
     )
     payload = result.model_dump(mode="json")
     settings = Settings()
