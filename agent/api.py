@@ -356,12 +356,19 @@ class Agent:
 
 
 def load_tools(spec: str) -> list[Tool | Any]:
-    """Import tools from `module:attr` (a tool, a function to wrap with @tool, a LangChain tool, or a list of them)."""
+    """Import tools from `module:attr` (a tool, a function to wrap with @tool, a LangChain tool, or a list of them),
+    or from `pack:NAME`, an installed skill pack's tools."""
     import importlib
 
     from tools import tool as make_tool
 
     module_name, _, attr = spec.partition(":")
+    if module_name == "pack":  # `pack:NAME`: an installed pack's tools (only if installed with --trust-code)
+        from skills.packs import load_pack_tools
+
+        return [
+            item if hasattr(item, "invoke") else make_tool(item) for item in load_pack_tools(attr, Settings().packs_dir)
+        ]
     if not module_name or not attr:
         raise UserError(f"--tools {spec!r} is not 'module:attr'", hint="e.g. --tools mypkg.tools:TOOLS")
     try:

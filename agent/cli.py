@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent.cli_packs import packs_app
 from agent.config import Settings
 from skills.errors import HabitloopError, UserError
 
@@ -21,6 +22,7 @@ buffer_app = typer.Typer(help="The short-term episode buffer (chromadb under $HA
 app.add_typer(model_app, name="model")
 app.add_typer(skills_app, name="skills")
 app.add_typer(buffer_app, name="buffer")
+app.add_typer(packs_app, name="packs")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -53,5 +53,10 @@ class Settings(BaseSettings):
         return self.home / "buffer"
 
     @property
+    def packs_dir(self) -> Path:
+        """Installed skill packs, one folder each (`habitloop packs install`)."""
+        return self.home / "packs"
+
+    @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
