@@ -364,6 +364,7 @@ def run(
     tools: Annotated[list[str] | None, typer.Option("--tools", help="extra tools as module:attr (repeatable)")] = None,
     thread: Annotated[str | None, typer.Option("--thread", help="thread id to continue (or start)")] = None,
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="model calls at most")] = 6,
+    instance: Annotated[str | None, typer.Option("--instance", help="run as this personal instance (user)")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run one task with the agent on the shared base: built-in tools (calculator, workspace files) plus --tools."""
@@ -371,7 +372,7 @@ def run(
     from tools import builtin_tools
 
     extra = [item for spec in tools or [] for item in load_tools(spec)]
-    agent = Agent(settings=Settings(), tools=[*builtin_tools(), *extra], max_steps=max_steps)
+    agent = Agent(settings=Settings(), tools=[*builtin_tools(), *extra], max_steps=max_steps, instance=instance)
     for step in agent.stream(task, skills=skill or [], thread_id=thread):
         if not as_json:
             console.print(_step_line(step))

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         return self.home / "buffer"
 
     @property
+    def instances_dir(self) -> Path:
+        """Personal instances: `instances/<name>/` is one user's own skill store (same layout as skills/)."""
+        return self.home / "instances"
+
+    @property
     def packs_dir(self) -> Path:
         """Installed skill packs, one folder each (`habitloop packs install`)."""
         return self.home / "packs"
