@@ -235,3 +235,13 @@ def test_consolidation_of_an_instance_writes_only_its_own_store(tmp_path: Path, 
     assert [m.name for m in mine] == [r.skill for r in reports if r.promoted]
     assert buffer.list(instance="bob", consolidated=False)  # bob's episode was not used
     assert bob.consolidate(min_episodes=4) == []
+
+
+def test_the_instance_benchmark_runs_on_the_tiny_base(fresh_base: Any, tmp_path: Path) -> None:
+    from agent.bench_instances import run_instance_bench
+
+    result = run_instance_bench(fresh_base, tmp_path, instances=6, requests=12, hot_users=2, max_hot=2, max_warm=1)
+    assert result.instances == 6 and result.hot.count + result.warm.count + result.cold.count == 12
+    assert result.cold.count > 0 and result.hot.count > 0  # both kinds of request happened
+    assert result.full_model_bytes > result.bytes_per_instance > result.adapter_bytes > 0
+    assert len(list((tmp_path / "instances").iterdir())) == 6
