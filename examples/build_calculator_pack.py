@@ -34,7 +34,7 @@ NAME = "calculator-habit"
 ROOT = Path(__file__).resolve().parents[1]
 # Rank 4 on the attention query and value projections: ~0.9 MB of fp32 weights, enough for a format habit.
 LORA = LoraSpec(r=4, alpha=8, target_modules=("q_proj", "v_proj"))
-CONFIG = TrainConfig(lora=LORA, steps=30, batch_size=4, learning_rate=2e-3, seed=0)
+CONFIG = TrainConfig(lora=LORA, steps=20, batch_size=4, learning_rate=2e-3, seed=0)
 SYSTEM = system_prompt(ToolRegistry([calculator]).schemas()) or ""
 
 
