@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
@@ -18,6 +18,7 @@ from memory.buffer import EpisodeBuffer
 from memory.consolidate import ConsolidationConfig, ConsolidationReport, Consolidator
 from memory.trajectory import Outcome, OutcomeStatus, SkillUse, Step, Trajectory, new_id
 from skills.errors import SkillNotFoundError, UserError
+from skills.instances import LayeredStore, PersonalView, qualify, validate_instance_name
 from skills.store import SkillStore
 from tools import Tool, ToolContext, ToolRegistry, builtin_tools
 
@@ -95,20 +96,23 @@ class Agent:
         consolidation: ConsolidationConfig | None = None,
         router: Router | None = None,
         auto_route: bool | None = None,
+        instance: str | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.residency: Any = None
-        # Whose episodes these are: None is the shared agent (personal instances come with the packs issue). Every
-        # buffer query passes it, so one instance never sees another's episodes.
-        self.instance: str | None = None
+        # Whose episodes, skills and threads these are: None is the shared agent; "alice" is a personal instance
+        # (skills.instances). Every buffer query passes it, so one instance never sees another's episodes.
+        self.instance: str | None = None if instance is None else validate_instance_name(instance)
         if model is None:
             from agent.base import load_base
             from skills.residency import Residency
 
             base = base or load_base(settings=self.settings)
             store = store or SkillStore(self.settings.skills_dir, base_fingerprint=base.fingerprint)
+            # An instance's residency reads personal skills too (by `alice/x` names); the shared view is a no-op.
+            view = LayeredStore(store, self.settings.instances_dir) if self.instance else store
             self.residency = Residency(
-                base.model, store, max_hot=self.settings.max_hot, max_warm=self.settings.max_warm
+                base.model, cast(SkillStore, view), max_hot=self.settings.max_hot, max_warm=self.settings.max_warm
             )
             model = LocalChatModel(base, self.residency)
         elif isinstance(model, LocalChatModel):
@@ -116,6 +120,10 @@ class Agent:
         self.base = base
         self.model = model
         self.store = store or SkillStore(self.settings.skills_dir)
+        # Skill names resolve through the instance's view: `alice/x` or plain names, personal first.
+        self.skills: SkillStore | LayeredStore = self.store
+        if self.instance:
+            self.skills = LayeredStore(self.store, self.settings.instances_dir, instance=self.instance)
         self.workspace = workspace or self.settings.home / "workspace"
         self.buffer = buffer if buffer is not None else default_buffer(self.settings)
         self.retrieval_k = self.settings.retrieval_k if retrieval_k is None else retrieval_k
@@ -226,6 +234,7 @@ class Agent:
         run_id = new_id()
         thread_id = thread_id or run_id
         context = RunContext(
+            instance=self.instance,
             model=model,
             tools=self.tools if tools is None else tools,
             skills=self._resolve_skills(skills),
@@ -240,7 +249,10 @@ class Agent:
             tool_timeout=self.tool_timeout,
             tool_context=ToolContext(workspace=self.workspace, run_id=run_id, extras={"recall": self.recall}),
         )
-        config = {"configurable": {"thread_id": thread_id}, "recursion_limit": 4 * context.max_steps + 10}
+        config = {
+            "configurable": {"thread_id": self._thread_key(thread_id)},
+            "recursion_limit": 4 * context.max_steps + 10,
+        }
         for mode, payload in self.graph.stream(
             {"task": task, "run_id": run_id}, config, context=context, stream_mode=["custom", "values"]
         ):
@@ -340,9 +352,9 @@ class Agent:
             try:
                 trajectory = self.buffer.get(run_id)
             except UserError:
-                raise UserError(
-                    f"no run {run_id!r} in this agent or its buffer", hint="pass the run_id of a RunResult"
-                ) from None
+                trajectory = None
+        if trajectory is None or trajectory.instance != self.instance:  # another instance's run is not ours to judge
+            raise UserError(f"no run {run_id!r} in this agent or its buffer", hint="pass the run_id of a RunResult")
         trajectory = trajectory.model_copy(
             update={"outcome": Outcome(status=status, score=score, judged_by="user", reason=reason)}
         )
@@ -385,6 +397,7 @@ class Agent:
             update={
                 "outcome": Outcome(status="success", judged_by="user", reason="demonstration"),
                 "system_prompt": demonstration.system_prompt or self.system_prompt(),
+                "instance": self.instance,
             }
         )
         self._record(trajectory)
@@ -404,9 +417,13 @@ class Agent:
         config = self.consolidation
         if min_episodes is not None:
             config = config.model_copy(update={"min_episodes": min_episodes})
+        store: Any = self.store
+        if self.instance:  # an instance trains into its own store only, never into a shared skill
+            store = PersonalView(self.personal_store(), self.instance)
+            skill = None if skill is None else qualify(self.instance, store.bare(skill))
         consolidator = Consolidator(
             self.buffer,
-            self.store,
+            store,
             self.residency,
             self.base.tokenizer,
             config=config,
@@ -425,16 +442,28 @@ class Agent:
 
     def thread(self, thread_id: str) -> list[dict[str, Any]]:
         """The conversation saved for a thread (empty when the thread is unknown)."""
-        snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        snapshot = self.graph.get_state({"configurable": {"thread_id": self._thread_key(thread_id)}})
         return list(snapshot.values.get("messages", [])) if snapshot and snapshot.values else []
 
     # ------------------------------------------------------------------------------------------------- internals
 
+    def personal_store(self) -> SkillStore:
+        """This instance's own skill store (`$HABITLOOP_HOME/instances/<instance>/`)."""
+        if not isinstance(self.skills, LayeredStore):
+            raise UserError("this agent is not a personal instance", hint="create it with Agent(instance=...)")
+        return self.skills.personal()
+
+    def _thread_key(self, thread_id: str) -> str:
+        """Threads are namespaced per instance: alice's thread "t1" is never bob's "t1"."""
+        return thread_id if self.instance is None else f"instance:{self.instance}:{thread_id}"
+
     def _resolve_skills(self, names: Sequence[str]) -> list[SkillUse]:
         uses = []
         for name in names:
+            if isinstance(self.skills, LayeredStore):
+                name = self.skills.canonical(name)
             try:
-                manifest = self.store.get(name)
+                manifest = self.skills.get(name)
             except SkillNotFoundError as error:
                 raise SkillNotFoundError(error.message, hint="see `habitloop skills list`") from error
             uses.append(SkillUse(name=name, revision=manifest.current, reason="requested"))
@@ -468,12 +497,19 @@ class Agent:
 
 
 def load_tools(spec: str) -> list[Tool | Any]:
-    """Import tools from `module:attr` (a tool, a function to wrap with @tool, a LangChain tool, or a list of them)."""
+    """Import tools from `module:attr` (a tool, a function to wrap with @tool, a LangChain tool, or a list of them),
+    or from `pack:NAME`, an installed skill pack's tools."""
     import importlib
 
     from tools import tool as make_tool
 
     module_name, _, attr = spec.partition(":")
+    if module_name == "pack":  # `pack:NAME`: an installed pack's tools (only if installed with --trust-code)
+        from skills.packs import load_pack_tools
+
+        return [
+            item if hasattr(item, "invoke") else make_tool(item) for item in load_pack_tools(attr, Settings().packs_dir)
+        ]
     if not module_name or not attr:
         raise UserError(f"--tools {spec!r} is not 'module:attr'", hint="e.g. --tools mypkg.tools:TOOLS")
     try:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from agent import cli_route, cli_serve
 from agent.cli_bfcl import eval_app, practice_app
+from agent.cli_packs import packs_app
 from agent.config import Settings
 from skills.errors import HabitloopError, UserError
 
@@ -28,6 +29,7 @@ app.command("serve")(cli_serve.serve)
 app.command("bench-serve")(cli_serve.bench_serve)
 app.add_typer(eval_app, name="eval")
 app.add_typer(practice_app, name="practice")
+app.add_typer(packs_app, name="packs")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -370,6 +372,7 @@ def run(
     thread: Annotated[str | None, typer.Option("--thread", help="thread id to continue (or start)")] = None,
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="model calls at most")] = 6,
     route: Annotated[bool, typer.Option(help="without --skill, let the router choose skills")] = True,
+    instance: Annotated[str | None, typer.Option("--instance", help="run as this personal instance (user)")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run one task with the agent on the shared base: built-in tools (calculator, workspace files) plus --tools."""
@@ -377,7 +380,7 @@ def run(
     from tools import builtin_tools
 
     extra = [item for spec in tools or [] for item in load_tools(spec)]
-    agent = Agent(settings=Settings(), tools=[*builtin_tools(), *extra], max_steps=max_steps)
+    agent = Agent(settings=Settings(), tools=[*builtin_tools(), *extra], max_steps=max_steps, instance=instance)
     for step in agent.stream(task, skills=skill or [], thread_id=thread, route=route):
         if not as_json:
             console.print(_step_line(step))

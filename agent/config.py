@@ -59,5 +59,15 @@ class Settings(BaseSettings):
         return self.home / "buffer"
 
     @property
+    def instances_dir(self) -> Path:
+        """Personal instances: `instances/<name>/` is one user's own skill store (same layout as skills/)."""
+        return self.home / "instances"
+
+    @property
+    def packs_dir(self) -> Path:
+        """Installed skill packs, one folder each (`habitloop packs install`)."""
+        return self.home / "packs"
+
+    @property
     def reports_dir(self) -> Path:
         return self.home / "reports"

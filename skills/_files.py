@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tarfile
 import tempfile
-from pathlib import Path
+import zlib
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from skills.errors import InvalidAdapterError, UnsafeArchiveError
@@ -16,6 +19,9 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 # Files that unpickle on load: refused everywhere, whatever their name says.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+MAX_ARCHIVE_MEMBER = 4 << 30  # 4 GiB: far above any LoRA adapter, far below filling a disk by accident
+# What reading a damaged or truncated archive can raise (gzip and tar both report errors their own way).
+ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
 
 
 def fsync_dir(path: Path) -> None:
@@ -108,3 +114,55 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return versions
+
+
+# ------------------------------------------------------------------------------------------------ archives
+# The one tar validator: skill exports (`SkillStore.import_archive`) and skill packs (`skills.packs`) both read
+# archives member by member through these checks, then apply their own allow-list of member names.
+
+
+def open_archive(archive: Path, *, label: str) -> tarfile.TarFile:
+    """Open a (possibly gzipped) tar archive for reading; `InvalidAdapterError` if it is not one."""
+    try:
+        return tarfile.open(archive, mode="r:*")
+    except ARCHIVE_ERRORS as error:
+        raise InvalidAdapterError(f"{label}: not a readable tar archive: {error}") from error
+
+
+def check_archive_member(member: tarfile.TarInfo, *, label: str, max_size: int = MAX_ARCHIVE_MEMBER) -> tuple[str, ...]:
+    """The path parts of a member that is safe to extract, `()` for a directory; `UnsafeArchiveError` otherwise.
+
+    Refused: absolute, `..` or backslash paths, links (which could point outside the target), device files, FIFOs
+    and anything else that is not a regular file, pickle weights (they run code when loaded), oversized members.
+    """
+    raw = member.name
+    path = PurePosixPath(raw)
+    if raw.startswith(("/", "\\")) or path.is_absolute() or ".." in path.parts or "\\" in raw:
+        raise UnsafeArchiveError(f"{label}: member {raw!r} has an absolute or '..' path")
+    if member.issym() or member.islnk():
+        raise UnsafeArchiveError(f"{label}: member {raw!r} is a link, which could point outside the store")
+    if member.isdir():
+        return ()
+    if not member.isreg():
+        raise UnsafeArchiveError(f"{label}: member {raw!r} is not a regular file")
+    if raw.endswith(PICKLE_SUFFIXES):
+        raise UnsafeArchiveError(
+            f"{label}: member {raw!r} is a pickle weight file, which could run code when loaded",
+            hint="export adapters as safetensors",
+        )
+    if member.size > max_size:
+        raise UnsafeArchiveError(f"{label}: member {raw!r} is {member.size} bytes, over the limit")
+    parts = tuple(part for part in path.parts if part != ".")
+    if not parts:
+        raise UnsafeArchiveError(f"{label}: member {raw!r} has an empty path")
+    return parts
+
+
+def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, *, label: str) -> None:
+    """Copy one checked regular member's bytes to `target` (never `tar.extract`: no metadata, modes or links)."""
+    handle = tar.extractfile(member)
+    if handle is None:
+        raise UnsafeArchiveError(f"{label}: member {member.name!r} cannot be read")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as out:
+        shutil.copyfileobj(handle, out)

@@ -24,12 +24,11 @@ import os
 import shutil
 import tarfile
 import uuid
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from filelock import FileLock, Timeout
@@ -39,12 +38,15 @@ from skills._files import (
     ADAPTER_CONFIG,
     ADAPTER_FILES,
     ADAPTER_WEIGHTS,
-    PICKLE_SUFFIXES,
+    ARCHIVE_ERRORS,
     atomic_write_bytes,
     atomic_write_json,
     check_adapter_dir,
+    check_archive_member,
+    extract_member,
     fsync_dir,
     library_versions,
+    open_archive,
     read_safetensors,
     sha256_file,
 )
@@ -77,7 +79,6 @@ REVISION = "revision.json"
 GENERATION = ".generation"
 _REVISION_FILES = (REVISION, *ADAPTER_FILES)
 _M = TypeVar("_M", bound=BaseModel)
-_MAX_ARCHIVE_MEMBER = 4 << 30  # 4 GiB: far above any LoRA adapter, far below filling a disk by accident
 
 
 class HistoryEntry(BaseModel):
@@ -587,13 +588,10 @@ def _one_line(error: Exception) -> str:
 
 def _extract_skill_archive(archive: Path, staging: Path, *, label: str) -> str:
     """Extract an export archive member by member, refusing anything but the store's own files. Returns the name."""
-    try:
-        tar = tarfile.open(archive, mode="r:*")
-    except (OSError, tarfile.TarError) as error:
-        raise InvalidAdapterError(f"{label}: not a readable tar archive: {error}") from error
+    tar = open_archive(archive, label=label)
     try:
         return _extract_members(tar, staging, label=label)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+    except ARCHIVE_ERRORS as error:
         raise InvalidAdapterError(f"{label}: the archive is damaged or truncated: {error}") from error
 
 
@@ -601,24 +599,12 @@ def _extract_members(tar: tarfile.TarFile, staging: Path, *, label: str) -> str:
     name: str | None = None
     with tar:
         for member in tar.getmembers():
-            raw = member.name
-            path = PurePosixPath(raw)
-            if raw.startswith(("/", "\\")) or path.is_absolute() or ".." in path.parts or "\\" in raw:
-                raise UnsafeArchiveError(f"{label}: member {raw!r} has an absolute or '..' path")
-            if member.issym() or member.islnk():
-                raise UnsafeArchiveError(f"{label}: member {raw!r} is a link, which could point outside the store")
-            if member.isdir():
+            parts = check_archive_member(member, label=label)
+            if not parts:
                 continue
-            if not member.isreg():
-                raise UnsafeArchiveError(f"{label}: member {raw!r} is not a regular file")
-            if raw.endswith(PICKLE_SUFFIXES):
-                raise UnsafeArchiveError(
-                    f"{label}: member {raw!r} is a pickle weight file, which could run code when loaded",
-                    hint="export adapters as safetensors",
-                )
-            parts = path.parts
+            raw = member.name
             try:
-                top = validate_skill_name(parts[0]) if parts else ""
+                top = validate_skill_name(parts[0])
             except InvalidSkillNameError as error:
                 raise UnsafeArchiveError(
                     f"{label}: member {raw!r} is not under a skill folder: {error.message}"
@@ -632,15 +618,7 @@ def _extract_members(tar: tarfile.TarFile, staging: Path, *, label: str) -> str:
             )
             if not allowed:
                 raise UnsafeArchiveError(f"{label}: unexpected member {raw!r}", hint="only habitloop exports import")
-            if member.size > _MAX_ARCHIVE_MEMBER:
-                raise UnsafeArchiveError(f"{label}: member {raw!r} is {member.size} bytes, over the limit")
-            handle = tar.extractfile(member)
-            if handle is None:
-                raise UnsafeArchiveError(f"{label}: member {raw!r} cannot be read")
-            target = staging.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with target.open("wb") as out:
-                shutil.copyfileobj(handle, out)
+            extract_member(tar, member, staging.joinpath(*parts), label=label)
     if name is None or not (staging / name / MANIFEST).is_file():
         raise InvalidAdapterError(
             f"{label}: no skill manifest inside", hint="make archives with `habitloop skills export`"

@@ -21,6 +21,10 @@ def test_wheel_installs_and_imports_in_isolation(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for package in ("agent", "agent/backends", "skills", "skills/packs", "tools", "memory"):
         assert f"{package}/__init__.py" in names, f"{package} missing from the wheel"
+    builtin = [p for p in (ROOT / "skills" / "packs").iterdir() if (p / "pack.toml").is_file()]
+    for folder in builtin:  # the built-in skill packs ship as package data, archives included
+        for file in (f for f in folder.rglob("*") if f.is_file() and "__pycache__" not in f.parts):
+            assert f"skills/packs/{folder.name}/{file.relative_to(folder).as_posix()}" in names, file
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "habitloop = agent.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert not any(n.startswith("tests/") for n in names), "tests must not be installed as a package"

@@ -1,0 +1,169 @@
+"""`habitloop packs ...`: install, list, show, remove and create skill packs (see `skills.packs`).
+
+Its own module so that `agent/cli.py` only registers it; it does not import `agent.cli` (that would be circular
+under `python -m agent.cli`), so it keeps its own two output helpers in the same style.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.config import Settings
+
+packs_app = typer.Typer(help="Skill packs: skills (and tools) shipped together ($HABITLOOP_HOME/packs).")
+console = Console()
+JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")]
+
+
+def _print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def base_fingerprint(settings: Settings) -> str:
+    """The loaded base's fingerprint (loading the base, ~0.3 s once converted): packs are checked against it."""
+    from agent.base import load_base
+
+    return str(load_base(settings=settings).fingerprint)
+
+
+def _store(settings: Settings, with_base: bool) -> Any:
+    from skills.store import SkillStore
+
+    return SkillStore(settings.skills_dir, base_fingerprint=base_fingerprint(settings) if with_base else None)
+
+
+def _row(pack: Any) -> dict[str, Any]:
+    m = pack.manifest
+    return {
+        "name": m.name,
+        "version": m.version,
+        "description": m.description,
+        "license": m.license,
+        "base_fingerprint": m.base_fingerprint,
+        "skills": m.skill_names(),
+        "tools": list(m.tools),
+        "tasks": [t.model_dump(mode="json") for t in m.tasks],
+        "trust_code": pack.trust_code,
+        "source": pack.source,
+        "installed_at": pack.installed_at.isoformat(),
+        "created_skills": list(pack.created_skills),
+        "shared_skills": pack.shared_skills,
+        "path": pack.path,
+    }
+
+
+@packs_app.command("install")
+def packs_install(
+    path: Annotated[str, typer.Argument(help="a pack folder, a .tar.gz of one, or a built-in pack's name")],
+    trust_code: Annotated[
+        bool, typer.Option("--trust-code", help="allow the pack's tools (Python code) to be imported later")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Install a pack: its skills go into the store; nothing from it runs (tools only with --trust-code)."""
+    from skills.packs import install_pack
+
+    settings = Settings()
+    pack = install_pack(path, _store(settings, True), settings.packs_dir, trust_code=trust_code)
+    if as_json:
+        _print_json(_row(pack))
+        return
+    m = pack.manifest
+    console.print(f"installed pack {m.name} {m.version}: skills {', '.join(m.skill_names()) or '-'}")
+    if m.tools:
+        state = "importable" if pack.trust_code else "NOT importable (installed without --trust-code)"
+        console.print(f"tools {', '.join(m.tools)}: {state}")
+
+
+@packs_app.command("list")
+def packs_list(as_json: JsonFlag = False) -> None:
+    """List installed packs (and the built-in ones that can be installed by name)."""
+    from skills.packs import builtin_packs, list_packs
+
+    settings = Settings()
+    packs = list_packs(settings.packs_dir)
+    builtin = sorted(builtin_packs())
+    if as_json:
+        _print_json({"packs": [_row(p) for p in packs], "builtin": builtin})
+        return
+    if packs:
+        table = Table(title=f"packs in {settings.packs_dir}")
+        for column in ("name", "version", "skills", "tools", "trusted", "description"):
+            table.add_column(column)
+        for p in packs:
+            m = p.manifest
+            table.add_row(
+                m.name, m.version, ", ".join(m.skill_names()), ", ".join(m.tools), "yes" if p.trust_code else "no",
+                m.description[:80],
+            )  # fmt: skip
+        console.print(table)
+    else:
+        console.print(f"No packs installed in {settings.packs_dir}.")
+    console.print(f"built-in packs: {', '.join(builtin) or '-'} (habitloop packs install NAME)")
+
+
+@packs_app.command("show")
+def packs_show(name: str, as_json: JsonFlag = False) -> None:
+    """Show an installed pack: manifest, skills, tools, whether its code is trusted, example tasks."""
+    from skills.packs import show
+
+    pack = show(name, Settings().packs_dir)
+    row = _row(pack)
+    if as_json:
+        _print_json(row)
+        return
+    table = Table(show_header=False, title=f"pack {name}")
+    for key, value in row.items():
+        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    console.print(table)
+
+
+@packs_app.command("remove")
+def packs_remove(
+    name: str,
+    keep_skills: Annotated[bool, typer.Option("--keep-skills", help="leave its skills in the store")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Uninstall a pack and delete its skills (unless another pack carries them, they predate it, or they changed)."""
+    from skills.packs import remove_pack
+
+    settings = Settings()
+    report = remove_pack(name, _store(settings, False), settings.packs_dir, keep_skills=keep_skills)
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+        return
+    console.print(f"removed pack {name}; deleted skills: {', '.join(report.removed_skills) or '-'}")
+    for skill, why in report.kept_skills.items():
+        console.print(f"kept skill {skill}: {why}")
+
+
+@packs_app.command("create")
+def packs_create(
+    name: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="a folder, or a .tar.gz archive")],
+    skill: Annotated[list[str] | None, typer.Option("--skill", help="skill from the store (repeatable)")] = None,
+    tools: Annotated[list[str] | None, typer.Option("--tools", help="tool module as module:attr (repeatable)")] = None,
+    version: Annotated[str, typer.Option(help="the pack's version")] = "0.1.0",
+    description: Annotated[str, typer.Option(help="what it does (and its measured effect)")] = "",
+    license: Annotated[str, typer.Option("--license", help="SPDX license identifier")] = "Apache-2.0",
+    as_json: JsonFlag = False,
+) -> None:
+    """Make a pack from skills in the store and tool modules (each a single .py file)."""
+    from skills.packs import create_pack
+
+    settings = Settings()
+    store = _store(settings, with_base=not skill)  # without skills, the base fingerprint comes from the base
+    path = create_pack(
+        name, skill or [], tools or [], output, store=store, version=version, description=description, license=license
+    )
+    if as_json:
+        _print_json({"path": str(path), "name": name, "skills": skill or [], "tools": tools or []})
+        return
+    console.print(f"wrote pack {name} to {path}")
