@@ -47,6 +47,7 @@ class BenchResult(BaseModel):
     composed_vs_base_decode_ratio: float | None = Field(
         None, description="decode tokens/s with 3 skills composed over the base alone (goal >= 0.95)"
     )
+    instances: dict[str, Any] | None = Field(None, description="personal instances: agent.bench_instances")
     mixed_vs_serial_ratio: float | None = Field(
         None, description="8 requests with 8 skills: one at a time (the faster way) over one mixed batch (goal >= 4)"
     )
@@ -148,6 +149,7 @@ def run_bench(
     cold_gguf: bool = True,
     consolidation_episodes: int | None = 64,
     routing_skills: int | None = 10_000,
+    instances: int | None = 1000,
     progress: bool = True,
 ) -> BenchResult:
     import torch
@@ -193,6 +195,13 @@ def run_bench(
         figures |= measure_routing(Embedder(), skills=routing_skills, repeats=max(repeats, 21))
         figures |= measure_index_refresh(skills=routing_skills)
 
+    instance_result = None
+    if instances:
+        from agent.bench_instances import run_instance_bench
+
+        say(f"{instances} personal instances (rank-4 adapters) on one base: disk, latency hot/warm/cold, RAM...")
+        instance_result = run_instance_bench(base, instances=instances, requests=60).model_dump(mode="json")
+
     if consolidation_episodes:
         say(f"consolidation of {consolidation_episodes} episodes (a process of its own, a few minutes)...")
         figures |= _measure_consolidation(settings, consolidation_episodes)
@@ -205,6 +214,7 @@ def run_bench(
         figures=figures,
         peak_rss_mb=_peak_rss_mb(),
         composed_vs_base_decode_ratio=composed_ratio,
+        instances=instance_result,
         mixed_vs_serial_ratio=mixed_ratio,
     )
 
@@ -215,6 +225,19 @@ def render_table(result: BenchResult) -> Table:
         table.add_column(column)
     for name, figure in result.figures.items():
         table.add_row(name, f"{figure.median:g}", figure.unit, str(len(figure.samples)), figure.note)
+    if result.instances:
+        inst = result.instances
+        table.add_row(
+            f"{inst['instances']} instances on disk", f"{inst['bytes_per_instance'] / 1e3:.0f}", "KB/instance", "1",
+            f"{inst['instances_per_model_copy']:g} instances fit in one full model copy's bytes",
+        )  # fmt: skip
+        for kind in ("hot", "warm", "cold"):
+            figures = inst[kind]
+            if figures["count"]:
+                table.add_row(
+                    f"instance request, {kind}", f"{figures['p50_ms']:g}", "ms p50", str(figures["count"]),
+                    f"p99 {figures['p99_ms']:g} ms",
+                )  # fmt: skip
     ratios = [
         f"{name} {value:g}"
         for name, value in (

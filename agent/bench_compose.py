@@ -71,14 +71,17 @@ def measure_decode(base: Any, root: Path, *, repeats: int, tokens: int) -> tuple
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
 
     def decode(model: LocalChatModel, skills: list[tuple[str, int]]) -> float:
-        def run() -> None:
+        """Tokens/s over two consecutive turns with the same skills (as an agent's loop runs them): the first
+        switches (and merges, from the second turn on) and is counted too."""
+
+        def turn() -> None:
             with model._activated(skills) as active, torch.inference_mode():
                 active.generate(
                     **ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
                     pad_token_id=tokenizer.pad_token_id,
                 )  # fmt: skip
 
-        return tokens / _seconds(run)
+        return 2 * tokens / (_seconds(turn) + _seconds(turn))
 
     cases = {
         "base": partial(decode, merged, []),
@@ -95,7 +98,7 @@ def measure_decode(base: Any, root: Path, *, repeats: int, tokens: int) -> tuple
             samples[name].append(case())
     _plain_base(residency)
     figures = {
-        f"decode_tokens_per_s_{name}": _figure(values, "tokens/s", f"{tokens} new tokens, batch 1")
+        f"decode_tokens_per_s_{name}": _figure(values, "tokens/s", f"2 turns x {tokens} new tokens, batch 1")
         for name, values in samples.items()
     }
     figures["decode_ratio_3_composed_unmerged"] = _ratio(samples["3_composed_unmerged"], samples["base"])

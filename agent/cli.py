@@ -420,6 +420,7 @@ def bench(
     hot: Annotated[str, typer.Option(help="skills hot in the model for switch/load, comma-separated")] = "1,8,64",
     decode_tokens: Annotated[int, typer.Option(help="tokens per decode / mixed-batch measurement (0: skip both)")] = 32,
     routing: Annotated[int, typer.Option(help="skills in the routing benchmark (0: skip)")] = 10_000,
+    instances: Annotated[int, typer.Option(help="personal instances in the instance benchmark (0: skip)")] = 1000,
     repeats: Annotated[int, typer.Option(min=1, help="repetitions per figure (the median is reported)")] = 7,
     cold_gguf: Annotated[bool, typer.Option(help="also time a cold GGUF conversion (~30 s)")] = True,
     consolidation: Annotated[
@@ -438,6 +439,7 @@ def bench(
         hot_sizes=[int(h) for h in hot.split(",") if h.strip()],
         decode_tokens=decode_tokens or None,
         routing_skills=routing or None,
+        instances=instances or None,
         repeats=repeats,
         cold_gguf=cold_gguf,
         consolidation_episodes=consolidation or None,

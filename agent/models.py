@@ -83,10 +83,11 @@ class LocalChatModel:
         self.residency = residency
         self.composer = composer or Composer(residency)
         self.max_batch = max_batch
-        # One conversation at a time decodes faster with the skills folded into the weights (`Residency.merged`);
-        # mixed batches always run peft's per-row LoRA path.
+        # One conversation at a time decodes faster with the skills folded into the weights (`Residency.merged`),
+        # from the second consecutive call with the same skills on; mixed batches always run peft's per-row LoRA path.
         self.merge_for_decode = merge_for_decode
         self._merged_for: tuple[tuple[tuple[str, int], ...], str] | None = None  # (skills, adapter) merged last
+        self._previous: tuple[tuple[str, int], ...] | None = None  # the skills of the last single conversation
 
     def generate(
         self,
@@ -146,9 +147,8 @@ class LocalChatModel:
         if not skills:
             with self.residency.base_only() as model:
                 yield model
-        elif self.merge_for_decode:
-            key = tuple(sorted((str(n), int(r)) for n, r in skills))
-            last = self._merged_for
+        elif self.merge_for_decode and self._repeated(skills):
+            key, last = self._key(skills), self._merged_for
             if last is not None and last[0] == key and self.residency.merged_adapter == last[1]:
                 name = last[1]  # still folded in since the last turn: nothing to load or merge
             else:
@@ -162,6 +162,17 @@ class LocalChatModel:
         else:
             self.composer.activate(self._spec(skills))
             yield self.residency.model
+
+    @staticmethod
+    def _key(skills: Sequence[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+        return tuple(sorted((str(n), int(r)) for n, r in skills))
+
+    def _repeated(self, skills: Sequence[tuple[str, int]]) -> bool:
+        """Merge on the second consecutive call with the same skills: an agent's next turn, not a one-off request
+        (a service switching users on every request would pay the merge and gain nothing)."""
+        key, previous = self._key(skills), self._previous
+        self._previous = key
+        return key == previous
 
     def _chunks(self, indices: list[int], requests: Sequence[ChatRequest]) -> Iterator[list[int]]:
         """Split into batches that fit: at most `max_batch` rows, and no more distinct single skills than stay hot

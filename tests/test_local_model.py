@@ -152,8 +152,10 @@ def test_merged_decoding_computes_the_same_and_restores_the_base_bit_for_bit(
 
     # consecutive turns with the same skills merge once; anything else restores the exact base first
     merges = residency.stats.merges
-    merged.generate(chat("ping"), skills=[("b", 1)], max_new_tokens=3)
-    merged.generate(chat("pong"), skills=[("b", 1)], max_new_tokens=3)
+    merged.generate(chat("ping"), skills=[("b", 1)], max_new_tokens=3)  # a one-off: peft's LoRA path, no merge
+    assert residency.stats.merges == merges and residency.merged_adapter is None
+    merged.generate(chat("pong"), skills=[("b", 1)], max_new_tokens=3)  # the next turn: merged
+    merged.generate(chat("ping"), skills=[("b", 1)], max_new_tokens=3)  # and it stays merged
     assert residency.stats.merges == merges + 1 and residency.merged_adapter is not None
     merged.generate(chat("ping"), max_new_tokens=3)  # base only
     assert residency.merged_adapter is None

@@ -45,6 +45,7 @@ def test_mixed_batch_matches_one_at_a_time_on_the_real_base(local: LocalChatMode
     assert all(b.completion_tokens > 0 and b.text for b in batched)
     # the merged path (the default for one conversation) says the same as peft's LoRA path
     local.merge_for_decode = True
+    local.generate(requests[3].messages, skills=requests[3].skills, max_new_tokens=2)  # merged from the next turn on
     merged = local.generate(requests[3].messages, skills=requests[3].skills, max_new_tokens=12)
     assert merged.text == serial[3].text
     assert local.residency.merged_adapter is not None
