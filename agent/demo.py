@@ -1,6 +1,7 @@
 """`habitloop demo`: the tool-calling habit moves from context into weights, measured on BFCL. Nothing is simulated.
 
-On the real base (SmolLM2-135M-Instruct), with a budget that fits in ~15 minutes on 2 cores:
+On the real base (SmolLM2-135M-Instruct), with a budget that fits in ~15 minutes on 2 cores (16 test cases, 32
+demonstrations: measured on a shared, loaded 2-core machine; the README has the numbers):
 1. evaluate the base on a slice of BFCL simple_python's test split (each case's functions are the tools; the first
    call in the reply is judged by BFCL's AST rules);
 2. record demonstrations from the train split (each case's ground-truth call, with the case's own tools in the
@@ -137,8 +138,8 @@ def run_demo(
     settings: Settings | None = None,
     *,
     console: Console | None = None,
-    n_test: int = 24,
-    n_train: int = 96,
+    n_test: int = 16,
+    n_train: int = 32,
     practice_cases: int = 0,
     k: int = 3,
 ) -> dict[str, Any]:

@@ -226,11 +226,17 @@ def test_skill_mode_activates_the_skill_and_needs_one(
 
 def test_practice_keeps_the_checkers_verdicts_and_stops_at_the_first_success(wheel: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
-    script = iter(["no idea", "", "hmm"] * 10)
-    agent = make_agent(home, lambda c: next(script) or right(c))
     train = load_cases(home, "simple_python", "train", limit=2)
+    # Per case (the cases of one attempt round are sampled as one batch, in any order): the first case fails once,
+    # the second twice, before the right call.
+    failures = {train[0].task: ["no idea"], train[1].task: ["hmm", "no idea"]}
+
+    def reply(conversation: list[dict[str, Any]]) -> str:
+        left = failures[conversation[-1]["content"]]
+        return left.pop(0) if left else right(conversation)
+
+    agent = make_agent(home, reply)
     summary = practice(agent, train, attempts=3)
-    # case 1: "no idea", then the right call (2 samples); case 2: "hmm", "no idea", right call (3 samples)
     assert (summary.cases, summary.attempts, summary.solved) == (2, 5, 2)
     successes = agent.buffer.list(status="success")
     assert {t.id for t in successes} == set(summary.episode_ids)
@@ -315,3 +321,26 @@ def test_cli_practice_bfcl_demonstrations_and_sampling(cli_home: tuple[Path, lis
 def test_cli_refuses_practice_on_the_test_split(cli_home: tuple[Path, list[Agent]]) -> None:
     result = CliRunner().invoke(app, ["practice", "bfcl", "--split", "test"])
     assert isinstance(result.exception, UserError)
+
+
+def test_batched_evaluation_gives_the_verdicts_of_one_case_at_a_time(wheel: Path, tmp_path: Path) -> None:
+    def reply(conversation: list[dict[str, Any]]) -> str:  # right for odd radii only: mixed verdicts per batch
+        radius = float(conversation[-1]["content"].split("radius ")[1].rstrip("."))
+        return right(conversation) if radius % 2 else "The area is pi r squared."
+
+    reports, seen = {}, {}
+    for batch in (1, 3):
+        agent = make_agent(tmp_path / f"home{batch}", reply)
+        seen[batch] = []
+        reports[batch] = evaluate(agent, "simple_python", "test", limit=5, batch=batch, on_case=seen[batch].append)
+        assert agent.buffer.list() == [], "batched runs leave the buffer too"
+    one, three = reports[1], reports[3]
+    assert 0 < one.correct < one.n == three.n == 5
+
+    def rows(report: Any) -> list[tuple[Any, ...]]:
+        return [(c.id, c.valid, c.text, c.call) for c in report.cases]
+
+    assert rows(one) == rows(three)
+    assert [c.id for c in seen[3]] == [c.id for c in three.cases], "progress is reported per case, in order"
+    with pytest.raises(UserError, match="batch size"):
+        evaluate(make_agent(tmp_path / "h", reply), "simple_python", "test", limit=1, batch=0)

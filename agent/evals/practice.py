@@ -5,7 +5,8 @@
   the reply in the exact `<tool_call>{"name": ..., "arguments": ...}</tool_call>` format.
 - `practice`: rejection sampling (STaR-style, like `Agent.practice`) where each case has its own tools and its own
   judge: up to `attempts` samples per case through the agent loop, each judged by the checker and kept in the buffer
-  with that verdict; the first success ends a case. Successes are what the next consolidation trains on.
+  with that verdict; the first success ends a case. Successes are what the next consolidation trains on. Cases go
+  `batch` at a time: each attempt round samples the chunk's unsolved cases as one `Agent.run_batch`.
 
 Both refuse test-split cases: a test item must never become training data.
 """
@@ -13,12 +14,12 @@ Both refuse test-split cases: a test item must never become training data.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
 from agent.evals.data import BfclCase
-from agent.evals.harness import call_text, case_tools, run_case, tool_name
+from agent.evals.harness import CaseResult, Mode, call_text, case_tools, chunks, run_cases, tool_name
 from agent.prompt import system_prompt
 from memory.trajectory import Outcome, Trajectory
 from skills.errors import UserError
@@ -62,6 +63,28 @@ def record_demonstrations(
     return recorded
 
 
+def _episode(result: CaseResult, run: Any) -> Trajectory:
+    """The practice run as an episode: the checker's verdict on the call replaces the loop's own outcome (one step
+    means the loop stopped before any tool ran and judged "no final answer"), and the episode keeps only the task and
+    the reply."""
+    return cast(
+        Trajectory,
+        run.trajectory.model_copy(
+            update={
+                "messages": run.trajectory.run_messages[:2],
+                "context_messages": 0,
+                "answer": result.text,
+                "outcome": Outcome(
+                    status="success" if result.valid else "failure",
+                    score=float(result.valid),
+                    judged_by="checker",
+                    reason=result.reason,
+                ),
+            }
+        ),
+    )
+
+
 def practice(
     agent: Any,
     cases: Sequence[BfclCase],
@@ -70,42 +93,34 @@ def practice(
     skill: str | None = None,
     temperature: float = 0.7,
     on_case: Callable[[BfclCase, bool], None] | None = None,
+    batch: int = 8,
 ) -> PracticeSummary:
-    """Sample up to `attempts` replies per case (with `skill` active if given), judged by BFCL's checker."""
+    """Sample up to `attempts` replies per case (with `skill` active if given), judged by BFCL's checker; `batch`
+    cases are sampled together (one `Agent.run_batch` per attempt round)."""
     if attempts < 1:
         raise UserError("attempts must be at least 1")
     _train_only(cases)
     if skill is not None:
         agent.store.get(skill)
+    mode: Mode = "skill" if skill else "base"
     drawn, solved, kept = 0, 0, []
-    for case in cases:
-        success = False
-        for _ in range(attempts):
-            drawn += 1
-            result, run = run_case(
-                agent, case, mode="skill" if skill else "base", skill=skill, temperature=temperature, keep=True
-            )
-            # One step means the loop stopped before any tool ran and judged "no final answer": the checker's
-            # verdict on the call replaces that outcome, and the episode keeps only the task and the reply.
-            episode = run.trajectory.model_copy(
-                update={
-                    "messages": run.trajectory.run_messages[:2],
-                    "context_messages": 0,
-                    "answer": result.text,
-                    "outcome": Outcome(
-                        status="success" if result.valid else "failure",
-                        score=float(result.valid),
-                        judged_by="checker",
-                        reason=result.reason,
-                    ),
-                }
-            )
-            agent.buffer.add(episode)
-            if result.valid:
-                success = True
-                kept.append(episode.id)
+    for chunk in chunks(cases, batch):
+        pending = list(chunk)
+        for attempt in range(attempts):
+            outcomes = run_cases(agent, pending, mode=mode, skill=skill, temperature=temperature, keep=True)
+            drawn += len(pending)
+            unsolved = []
+            for case, (result, run) in zip(pending, outcomes, strict=True):
+                episode = _episode(result, run)
+                agent.buffer.add(episode)
+                if result.valid:
+                    solved += 1
+                    kept.append(episode.id)
+                elif attempt + 1 < attempts:
+                    unsolved.append(case)
+                if on_case is not None and (result.valid or attempt + 1 == attempts):
+                    on_case(case, result.valid)
+            pending = unsolved
+            if not pending:
                 break
-        solved += success
-        if on_case is not None:
-            on_case(case, success)
     return PracticeSummary(cases=len(cases), attempts=drawn, solved=solved, episode_ids=kept)

@@ -1,0 +1,132 @@
+"""The headline BFCL measurement, in phases that can run apart (slow on 2 cores; run with nohup).
+
+`consolidate`: record all of simple_python's train demonstrations (194) and consolidate them into `tool-habits`
+with the demo's recipe; writes `reports/bfcl-headline-consolidation.json`.
+`eval MODE [LIMIT]`: evaluate MODE (base, retrieval, skill) on the test split (all 206, or the first LIMIT);
+retrieval first records the 194 demonstrations again as unconsolidated episodes (what retrieval reads), and
+discards them afterwards. Writes `reports/bfcl-headline-<mode>.json` (+ per-case `.jsonl`).
+`summary`: gathers the phases' files into `reports/bfcl-headline.json` and a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+
+from agent.api import Agent
+from agent.base import load_base
+from agent.config import Settings
+from agent.demo import CATEGORY, MAX_NEW_TOKENS, SKILL, bfcl_consolidation, plot_demo
+from agent.evals.data import load_cases
+from agent.evals.harness import evaluate
+from agent.evals.practice import record_demonstrations
+from agent.models import LocalChatModel
+from skills import Residency, SkillStore
+
+
+def make_agent(settings: Settings, **recipe: Any) -> Agent:
+    base = load_base(settings=settings)
+    store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
+    residency = Residency(base.model, store, max_hot=settings.max_hot, max_warm=settings.max_warm)
+    return Agent(
+        settings=settings,
+        base=base,
+        model=LocalChatModel(base, residency),
+        store=store,
+        tools=[],
+        max_steps=1,
+        max_new_tokens=MAX_NEW_TOKENS,
+        consolidation=bfcl_consolidation(**recipe),
+    )
+
+
+def consolidate(settings: Settings, recipe: dict[str, Any]) -> None:
+    agent = make_agent(settings, **recipe)
+    train = load_cases(settings.home, CATEGORY, "train")
+    agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
+    record_demonstrations(agent, train)
+    started = time.perf_counter()
+    reports = agent.consolidate(SKILL, min_episodes=1)
+    out = {
+        "n_train_cases": len(train),
+        "recipe": agent.consolidation.model_dump(),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "consolidations": [r.model_dump(mode="json") for r in reports],
+    }
+    path = settings.reports_dir / "bfcl-headline-consolidation.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    for r in reports:
+        print(r.model_dump_json(exclude={"losses", "episodes"}), flush=True)
+
+
+def run_eval(settings: Settings, mode: str, limit: int | None) -> None:
+    agent = make_agent(settings)
+    test = load_cases(settings.home, CATEGORY, "test", limit=limit)
+    recorded = []
+    if mode == "retrieval":
+        agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
+        recorded = record_demonstrations(agent, load_cases(settings.home, CATEGORY, "train"))
+    done = [0, 0]
+    started = time.perf_counter()
+
+    def tick(result: Any) -> None:
+        done[0] += 1
+        done[1] += result.valid
+        if done[0] % 8 == 0:
+            print(f"{mode}: {done[0]}/{len(test)} {done[1]} correct, {time.perf_counter() - started:.0f} s", flush=True)
+
+    report = evaluate(
+        agent, CATEGORY, "test", mode=mode, skill=SKILL if mode == "skill" else None, k=3, cases=test, on_case=tick
+    )
+    if recorded:
+        agent.buffer.discard([t.id for t in recorded])
+    summary = report.summary() | {"wall_seconds": round(time.perf_counter() - started, 1)}
+    if mode == "skill":
+        summary["skill_revision"] = agent.store.get(SKILL).current
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    (settings.reports_dir / f"bfcl-headline-{mode}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    report.write_cases(settings.reports_dir / f"bfcl-headline-{mode}.jsonl")
+    print(json.dumps(summary), flush=True)
+
+
+def summarize(settings: Settings) -> None:
+    reports = settings.reports_dir
+    modes = {}
+    for mode in ("base", "retrieval", "skill"):
+        path = reports / f"bfcl-headline-{mode}.json"
+        if path.exists():
+            modes[mode] = json.loads(path.read_text())
+    consolidation = json.loads((reports / "bfcl-headline-consolidation.json").read_text())
+    for item in consolidation["consolidations"]:
+        item.pop("losses", None)
+        item.pop("episodes", None)
+    summary = {
+        "category": CATEGORY,
+        "n_test": max(m["n"] for m in modes.values()),
+        "n_train": consolidation["n_train_cases"],
+        "modes": modes,
+        "consolidation": consolidation,
+    }
+    (reports / "bfcl-headline.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_demo(summary, reports / "bfcl-headline.png")
+    print(json.dumps({m: (v["accuracy"], v["n"]) for m, v in modes.items()}))
+
+
+def main(argv: list[str]) -> None:
+    settings = Settings()
+    Console().print(f"home {settings.home}")
+    if argv[0] == "consolidate":
+        consolidate(settings, json.loads(argv[1]) if len(argv) > 1 else {})
+    elif argv[0] == "eval":
+        run_eval(settings, argv[1], int(argv[2]) if len(argv) > 2 else None)
+    else:
+        summarize(settings)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
