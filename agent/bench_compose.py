@@ -70,18 +70,19 @@ def measure_decode(base: Any, root: Path, *, repeats: int, tokens: int) -> tuple
     )
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
 
+    def turn(model: LocalChatModel, skills: list[tuple[str, int]], new_tokens: int) -> None:
+        with model._activated(skills) as active, torch.inference_mode():
+            active.generate(
+                **ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )  # fmt: skip
+
     def decode(model: LocalChatModel, skills: list[tuple[str, int]]) -> float:
-        """Tokens/s over two consecutive turns with the same skills (as an agent's loop runs them): the first
-        switches (and merges, from the second turn on) and is counted too."""
-
-        def turn() -> None:
-            with model._activated(skills) as active, torch.inference_mode():
-                active.generate(
-                    **ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                )  # fmt: skip
-
-        return 2 * tokens / (_seconds(turn) + _seconds(turn))
+        """Steady-state decode tokens/s of a conversation's turn: a 1-token turn first brings the model to the state
+        a conversation with these skills runs in (switched, composed, merged); that switch is measured apart."""
+        turn(model, skills, 1)
+        turn(model, skills, 1)  # merged from the second turn with the same skills on
+        return tokens / _seconds(partial(turn, model, skills, tokens))
 
     cases = {
         "base": partial(decode, merged, []),
@@ -90,24 +91,36 @@ def measure_decode(base: Any, root: Path, *, repeats: int, tokens: int) -> tuple
         "1_skill_unmerged": partial(decode, unmerged, one),
         "3_composed_unmerged": partial(decode, unmerged, three),
     }
-    for case in cases.values():  # warm up: build the composition, merge once, fill caches
+    for case in cases.values():  # warm up: build the composition, fill caches
         case()
     samples: dict[str, list[float]] = {name: [] for name in cases}
+    merge_ms: list[float] = []
+    composed_name = merged.adapter_for(three)
     for _ in range(repeats):
         for name, case in cases.items():  # A B C D E, A B C D E, ...: drift hits every case alike
             samples[name].append(case())
+        residency.restore()
+        merge_ms.append(_seconds(partial(_enter, residency, composed_name)))
     _plain_base(residency)
     figures = {
-        f"decode_tokens_per_s_{name}": _figure(values, "tokens/s", f"2 turns x {tokens} new tokens, batch 1")
+        f"decode_tokens_per_s_{name}": _figure(values, "tokens/s", f"{tokens} new tokens, batch 1, steady state")
         for name, values in samples.items()
     }
     figures["decode_ratio_3_composed_unmerged"] = _ratio(samples["3_composed_unmerged"], samples["base"])
+    figures["merge_3_composed"] = _figure(
+        merge_ms, "ms", "once per conversation: fold the composed adapter into the weights (copy + W += dW)"
+    )
     figures["decode_ratio_1_skill"] = _ratio(samples["1_skill"], samples["base"])
     return (
         figures,
         _median_ratio(samples["3_composed"], samples["base"]),
         _median_ratio(samples["1_skill"], samples["base"]),
     )
+
+
+def _enter(residency: Residency, name: str) -> None:
+    with residency.merged(name):
+        pass
 
 
 def measure_mixed(

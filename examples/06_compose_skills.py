@@ -22,7 +22,7 @@ from memory import InMemoryBuffer
 from memory.consolidate import example_from
 from memory.embed import HashingEmbedder
 from skills import ChatExample, SkillStore, TrainConfig, train_lora
-from tools import ToolRegistry, calculator
+from tools import ToolRegistry, calculator, parse_tool_calls
 
 settings = Settings()
 base = load_base(settings=settings)
@@ -69,9 +69,12 @@ agent = Agent(settings=settings, base=base, store=store, tools=[calculator], buf
 
 
 def calls_calculator(skills: list[str]) -> int:
-    """First reply is a valid calculator call (the tool habit's own score)."""
+    """The first reply is a calculator call in the exact format (the tool habit's own score)."""
     runs = [agent.run(q, skills=skills, examples=0, max_steps=1) for q in ARITHMETIC]
-    return sum(any(s.kind == "tool_call" for s in r.steps) or "<tool_call>" in (r.answer or "") for r in runs)
+    first = [run.steps[0].text or "" for run in runs]
+    return sum(
+        any(c.name == "calculator" and c.format == "tag" for c in parse_tool_calls(text).calls) for text in first
+    )
 
 
 def answers_first(skills: list[str]) -> int:
