@@ -14,8 +14,8 @@ import httpx
 import openai
 
 from agent import Settings
-from agent.bench import _random_adapter
 from agent.models import LocalChatModel
+from agent.testing import random_adapter
 from skills import Residency, SkillStore
 
 
@@ -30,7 +30,7 @@ def test_serve_real_base_with_the_openai_client(real_base: Any, real_settings: S
     home.mkdir()
     (home / "models").symlink_to(real_settings.models_dir.resolve(), target_is_directory=True)
     store = SkillStore(home / "skills", base_fingerprint=real_base.fingerprint)
-    store.create("probe", _random_adapter(real_base, tmp_path / "probe", seed=3), kind="tool_habit")
+    store.create("probe", random_adapter(real_base, tmp_path / "probe", seed=3), kind="tool_habit")
     port = _free_port()
     env = {**os.environ, "HABITLOOP_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     command = [
