@@ -31,9 +31,7 @@ from agent.config import Settings
 from agent.evals.data import BfclCase, load_cases
 from agent.evals.harness import CaseResult, EvalReport, Mode, evaluate
 from agent.evals.practice import practice, record_demonstrations
-from agent.models import LocalChatModel
 from memory.consolidate import ConsolidationConfig, ConsolidationReport
-from skills import Residency, SkillStore
 
 SKILL = "tool-habits"
 CATEGORY = "simple_python"
@@ -156,13 +154,9 @@ def run_demo(
     train_all = load_cases(settings.home, CATEGORY, "train")
     train, practice_pool = train_all[:n_train], train_all[n_train : n_train + practice_cases]
 
-    store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
-    residency = Residency(base.model, store, max_hot=settings.max_hot, max_warm=settings.max_warm)
-    agent = Agent(
+    agent = Agent(  # the agent builds the store, the residency and the local model on `base` itself
         settings=settings,
         base=base,
-        model=LocalChatModel(base, residency),
-        store=store,
         tools=[],
         max_steps=1,
         max_new_tokens=MAX_NEW_TOKENS,
@@ -189,7 +183,7 @@ def run_demo(
     for done in consolidations:
         _consolidated(console, done)
 
-    if practice_pool and store.exists(SKILL):
+    if practice_pool and agent.store.exists(SKILL):
         console.print(f"\n[bold]5. Practice[/bold] on {len(practice_pool)} more train cases with the skill active:")
         with _Bar(console, "practice", len(practice_pool)) as bar:
             summary = practice(agent, practice_pool, attempts=2, skill=SKILL, on_case=bar.step)
@@ -200,8 +194,8 @@ def run_demo(
             for done in second:
                 _consolidated(console, done)
 
-    if store.exists(SKILL):
-        revision = store.get(SKILL).current
+    if agent.store.exists(SKILL):
+        revision = agent.store.get(SKILL).current
         console.print(f"\n[bold]6. The skill[/bold] {SKILL}@{revision}, no examples in the prompt:")
         reports["skill"] = _evaluate(agent, console, test, "skill", skill=SKILL)
     else:

@@ -59,19 +59,13 @@ def run_curve(
     from agent.demo import MAX_NEW_TOKENS, bfcl_consolidation
     from agent.evals.harness import evaluate
     from agent.evals.practice import record_demonstrations
-    from agent.models import LocalChatModel
-    from skills import Residency, SkillStore
 
     console = console or Console()
     started = time.perf_counter()
     base = load_base(settings=settings)
-    store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
-    residency = Residency(base.model, store, max_hot=settings.max_hot, max_warm=settings.max_warm)
-    agent = Agent(
+    agent = Agent(  # the agent builds the store, the residency and the local model on `base` itself
         settings=settings,
         base=base,
-        model=LocalChatModel(base, residency),
-        store=store,
         tools=[],
         max_steps=1,
         max_new_tokens=MAX_NEW_TOKENS,
@@ -99,11 +93,11 @@ def run_curve(
             record_demonstrations(agent, train[:count])
             point["modes"]["retrieval"] = measure("retrieval", k=k)
             skill = f"tool-habits-n{count}"
-            if store.exists(skill):
-                store.delete(skill)
+            if agent.store.exists(skill):
+                agent.store.delete(skill)
             reports = agent.consolidate(skill, min_episodes=1)
             point["consolidation"] = [r.model_dump(mode="json", exclude={"losses"}) for r in reports]
-            if store.exists(skill):
+            if agent.store.exists(skill):
                 point["modes"]["skill"] = measure("skill", skill=skill)
         points.append(point)
     result = {
