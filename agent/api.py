@@ -458,15 +458,20 @@ class Agent:
         return thread_id if self.instance is None else f"instance:{self.instance}:{thread_id}"
 
     def _resolve_skills(self, names: Sequence[str]) -> list[SkillUse]:
+        """Each requested skill at its current revision, or at the one pinned as `name@revision`."""
         uses = []
-        for name in names:
+        for requested in names:
+            name, _, pinned = requested.partition("@")
             if isinstance(self.skills, LayeredStore):
                 name = self.skills.canonical(name)
+            if pinned and not (pinned.isdigit() and int(pinned) > 0):
+                raise UserError(f"{requested!r}: the revision after '@' must be a positive integer")
             try:
                 manifest = self.skills.get(name)
+                revision = self.skills.revision(name, int(pinned)).number if pinned else manifest.current
             except SkillNotFoundError as error:
                 raise SkillNotFoundError(error.message, hint="see `habitloop skills list`") from error
-            uses.append(SkillUse(name=name, revision=manifest.current, reason="requested"))
+            uses.append(SkillUse(name=name, revision=revision, reason="requested"))
         return uses
 
     def _record(self, trajectory: Trajectory) -> None:

@@ -53,7 +53,9 @@ def eval_bfcl(
     split: Annotated[str, typer.Option("--split", help="train, test or all")] = "test",
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="only the first N cases")] = None,
     mode: Annotated[str, typer.Option("--mode", help="base, retrieval or skill")] = "base",
-    skill: Annotated[str | None, typer.Option("--skill", help="the skill for --mode skill")] = None,
+    skill: Annotated[
+        str | None, typer.Option("--skill", help="the skill for --mode skill: NAME, NAME@REV or A+B (composed)")
+    ] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="worked examples in retrieval mode")] = 3,
     out: Annotated[Path | None, typer.Option("--out", help="write one JSON line per case here")] = None,
     max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,

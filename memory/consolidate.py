@@ -33,7 +33,7 @@ from memory.buffer import EpisodeBuffer
 from memory.embed import TextEmbedder, routing_vector
 from memory.trajectory import Trajectory
 from skills.generation import generate
-from skills.manifest import Evaluation, RoutingVector, validate_skill_name
+from skills.manifest import Evaluation, LoraSpec, RoutingVector, validate_skill_name
 from skills.residency import Residency
 from skills.store import SkillStore
 from skills.train import ChatExample, ChatMessage, TrainConfig, data_hash, train_lora
@@ -83,6 +83,12 @@ class ConsolidationConfig(BaseModel):
     max_new_tokens: int = Field(48, ge=1, description="tokens generated per evaluation prompt")
     seed: int = 0
     kind: str = Field("memory", description="kind of a skill created by consolidation")
+    lora: LoraSpec = Field(
+        default_factory=LoraSpec, description="adapter shape of a new skill; a new revision keeps its parent's shape"
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="trade compute for memory while training (see TrainConfig); off is ~1.3x faster"
+    )
 
 
 class Scores(BaseModel):
@@ -304,7 +310,12 @@ class Consolidator:
         # 2. train, continuing from the current revision
         steps = max(cfg.min_steps, min(cfg.max_steps, round(cfg.epochs * len(examples) / cfg.batch_size)))
         train_config = TrainConfig(
-            steps=steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed
+            lora=cfg.lora,
+            steps=steps,
+            batch_size=cfg.batch_size,
+            learning_rate=cfg.learning_rate,
+            seed=cfg.seed,
+            gradient_checkpointing=cfg.gradient_checkpointing,
         )
         regression = self._regression_set(target, exclude={e.id for e in chosen}) if not created else []
         with tempfile.TemporaryDirectory(prefix="habitloop-candidate-") as tmp:

@@ -344,3 +344,112 @@ def test_batched_evaluation_gives_the_verdicts_of_one_case_at_a_time(wheel: Path
     assert [c.id for c in seen[3]] == [c.id for c in three.cases], "progress is reported per case, in order"
     with pytest.raises(UserError, match="batch size"):
         evaluate(make_agent(tmp_path / "h", reply), "simple_python", "test", limit=1, batch=0)
+
+
+# ------------------------------------------------------------------------------------------------ skill specs
+
+
+def test_skill_mode_pins_revisions_and_composes_skills(
+    wheel: Path, tmp_path: Path, adapter: Any, store: SkillStore
+) -> None:
+    agent = make_agent(tmp_path / "home", right, store=store)
+    store.create("tool-habits", adapter("alpha"), kind="tool_habit")
+    store.add_revision("tool-habits", adapter("beta"))
+    store.create("multiple-habits", adapter("gamma"), kind="tool_habit")
+    seen: list[Any] = agent.model.skills_seen  # type: ignore[attr-defined]
+
+    evaluate(agent, "simple_python", "test", limit=1, mode="skill", skill="tool-habits")
+    evaluate(agent, "simple_python", "test", limit=1, mode="skill", skill="tool-habits@1")
+    evaluate(agent, "simple_python", "test", limit=1, mode="skill", skill="tool-habits@1+multiple-habits")
+    assert seen == [[("tool-habits", 2)], [("tool-habits", 1)], [("tool-habits", 1), ("multiple-habits", 1)]]
+    run = agent.run("What is the area of a circle of radius 2.", skills=["tool-habits@1"], max_steps=1)
+    assert [(s.name, s.revision) for s in run.trajectory.skills] == [("tool-habits", 1)], "the pin is recorded"
+
+    for bad, message in (("tool-habits@9", "no revision 9"), ("tool-habits+", "empty part"), ("nope", "nope")):
+        with pytest.raises(UserError, match=message):
+            evaluate(agent, "simple_python", "test", limit=1, mode="skill", skill=bad)
+    with pytest.raises(UserError, match="positive integer"):
+        agent.run("hi", skills=["tool-habits@x"])
+    assert len(seen) == 4, "a bad skill fails before any case runs"
+
+
+# ------------------------------------------------------------------------ the experiments, on the tiny base
+
+# A few steps and short replies: these tests are about the experiments' plumbing and reports, not about learning.
+TINY_RECIPE = {"epochs": 1.0, "min_steps": 1, "max_steps": 2, "max_new_tokens": 8, "replay": 1}
+
+
+def tiny_agent(home: Path, base: Any) -> Agent:
+    """An agent on the tiny base, as `bfcl_agent` builds one on the real base but with in-memory buffer/checkpoints."""
+    from agent.demo import MAX_NEW_TOKENS
+
+    return Agent(
+        settings=Settings(home=home),
+        base=base,
+        store=SkillStore(home / "skills", base_fingerprint=base.fingerprint),
+        tools=[],
+        max_steps=1,
+        max_new_tokens=MAX_NEW_TOKENS,
+        checkpointer=InMemorySaver(),
+        buffer=InMemoryBuffer(HashingEmbedder()),
+    )
+
+
+def test_the_learning_curve_consolidates_each_count_and_practises_after(
+    wheel: Path, tmp_path: Path, fresh_base: Any
+) -> None:
+    from agent.evals.curve import run_curve
+
+    home = tmp_path / "home"
+    agent = tiny_agent(home, fresh_base)
+    result = run_curve(
+        Settings(home=home), (0, 2, 3), n_test=2, practice_rounds=1, attempts=1, recipe=TINY_RECIPE, agent=agent
+    )
+    points = result["points"]
+    assert [p["episodes"] for p in points[:3]] == [0, 2, 3] and points[3]["practice_round"] == 1
+    assert list(points[0]["modes"]) == ["base"]
+    for point in points[1:3]:
+        assert set(point["modes"]) == {"retrieval", "skill"}
+        assert point["modes"]["skill"]["n"] == 2 and point["consolidation"][0]["n_train"] >= 1
+    assert agent.store.exists("tool-habits-n2") and agent.store.exists("tool-habits-n3")
+    assert points[2]["modes"]["retrieval"]["prompt_tokens_mean"] > points[0]["modes"]["base"]["prompt_tokens_mean"]
+    assert points[3]["practice"]["cases"] == len(load_cases(home, "simple_python", "train"))
+    assert json.loads((home / "reports" / "bfcl-curve.json").read_text()) == result
+    assert (home / "reports" / "bfcl-curve.png").stat().st_size > 0
+    assert result["recipe"]["max_steps"] == 2, "the recipe given is the one used"
+
+
+def test_the_rank_sweep_reports_accuracy_against_adapter_bytes(wheel: Path, tmp_path: Path, fresh_base: Any) -> None:
+    from agent.evals.sweep import run_sweep
+
+    home = tmp_path / "home"
+    agent = tiny_agent(home, fresh_base)
+    result = run_sweep(Settings(home=home), (1, 2), (1,), n_test=2, n_train=3, recipe=TINY_RECIPE, agent=agent)
+    by_shape = {p["shape"]: p for p in result["points"]}
+    assert list(by_shape) == ["r1-all", "r2-all", "r1-attn"]
+    assert (
+        by_shape["r1-attn"]["adapter_bytes"] < by_shape["r1-all"]["adapter_bytes"] < by_shape["r2-all"]["adapter_bytes"]
+    )
+    assert all(p["n"] == 2 and 0.0 <= p["accuracy"] <= 1.0 for p in result["points"])
+    spec = agent.store.revision("tool-habits-r1-attn").provenance.training["lora"]
+    assert spec["r"] == 1 and set(spec["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert (home / "reports" / "bfcl-sweep.png").stat().st_size > 0
+
+
+def test_forgetting_and_composition_measure_four_models_on_both_categories(
+    wheel: Path, tmp_path: Path, fresh_base: Any
+) -> None:
+    from agent.evals.transfer import run_transfer
+
+    home = tmp_path / "home"
+    agent = tiny_agent(home, fresh_base)
+    result = run_transfer(Settings(home=home), n_test=2, recipe=TINY_RECIPE, agent=agent)
+    assert list(result["models"]) == ["before", "second alone", "composed", "after"]
+    assert result["models"]["composed"]["skill"] == "tool-habits@1+multiple-habits"
+    assert result["models"]["after"]["skill"] == "tool-habits@2"
+    for model in result["models"].values():
+        assert set(model["accuracy"]) == {"simple_python", "multiple"}
+    assert agent.store.get("tool-habits").revision_numbers() == [1, 2]
+    assert agent.store.revision("tool-habits", 2).parent == 1, "the second revision continues the first"
+    assert isinstance(result["forgetting_points"], float)
+    assert (home / "reports" / "bfcl-transfer.png").stat().st_size > 0

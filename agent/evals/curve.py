@@ -2,9 +2,12 @@
 
 For each count n (e.g. 0, 25, 50, 100, 194): the first n train cases are recorded as demonstrations; retrieval mode
 is evaluated with them in the buffer; they are consolidated into a fresh skill `tool-habits-n<n>` (from the base, the
-demo's recipe); skill mode is evaluated with it. Base mode is evaluated once. Writes `reports/bfcl-curve.json` and
-`.png`. `python -m agent.evals.curve [--counts 0,25,50,100,194] [--test N]` (`make learning-curve` runs it in full).
-"""
+BFCL recipe); skill mode is evaluated with it. Base mode is evaluated once. Then, optionally, practice rounds with the
+last skill (its successes consolidated into its next revision). Writes `reports/bfcl-curve.json` and `.png`.
+
+    python -m agent.evals.curve [--counts 0,25,50,100,194] [--test N] [--practice-rounds R] [--recipe JSON]
+
+(`make learning-curve` runs it on the whole test split.)"""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from rich.console import Console
 from agent.config import Settings
 from agent.evals.data import load_cases
 
+SKILL_PREFIX = "tool-habits-n"  # the skill trained on n demonstrations is tool-habits-n<n>
+
 
 def plot_curve(result: dict[str, Any], path: Path) -> None:
     """Accuracy vs consolidated demonstrations, one line per mode."""
@@ -29,7 +34,7 @@ def plot_curve(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    points = result["points"]
+    points = result["points"]  # practice points carry on the skill line (x: episodes consolidated so far)
     for mode in ("base", "retrieval", "skill"):
         xs = [p["episodes"] for p in points if mode in p["modes"]]
         ys = [100 * p["modes"][mode]["accuracy"] for p in points if mode in p["modes"]]
@@ -51,28 +56,38 @@ def run_curve(
     n_test: int | None = None,
     category: str = "simple_python",
     k: int = 3,
+    practice_rounds: int = 0,
+    attempts: int = 2,
+    recipe: dict[str, Any] | None = None,
+    agent: Any = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Measure the curve; returns what is written to `reports/bfcl-curve.json`."""
-    from agent.api import Agent
-    from agent.base import load_base
-    from agent.demo import MAX_NEW_TOKENS, bfcl_consolidation
+    """Measure the curve; returns what is written to `reports/bfcl-curve.json` (rewritten after every point, so an
+    interrupted run keeps what it measured).
+
+    After the counts, each of `practice_rounds` samples the train split with the last skill active (`attempts` per
+    case, BFCL's checker as the judge), consolidates the successes into a new revision of that skill and measures
+    it again: the loop's second half, demonstrations then practice.
+    """
+    from agent.demo import bfcl_agent, bfcl_consolidation, fresh_demonstrations
     from agent.evals.harness import evaluate
-    from agent.evals.practice import record_demonstrations
+    from agent.evals.practice import practice
 
     console = console or Console()
     started = time.perf_counter()
-    base = load_base(settings=settings)
-    agent = Agent(  # the agent builds the store, the residency and the local model on `base` itself
-        settings=settings,
-        base=base,
-        tools=[],
-        max_steps=1,
-        max_new_tokens=MAX_NEW_TOKENS,
-        consolidation=bfcl_consolidation(),
-    )
+    agent = agent or bfcl_agent(settings)  # tests pass one on the tiny base
+    agent.consolidation = bfcl_consolidation(**(recipe or {}))
     test = load_cases(settings.home, category, "test", limit=n_test)
     train = load_cases(settings.home, category, "train")
+    result: dict[str, Any] = {
+        "category": category,
+        "n_test": len(test),
+        "k": k,
+        "recipe": agent.consolidation.model_dump(mode="json"),
+        "points": [],
+    }
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.reports_dir / "bfcl-curve.json"
 
     def measure(mode: str, **kwargs: Any) -> dict[str, Any]:
         report = evaluate(agent, category, "test", mode=mode, cases=test, **kwargs)
@@ -81,35 +96,49 @@ def run_curve(
         )
         return report.summary()
 
-    points = []
+    def consolidate(skill: str, point: dict[str, Any]) -> None:
+        reports = agent.consolidate(skill, min_episodes=1)
+        point["consolidation"] = [r.model_dump(mode="json", exclude={"losses", "episodes"}) for r in reports]
+        point["train_seconds"] = round(sum(r.train_seconds for r in reports), 1)
+        if agent.store.exists(skill):
+            point["modes"]["skill"] = measure("skill", skill=skill) | {"revision": agent.store.get(skill).current}
+
+    def save(point: dict[str, Any]) -> None:
+        result["points"].append(point)
+        result["wall_seconds"] = round(time.perf_counter() - started, 1)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+
+    skill, consolidated = None, 0
     for count in counts:
         count = min(count, len(train))
         console.rule(f"{count} demonstrations")
-        agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
         point: dict[str, Any] = {"episodes": count, "modes": {}}
         if count == 0:
             point["modes"]["base"] = measure("base")
         else:
-            record_demonstrations(agent, train[:count])
+            fresh_demonstrations(agent, train[:count])
             point["modes"]["retrieval"] = measure("retrieval", k=k)
-            skill = f"tool-habits-n{count}"
+            skill, consolidated = f"{SKILL_PREFIX}{count}", count
             if agent.store.exists(skill):
                 agent.store.delete(skill)
-            reports = agent.consolidate(skill, min_episodes=1)
-            point["consolidation"] = [r.model_dump(mode="json", exclude={"losses"}) for r in reports]
-            if agent.store.exists(skill):
-                point["modes"]["skill"] = measure("skill", skill=skill)
-        points.append(point)
-    result = {
-        "category": category,
-        "n_test": len(test),
-        "k": k,
-        "points": points,
-        "wall_seconds": round(time.perf_counter() - started, 1),
-    }
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.reports_dir / "bfcl-curve.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+            consolidate(skill, point)
+        save(point)
+
+    for round_ in range(1, practice_rounds + 1):
+        if skill is None or not agent.store.exists(skill):
+            console.print("[yellow]no skill to practise with; practice rounds skipped[/yellow]")
+            break
+        console.rule(f"practice round {round_} with {skill}")
+        agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
+        summary = practice(agent, train, attempts=attempts, skill=skill)
+        console.print(f"  solved {summary.solved}/{summary.cases} train cases in {summary.attempts} samples")
+        consolidated += summary.solved
+        point = {"episodes": consolidated, "practice_round": round_, "practice": summary.model_dump(), "modes": {}}
+        point["practice"].pop("episode_ids")
+        if summary.solved:
+            consolidate(skill, point)
+        save(point)
+
     plot_curve(result, settings.reports_dir / "bfcl-curve.png")
     console.print(f"report: {path}\nplot:   {settings.reports_dir / 'bfcl-curve.png'}")
     return result
@@ -120,9 +149,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--counts", default="0,25,50,100,194", help="demonstration counts, comma-separated")
     parser.add_argument("--test", type=int, default=None, help="test cases (default: the whole test split)")
     parser.add_argument("--category", default="simple_python")
+    parser.add_argument("--practice-rounds", type=int, default=0, help="practice rounds after the last count")
+    parser.add_argument("--recipe", default="{}", help="consolidation overrides as JSON, e.g. '{\"epochs\": 4}'")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",") if c.strip()]
-    run_curve(Settings(), counts, n_test=args.test, category=args.category)
+    run_curve(
+        Settings(),
+        counts,
+        n_test=args.test,
+        category=args.category,
+        practice_rounds=args.practice_rounds,
+        recipe=json.loads(args.recipe),
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ for OpenAI-style names). The runs are recorded in the buffer like any run, then 
 test split must never become training data.
 
 Modes: `base` (no skill, no examples), `retrieval` (no skill, the k most similar successful episodes of the buffer
-shown as worked examples), `skill` (the named skill active, no examples).
+shown as worked examples), `skill` (the named skill active, no examples; `a@2` pins a revision, `a+b` composes
+two skills).
 """
 
 from __future__ import annotations
@@ -157,12 +158,21 @@ def _check_mode(mode: str, skill: str | None) -> Mode:
     return mode
 
 
+def skill_list(skill: str) -> list[str]:
+    """The skills a `--skill` value names: `tool-habits`, a pinned revision `tool-habits@2`, or a composition
+    `tool-habits+multiple-habits` (their sum, see skills.compose)."""
+    parts = [part.strip() for part in skill.split("+")]
+    if not all(parts):
+        raise UserError(f"--skill {skill!r} has an empty part", hint="join skill names with '+', e.g. a+b")
+    return parts
+
+
 def _run_kwargs(
     case: BfclCase, registry: ToolRegistry, mode: Mode, skill: str | None, k: int, temperature: float
 ) -> dict[str, Any]:
     return {
         "task": case.task,
-        "skills": [skill] if mode == "skill" and skill else [],
+        "skills": skill_list(skill) if mode == "skill" and skill else [],
         "tools": registry,
         "max_steps": 1,
         "temperature": temperature,
@@ -262,7 +272,9 @@ def evaluate(
     verdicts either way; a batch is faster per case on the CPU."""
     checked = _check_mode(mode, skill)
     if checked == "skill":
-        agent.store.get(skill)  # an unknown skill fails here, before any case runs
+        for part in skill_list(skill or ""):  # an unknown skill or revision fails here, before any case runs
+            name, _, revision = part.partition("@")
+            agent.store.revision(name, int(revision) if revision.isdigit() else None)
     if cases is None:
         cases = load_cases(agent.settings.home, category, split, limit=limit)
     results = []
