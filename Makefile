@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: setup demo test test-all lint bench learning-curve clean
+.PHONY: setup demo test test-all lint bench learning-curve rank-sweep transfer clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,14 @@ bench: setup
 # Accuracy vs consolidated demonstrations for base/retrieval/skill on the whole simple_python test split (hours).
 learning-curve: setup
 	$(PY) -m agent.evals.curve --counts 0,25,50,100,194
+
+# Accuracy vs adapter bytes: LoRA rank 1..16 on all linear layers, and r=8 on attention only (hours).
+rank-sweep: setup
+	$(PY) -m agent.evals.sweep --ranks 1,2,4,8,16 --attention-ranks 8
+
+# Forgetting and composition: tool-habits continued on `multiple`, and a second skill composed with it (hours).
+transfer: setup
+	$(PY) -m agent.evals.transfer
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -70,6 +70,14 @@ def bfcl_agent(settings: Settings, base: Any = None, **recipe: Any) -> Agent:
     )
 
 
+def experiment_agent(settings: Settings, agent: Agent | None = None, recipe: dict[str, Any] | None = None) -> Agent:
+    """The agent an experiment runs on (`agent`, e.g. one on the tiny base in tests, or a `bfcl_agent`), with the
+    BFCL recipe and `recipe` overrides as its consolidation."""
+    agent = agent or bfcl_agent(settings)
+    agent.consolidation = bfcl_consolidation(**(recipe or {}))
+    return agent
+
+
 def fresh_demonstrations(agent: Agent, cases: Sequence[BfclCase]) -> list[Any]:
     """Drop the buffer's waiting episodes, then record `cases` as demonstrations: each experiment step trains on
     exactly the demonstrations it names."""
@@ -162,14 +170,16 @@ def run_demo(
     n_train: int = 32,
     practice_cases: int = 0,
     k: int = 3,
+    base: Any = None,
 ) -> dict[str, Any]:
-    """The whole loop on BFCL simple_python; returns the summary also written to `reports/bfcl-demo.json`."""
+    """The whole loop on BFCL simple_python; returns the summary also written to `reports/bfcl-demo.json`.
+    `base`: an already loaded base (default: load the settings' default)."""
     settings = settings or Settings()
     console = console or Console()
     started = time.perf_counter()
     console.rule("[bold]habitloop demo: a tool-calling habit, from context into weights (BFCL)")
     console.print("Loading the shared base model (the first run converts the packaged GGUF, ~30 s)...")
-    base = load_base(settings=settings)
+    base = base if base is not None else load_base(settings=settings)
     console.print(f"  {base.name}: {base.parameters:,} parameters, {base.dtype}, loaded in {base.load_seconds:.2f} s")
     console.print("Loading BFCL (the bfcl-eval wheel's data; downloaded once if `make setup` did not)...")
     test = load_cases(settings.home, CATEGORY, "test", limit=n_test)

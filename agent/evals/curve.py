@@ -69,14 +69,13 @@ def run_curve(
     case, BFCL's checker as the judge), consolidates the successes into a new revision of that skill and measures
     it again: the loop's second half, demonstrations then practice.
     """
-    from agent.demo import bfcl_agent, bfcl_consolidation, fresh_demonstrations
+    from agent.demo import experiment_agent, fresh_demonstrations
     from agent.evals.harness import evaluate
     from agent.evals.practice import practice
 
     console = console or Console()
     started = time.perf_counter()
-    agent = agent or bfcl_agent(settings)  # tests pass one on the tiny base
-    agent.consolidation = bfcl_consolidation(**(recipe or {}))
+    agent = experiment_agent(settings, agent, recipe)
     test = load_cases(settings.home, category, "test", limit=n_test)
     train = load_cases(settings.home, category, "train")
     result: dict[str, Any] = {

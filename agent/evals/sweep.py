@@ -73,13 +73,12 @@ def run_sweep(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Measure every shape; returns what is written to `reports/bfcl-sweep.json`."""
-    from agent.demo import bfcl_agent, bfcl_consolidation, fresh_demonstrations
+    from agent.demo import bfcl_consolidation, experiment_agent, fresh_demonstrations
     from agent.evals.harness import evaluate
 
     console = console or Console()
     started = time.perf_counter()
-    agent = agent or bfcl_agent(settings)  # tests pass one on the tiny base
-    agent.consolidation = bfcl_consolidation(**(recipe or {}))
+    agent = experiment_agent(settings, agent, recipe)
     test = load_cases(settings.home, category, "test", limit=n_test)
     train = load_cases(settings.home, category, "train", limit=n_train)
     result: dict[str, Any] = {

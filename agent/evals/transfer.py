@@ -63,13 +63,12 @@ def run_transfer(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Run the four steps; returns what is written to `reports/bfcl-transfer.json`."""
-    from agent.demo import bfcl_agent, bfcl_consolidation, fresh_demonstrations
+    from agent.demo import experiment_agent, fresh_demonstrations
     from agent.evals.harness import evaluate
 
     console = console or Console()
     started = time.perf_counter()
-    agent = agent or bfcl_agent(settings)  # tests pass one on the tiny base
-    agent.consolidation = bfcl_consolidation(**(recipe or {}))
+    agent = experiment_agent(settings, agent, recipe)
     categories = (FIRST, SECOND)
     test = {c: load_cases(settings.home, c, "test", limit=n_test) for c in categories}
     train = {c: load_cases(settings.home, c, "train") for c in categories}
