@@ -235,7 +235,11 @@ class Residency:
             else:
                 if previous is not None:
                     self._model.set_adapter(previous, inference_mode=True)
-                self._model.delete_adapter(name)
+                with warnings.catch_warnings():
+                    # with no single adapter to go back to, peft activates any other one and says so; what runs
+                    # next activates its own adapters or disables them all (base_only), so that choice never counts
+                    warnings.filterwarnings("ignore", message="Adapter sk_trial_.* was active which is now deleted")
+                    self._model.delete_adapter(name)
 
     @contextmanager
     def base_only(self) -> Iterator[Any]:
