@@ -2,7 +2,9 @@
 
 Each shape (rank r on all linear layers, or on the attention projections only) consolidates the same train-split
 demonstrations into a fresh skill `tool-habits-<shape>` from the base, with the BFCL recipe, and is measured in skill
-mode on the same test cases. Writes `reports/bfcl-sweep.json` (rewritten after every shape) and `.png`.
+mode on the same test cases. A shape the gate rejects is not created and has no accuracy; `--recipe '{"margin": 1}'`
+measures every shape, and each point keeps what the gate saw (held-out match, off-task call rate).
+Writes `reports/bfcl-sweep.json` (rewritten after every shape) and `.png`.
 
     python -m agent.evals.sweep [--ranks 1,2,4,8,16] [--attention-ranks 8] [--test N] [--train N] [--recipe JSON]
 """
@@ -106,6 +108,8 @@ def run_sweep(
             "train_seconds": round(sum(r.train_seconds for r in reports), 1),
             "train_tokens_per_second": round(sum(r.train_tokens_per_second for r in reports), 1),
             "promoted": any(r.promoted for r in reports),
+            # what the gate judged (with a margin of 1.0 it promotes every shape, and these say what it saw)
+            "gate": [r.candidate.model_dump() | {"reason": r.reason} for r in reports],
             "accuracy": None,
         }
         if agent.store.exists(skill):
