@@ -27,7 +27,8 @@ SKILL_PREFIX = "tool-habits-n"  # the skill trained on n demonstrations is tool-
 
 
 def plot_curve(result: dict[str, Any], path: Path) -> None:
-    """Accuracy vs consolidated demonstrations, one line per mode."""
+    """Accuracy vs consolidated demonstrations, one line per mode. With no demonstrations retrieval and skill mode
+    are the base, so their lines start at the base's point; a count whose candidate the gate rejected is marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,11 +36,24 @@ def plot_curve(result: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     points = result["points"]  # practice points carry on the skill line (x: episodes consolidated so far)
+    base = [(p["episodes"], 100 * p["modes"]["base"]["accuracy"]) for p in points if "base" in p["modes"]]
     for mode in ("base", "retrieval", "skill"):
-        xs = [p["episodes"] for p in points if mode in p["modes"]]
-        ys = [100 * p["modes"][mode]["accuracy"] for p in points if mode in p["modes"]]
-        if xs:
-            ax.plot(xs, ys, marker="o", label=mode)
+        line = [(p["episodes"], 100 * p["modes"][mode]["accuracy"]) for p in points if mode in p["modes"]]
+        if mode != "base" and line and base:
+            line = base[:1] + line
+        if line:
+            ax.plot([x for x, _ in line], [y for _, y in line], marker="o", label=mode)
+    for p in points:
+        if "skill" not in p["modes"] and p.get("consolidation") and not p["consolidation"][0]["promoted"]:
+            ax.annotate(
+                "skill rejected\nby the gate",
+                (p["episodes"], 0),
+                textcoords="offset points",
+                xytext=(0, 4),
+                ha="center",
+                fontsize=7,
+                color="C2",
+            )
     ax.set_xlabel("demonstrations consolidated (skill) / in the buffer (retrieval)")
     ax.set_ylabel("accuracy on the test split (%)")
     ax.set_title(f"BFCL {result['category']}, {result['n_test']} test cases")
