@@ -45,6 +45,7 @@ def plot_sweep(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for targets, marker in (("all", "o"), ("attn", "s")):
         points = [p for p in result["points"] if p["targets"] == targets and p.get("accuracy") is not None]
+        points.sort(key=lambda p: p["adapter_bytes"])
         if points:
             xs = [p["adapter_bytes"] / 1e6 for p in points]
             ys = [100 * p["accuracy"] for p in points]
