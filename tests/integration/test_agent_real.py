@@ -91,6 +91,7 @@ def test_cli_run_json_on_the_real_base(real_base: Any, real_home: Path) -> None:
     "script", ["00_train_a_skill.py", "01_quickstart.py", "02_custom_tool.py", "06_compose_skills.py"]
 )
 def test_examples_run(real_base: Any, real_home: Path, script: str) -> None:
-    result = _run([sys.executable, str(ROOT / "examples" / script)], real_home)
+    # a generous limit: the examples train real adapters, and CI machines are shared and slow
+    result = _run([sys.executable, str(ROOT / "examples" / script)], real_home, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip()
