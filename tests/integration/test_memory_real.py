@@ -60,7 +60,9 @@ def test_consolidating_demonstrations_teaches_the_base_a_new_tool_habit(
         checkpointer=InMemorySaver(),
         buffer=InMemoryBuffer(HashingEmbedder()),
         max_new_tokens=32,
-        consolidation=ConsolidationConfig(kind="tool_habit", min_episodes=8, epochs=3.0, replay=12),
+        # training on CPU is not bit-reproducible across machines, and with six off-task prompts one stray call is
+        # 0.17, over the default margin; this test allows that one call (asserted below), so the gate does too
+        consolidation=ConsolidationConfig(kind="tool_habit", min_episodes=8, epochs=3.0, replay=12, margin=0.2),
     )
     train, held_out = CITIES[:14], CITIES[14:]
     for i, city in enumerate(train):
