@@ -1,7 +1,8 @@
 """The headline BFCL measurement, in phases that can run apart (slow on 2 cores; run with nohup).
 
-`consolidate`: record all of simple_python's train demonstrations (194) and consolidate them into `tool-habits`
-with the demo's recipe; writes `reports/bfcl-headline-consolidation.json`.
+`consolidate [RECIPE-JSON [CATEGORY ...]]`: record all of simple_python's train demonstrations (194), and those of
+any further CATEGORY (e.g. `multiple`), and consolidate them into `tool-habits` with the demo's recipe (RECIPE-JSON
+overrides it); writes `reports/bfcl-headline-consolidation.json`.
 `eval MODE [LIMIT]`: evaluate MODE (base, retrieval, skill) on the test split (all 206, or the first LIMIT);
 retrieval first records the 194 demonstrations again as unconsolidated episodes (what retrieval reads), and
 discards them afterwards. Writes `reports/bfcl-headline-<mode>.json` (+ per-case `.jsonl`).
@@ -13,46 +14,33 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 
 from agent.api import Agent
-from agent.base import load_base
 from agent.config import Settings
-from agent.demo import CATEGORY, MAX_NEW_TOKENS, SKILL, bfcl_consolidation, plot_demo
+from agent.demo import CATEGORY, SKILL, bfcl_agent, plot_demo
 from agent.evals.data import load_cases
 from agent.evals.harness import evaluate
 from agent.evals.practice import record_demonstrations
-from agent.models import LocalChatModel
-from skills import Residency, SkillStore
 
 
 def make_agent(settings: Settings, **recipe: Any) -> Agent:
-    base = load_base(settings=settings)
-    store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
-    residency = Residency(base.model, store, max_hot=settings.max_hot, max_warm=settings.max_warm)
-    return Agent(
-        settings=settings,
-        base=base,
-        model=LocalChatModel(base, residency),
-        store=store,
-        tools=[],
-        max_steps=1,
-        max_new_tokens=MAX_NEW_TOKENS,
-        consolidation=bfcl_consolidation(**recipe),
-    )
+    return bfcl_agent(settings, **recipe)
 
 
-def consolidate(settings: Settings, recipe: dict[str, Any]) -> None:
+def consolidate(settings: Settings, recipe: dict[str, Any], also: Sequence[str] = ()) -> None:
     agent = make_agent(settings, **recipe)
-    train = load_cases(settings.home, CATEGORY, "train")
+    train = [case for category in (CATEGORY, *also) for case in load_cases(settings.home, category, "train")]
     agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
     record_demonstrations(agent, train)
     started = time.perf_counter()
     reports = agent.consolidate(SKILL, min_episodes=1)
     out = {
         "n_train_cases": len(train),
+        "train_categories": [CATEGORY, *also],
         "recipe": agent.consolidation.model_dump(),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "consolidations": [r.model_dump(mode="json") for r in reports],
@@ -121,7 +109,7 @@ def main(argv: list[str]) -> None:
     settings = Settings()
     Console().print(f"home {settings.home}")
     if argv[0] == "consolidate":
-        consolidate(settings, json.loads(argv[1]) if len(argv) > 1 else {})
+        consolidate(settings, json.loads(argv[1]) if len(argv) > 1 else {}, also=argv[2:])
     elif argv[0] == "eval":
         run_eval(settings, argv[1], int(argv[2]) if len(argv) > 2 else None)
     else:
