@@ -36,28 +36,39 @@ def shapes(ranks: Sequence[int], attention_ranks: Sequence[int]) -> list[tuple[s
 
 
 def plot_sweep(result: dict[str, Any], path: Path) -> None:
-    """Accuracy vs adapter size (log scale), one marker per shape."""
+    """Accuracy, and the candidate's off-task call rate as the gate saw it, vs adapter size (log scale): a small
+    shape can learn the call format and still call tools where it should not."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5.2), sharex=True, height_ratios=(3, 2))
     for targets, marker in (("all", "o"), ("attn", "s")):
         points = [p for p in result["points"] if p["targets"] == targets and p.get("accuracy") is not None]
         points.sort(key=lambda p: p["adapter_bytes"])
-        if points:
-            xs = [p["adapter_bytes"] / 1e6 for p in points]
-            ys = [100 * p["accuracy"] for p in points]
-            label = "all linear layers" if targets == "all" else "attention only"
-            ax.plot(xs, ys, marker=marker, label=label)
-            for p, x, y in zip(points, xs, ys, strict=True):
-                ax.annotate(f"r={p['r']}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("adapter size (MB, fp32 safetensors)")
-    ax.set_ylabel("accuracy on the test split (%)")
-    ax.set_title(f"BFCL {result['category']}: {result['n_train']} demonstrations, {result['n_test']} test cases")
-    ax.legend()
+        if not points:
+            continue
+        xs = [p["adapter_bytes"] / 1e6 for p in points]
+        label = "all linear layers" if targets == "all" else "attention only"
+        accuracy = [100 * p["accuracy"] for p in points]
+        offtask = [100 * p["gate"][-1]["offtask_call_rate"] if p.get("gate") else float("nan") for p in points]
+        top.plot(xs, accuracy, marker=marker, label=label)
+        bottom.plot(xs, offtask, marker=marker, label=label)
+        for p, x, y in zip(points, xs, accuracy, strict=True):
+            top.annotate(f"r={p['r']}", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    top.set_ylim(0, 100)
+    top.set_ylabel("test accuracy (%)")
+    top.set_title(f"BFCL {result['category']}: {result['n_train']} demonstrations, {result['n_test']} test cases")
+    top.legend(loc="lower right")
+    bottom.set_ylim(-5, 105)
+    bottom.set_ylabel("off-task calls (%)")
+    bottom.set_xscale("log")
+    bottom.xaxis.set_major_formatter(ScalarFormatter())
+    bottom.xaxis.set_minor_formatter(ScalarFormatter())
+    bottom.tick_params(axis="x", which="minor", labelsize=7)
+    bottom.set_xlabel("adapter size (MB, fp32 safetensors)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
