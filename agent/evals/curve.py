@@ -34,15 +34,17 @@ def plot_curve(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 3.9))
     points = result["points"]  # practice points carry on the skill line (x: episodes consolidated so far)
     base = [(p["episodes"], 100 * p["modes"]["base"]["accuracy"]) for p in points if "base" in p["modes"]]
+    colors: dict[str, Any] = {}
     for mode in ("base", "retrieval", "skill"):
         line = [(p["episodes"], 100 * p["modes"][mode]["accuracy"]) for p in points if mode in p["modes"]]
         if mode != "base" and line and base:
             line = base[:1] + line
         if line:
-            ax.plot([x for x, _ in line], [y for _, y in line], marker="o", label=mode)
+            (drawn,) = ax.plot([x for x, _ in line], [y for _, y in line], marker="o", label=mode)
+            colors[mode] = drawn.get_color()
     for p in points:
         if "skill" not in p["modes"] and p.get("consolidation") and not p["consolidation"][0]["promoted"]:
             ax.annotate(
@@ -52,10 +54,24 @@ def plot_curve(result: dict[str, Any], path: Path) -> None:
                 xytext=(0, 4),
                 ha="center",
                 fontsize=7,
-                color="C2",
+                color=colors.get("skill", "C2"),
             )
-    ax.set_xlabel("demonstrations consolidated (skill) / in the buffer (retrieval)")
+        if "practice_round" in p and "skill" in p["modes"]:
+            ax.annotate(
+                f"practice round {p['practice_round']}\n(+{p['practice']['solved']} successes)",
+                (p["episodes"], 100 * p["modes"]["skill"]["accuracy"]),
+                textcoords="offset points",
+                xytext=(0, -24),
+                ha="center",
+                fontsize=7,
+                color=colors.get("skill", "C2"),
+            )
+    ax.set_xlabel(
+        "episodes consolidated: demonstrations, then practice successes (skill);\n"
+        "demonstrations in the buffer (retrieval)"
+    )
     ax.set_ylabel("accuracy on the test split (%)")
+    ax.set_ylim(bottom=0)
     ax.set_title(f"BFCL {result['category']}, {result['n_test']} test cases")
     ax.legend()
     fig.tight_layout()
