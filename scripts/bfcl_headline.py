@@ -19,7 +19,6 @@ from typing import Any
 
 from rich.console import Console
 
-from agent.api import Agent
 from agent.config import Settings
 from agent.demo import CATEGORY, SKILL, bfcl_agent, plot_demo
 from agent.evals.data import load_cases
@@ -27,12 +26,8 @@ from agent.evals.harness import evaluate
 from agent.evals.practice import record_demonstrations
 
 
-def make_agent(settings: Settings, **recipe: Any) -> Agent:
-    return bfcl_agent(settings, **recipe)
-
-
 def consolidate(settings: Settings, recipe: dict[str, Any], also: Sequence[str] = ()) -> None:
-    agent = make_agent(settings, **recipe)
+    agent = bfcl_agent(settings, **recipe)
     train = [case for category in (CATEGORY, *also) for case in load_cases(settings.home, category, "train")]
     agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
     record_demonstrations(agent, train)
@@ -53,7 +48,7 @@ def consolidate(settings: Settings, recipe: dict[str, Any], also: Sequence[str] 
 
 
 def run_eval(settings: Settings, mode: str, limit: int | None) -> None:
-    agent = make_agent(settings)
+    agent = bfcl_agent(settings)
     test = load_cases(settings.home, CATEGORY, "test", limit=limit)
     recorded = []
     if mode == "retrieval":
