@@ -45,27 +45,18 @@ def plot_curve(result: dict[str, Any], path: Path) -> None:
         if line:
             (drawn,) = ax.plot([x for x, _ in line], [y for _, y in line], marker="o", label=mode)
             colors[mode] = drawn.get_color()
+
+    def note(text: str, x: float, y: float, dy: int) -> None:
+        style = {"textcoords": "offset points", "ha": "center", "fontsize": 7, "color": colors.get("skill", "C2")}
+        ax.annotate(text, (x, y), xytext=(0, dy), **style)
+
     for p in points:
         if "skill" not in p["modes"] and p.get("consolidation") and not p["consolidation"][0]["promoted"]:
-            ax.annotate(
-                "skill rejected\nby the gate",
-                (p["episodes"], 0),
-                textcoords="offset points",
-                xytext=(0, 4),
-                ha="center",
-                fontsize=7,
-                color=colors.get("skill", "C2"),
-            )
+            note("skill rejected\nby the gate", p["episodes"], 0, 4)
         if "practice_round" in p and "skill" in p["modes"]:
-            ax.annotate(
-                f"practice round {p['practice_round']}\n(+{p['practice']['solved']} successes)",
-                (p["episodes"], 100 * p["modes"]["skill"]["accuracy"]),
-                textcoords="offset points",
-                xytext=(0, -24),
-                ha="center",
-                fontsize=7,
-                color=colors.get("skill", "C2"),
-            )
+            solved = p["practice"]["solved"]
+            y = 100 * p["modes"]["skill"]["accuracy"]
+            note(f"practice round {p['practice_round']}\n(+{solved} successes)", p["episodes"], y, -24)
     ax.set_xlabel(
         "episodes consolidated: demonstrations, then practice successes (skill);\n"
         "demonstrations in the buffer (retrieval)"
