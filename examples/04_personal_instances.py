@@ -84,7 +84,7 @@ for user in STYLES:
 
 print(f"\nheld-out questions in the user's own format (of {len(HELD_OUT)}):")
 for user in STYLES:
-    before, _ = share(user, [])
+    before = share(user, [])[0]
     after, answers = share(user, [skills[user]] if agents[user].personal_store().list() else [])
     print(f"  {user}: base {before}/{len(HELD_OUT)}, with {user}'s skill {after}/{len(HELD_OUT)}; e.g. {answers[0]!r}")
 print(f"shared skills: {[m.name for m in shared.list()]} (none: what each user taught stays theirs)")

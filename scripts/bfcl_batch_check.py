@@ -9,17 +9,14 @@ import json
 import sys
 
 from agent.config import Settings
-from agent.demo import CATEGORY
+from agent.demo import CATEGORY, bfcl_agent
 from agent.evals.data import load_cases
 from agent.evals.harness import evaluate
-
-sys.path.insert(0, "scripts")
-from bfcl_headline import make_agent  # noqa: E402
 
 
 def main(n: int, mode: str) -> None:
     settings = Settings()
-    agent = make_agent(settings)
+    agent = bfcl_agent(settings)
     cases = load_cases(settings.home, CATEGORY, "test", limit=n)
     batched = evaluate(agent, CATEGORY, "test", mode=mode, cases=cases, batch=8)
     single = evaluate(agent, CATEGORY, "test", mode=mode, cases=cases, batch=1)
