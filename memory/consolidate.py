@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import resource
@@ -31,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from memory.buffer import EpisodeBuffer
 from memory.embed import TextEmbedder, routing_vector
+from memory.offtask import OFF_TASK_EVAL, OFF_TASK_TRAIN
 from memory.trajectory import Trajectory
 from skills.generation import generate
 from skills.manifest import Evaluation, LoraSpec, RoutingVector, validate_skill_name
@@ -38,29 +40,6 @@ from skills.residency import Residency
 from skills.store import SkillStore
 from skills.train import ChatExample, ChatMessage, TrainConfig, data_hash, train_lora
 
-# Unrelated prompts the base answers itself (adapters off): the replay half of the dataset and the off-task check.
-OFF_TASK_TRAIN = (
-    "What is the capital of France?",
-    "Name a primary color.",
-    "Who wrote Romeo and Juliet?",
-    "Give me one tip for sleeping better.",
-    "What is a synonym for happy?",
-    "Say hello in Spanish.",
-    "What do bees make?",
-    "Describe the sky in three words.",
-    "What is the boiling point of water in Celsius?",
-    "Recommend a good habit for the morning.",
-    "What is the opposite of cold?",
-    "Name a fruit that is yellow.",
-)
-OFF_TASK_EVAL = (
-    "What is the capital of Italy?",
-    "Name an animal that lives in the sea.",
-    "Who painted the Mona Lisa?",
-    "Give me a word that rhymes with cat.",
-    "What colour is grass?",
-    "Tell me a fun fact about the moon.",
-)
 _STOP = set(
     "a an the of to in on for and or is are was be what how who which with by at from it this that please "
     "use tool me my you your can could would i do does".split()
@@ -72,7 +51,10 @@ class ConsolidationConfig(BaseModel):
 
     min_episodes: int = Field(4, ge=1, description="successful unconsolidated episodes needed to start")
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of episodes kept out for evaluation")
-    replay: int = Field(12, ge=0, description="off-task prompts answered by the base itself, mixed into training")
+    replay: int = Field(12, ge=0, description="at least this many off-task prompts answered by the base, trained on")
+    replay_share: float = Field(
+        0.2, ge=0.0, le=1.0, description="and at least this share of the trained episodes (up to the prompt pool's 64)"
+    )
     regression_size: int = Field(8, ge=0, description="episodes of earlier revisions re-checked (kept small)")
     margin: float = Field(0.05, ge=0.0, description="how much worse than the current revision a candidate may be")
     epochs: float = Field(3.0, gt=0, description="passes over the training data (sets the number of steps)")
@@ -203,6 +185,25 @@ def group_episodes(episodes: Sequence[Trajectory], skill: str | None) -> dict[st
     return groups
 
 
+def replay_count(config: ConsolidationConfig, n_train: int) -> int:
+    """Replay answers to train on: `replay`, or `replay_share` of the trained episodes if that is more, at most the
+    pool. A fixed count fades as demonstrations grow (12 is 4 % of 280), and with it the habit's restraint."""
+    return min(len(OFF_TASK_TRAIN), max(config.replay, math.ceil(config.replay_share * n_train)))
+
+
+def off_task_chats(questions: Sequence[str], systems: Sequence[str | None]) -> list[list[dict[str, str]]]:
+    """Each question under one of the episodes' system prompts in turn (most used first): when every episode
+    brings its own tools (BFCL cases do), the skill learns and is checked to leave unrelated questions alone under
+    many tool lists, not under one."""
+    chats = []
+    for i, question in enumerate(questions):
+        system = systems[i % len(systems)] if systems else None
+        chats.append(
+            ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+        )
+    return chats
+
+
 # ------------------------------------------------------------------------------------------------------- the run
 
 
@@ -285,21 +286,18 @@ class Consolidator:
             unique.setdefault(data_hash([example_from(episode)]), episode)
         chosen = list(unique.values())
         train_eps, holdout = split_holdout(chosen, cfg.holdout_fraction)
-        system = Counter(e.system_prompt for e in chosen).most_common(1)[0][0]
-        replay_prompts = list(OFF_TASK_TRAIN[: cfg.replay])
+        systems = [prompt for prompt, _ in Counter(e.system_prompt for e in chosen).most_common()]
+        replay_chats = off_task_chats(OFF_TASK_TRAIN[: replay_count(cfg, len(train_eps))], systems)
+        offtask_chats = off_task_chats(OFF_TASK_EVAL, systems)
         with self.residency.base_only() as model:
-            replay_answers = self._generate(model, [self._chat(system, q) for q in replay_prompts])
-            base_offtask = self._generate(model, [self._chat(system, q) for q in OFF_TASK_EVAL])
+            replay_answers = self._generate(model, replay_chats)
+            base_offtask = self._generate(model, offtask_chats)
         examples = [example_from(e) for e in train_eps] + [
             ChatExample(
-                messages=(
-                    *([ChatMessage(role="system", content=system)] if system else []),
-                    ChatMessage(role="user", content=q),
-                    ChatMessage(role="assistant", content=a),
-                ),
+                messages=(*(ChatMessage.model_validate(m) for m in chat), ChatMessage(role="assistant", content=a)),
                 source_id=f"replay:{i}",
             )
-            for i, (q, a) in enumerate(zip(replay_prompts, replay_answers, strict=True))
+            for i, (chat, a) in enumerate(zip(replay_chats, replay_answers, strict=True))
         ]
         digest = data_hash(examples)
         if not created:
@@ -334,13 +332,13 @@ class Consolidator:
 
             # 3. evaluate the candidate and what it would replace (the current revision, or the base)
             with self.residency.trial(result.adapter_dir) as model:
-                candidate = self._score(model, holdout, regression, system, base_offtask)
+                candidate = self._score(model, holdout, regression, offtask_chats, base_offtask)
             if created:
                 with self.residency.base_only() as model:
-                    current = self._score(model, holdout, regression, system, base_offtask)
+                    current = self._score(model, holdout, regression, offtask_chats, base_offtask)
             else:
                 self.residency.activate(target)
-                current = self._score(self.residency.model, holdout, regression, system, base_offtask)
+                current = self._score(self.residency.model, holdout, regression, offtask_chats, base_offtask)
             promoted, reason = self._gate(candidate, current)
 
             # 4. commit (atomic), then mark the episodes
@@ -391,7 +389,7 @@ class Consolidator:
             episodes=[e.id for e in chosen],
             n_train=len(train_eps),
             n_holdout=len(holdout),
-            n_replay=len(replay_prompts),
+            n_replay=len(replay_chats),
             candidate=candidate,
             current=current,
             losses=result.losses,
@@ -403,10 +401,6 @@ class Consolidator:
         return self._write_report(report)
 
     # --------------------------------------------------------------------------------------------- internals
-
-    @staticmethod
-    def _chat(system: str | None, question: str) -> list[dict[str, str]]:
-        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
 
     def _generate(self, model: Any, chats: list[list[dict[str, str]]]) -> list[str]:
         return generate(model, self.tokenizer, chats, max_new_tokens=self.config.max_new_tokens) if chats else []
@@ -426,10 +420,10 @@ class Consolidator:
         model: Any,
         holdout: Sequence[Trajectory],
         regression: Sequence[Trajectory],
-        system: str | None,
+        offtask_chats: list[list[dict[str, str]]],
         base_offtask: list[str],
     ) -> Scores:
-        off = self._generate(model, [self._chat(system, q) for q in OFF_TASK_EVAL])
+        off = self._generate(model, offtask_chats)
         return Scores(
             heldout_match=self._match_rate(model, holdout),
             regression_match=self._match_rate(model, regression),

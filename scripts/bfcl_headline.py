@@ -6,6 +6,9 @@ overrides it); writes `reports/bfcl-headline-consolidation.json`.
 `eval MODE [LIMIT]`: evaluate MODE (base, retrieval, skill) on the test split (all 206, or the first LIMIT);
 retrieval first records the 194 demonstrations again as unconsolidated episodes (what retrieval reads), and
 discards them afterwards. Writes `reports/bfcl-headline-<mode>.json` (+ per-case `.jsonl`).
+`practice ATTEMPTS [RECIPE-JSON]`: one practice round over simple_python's train split with `tool-habits` active
+(sampling, the checker as judge), then the successes consolidated into its next revision; writes
+`reports/bfcl-headline-practice.json`. Run `eval skill` again afterwards.
 `summary`: gathers the phases' files into `reports/bfcl-headline.json` and a PNG.
 """
 
@@ -23,7 +26,7 @@ from agent.config import Settings
 from agent.demo import CATEGORY, SKILL, bfcl_agent, plot_demo
 from agent.evals.data import load_cases
 from agent.evals.harness import evaluate
-from agent.evals.practice import record_demonstrations
+from agent.evals.practice import practice, record_demonstrations
 
 
 def consolidate(settings: Settings, recipe: dict[str, Any], also: Sequence[str] = ()) -> None:
@@ -41,6 +44,30 @@ def consolidate(settings: Settings, recipe: dict[str, Any], also: Sequence[str] 
         "consolidations": [r.model_dump(mode="json") for r in reports],
     }
     path = settings.reports_dir / "bfcl-headline-consolidation.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    for r in reports:
+        print(r.model_dump_json(exclude={"losses", "episodes"}), flush=True)
+
+
+def practice_round(settings: Settings, attempts: int, recipe: dict[str, Any]) -> None:
+    agent = bfcl_agent(settings, **recipe)
+    train = load_cases(settings.home, CATEGORY, "train")
+    agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
+    before = agent.store.get(SKILL).current
+    started = time.perf_counter()
+    summary = practice(agent, train, attempts=attempts, skill=SKILL)
+    practice_seconds = time.perf_counter() - started
+    print(f"solved {summary.solved}/{summary.cases} in {summary.attempts} samples, {practice_seconds:.0f} s")
+    reports = agent.consolidate(SKILL, min_episodes=1) if summary.solved else []
+    out = {
+        "skill_revision_before": before,
+        "practice": summary.model_dump(exclude={"episode_ids"}),
+        "practice_seconds": round(practice_seconds, 1),
+        "recipe": agent.consolidation.model_dump(),
+        "consolidations": [r.model_dump(mode="json") for r in reports],
+    }
+    path = settings.reports_dir / "bfcl-headline-practice.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     for r in reports:
@@ -105,6 +132,8 @@ def main(argv: list[str]) -> None:
     Console().print(f"home {settings.home}")
     if argv[0] == "consolidate":
         consolidate(settings, json.loads(argv[1]) if len(argv) > 1 else {}, also=argv[2:])
+    elif argv[0] == "practice":
+        practice_round(settings, int(argv[1]), json.loads(argv[2]) if len(argv) > 2 else {})
     elif argv[0] == "eval":
         run_eval(settings, argv[1], int(argv[2]) if len(argv) > 2 else None)
     else:

@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from memory import HashingEmbedder, InMemoryBuffer, Outcome, Trajectory
-from memory.consolidate import ConsolidationConfig, Consolidator, Scores, derive_name, example_from
+from memory.consolidate import (
+    ConsolidationConfig,
+    Consolidator,
+    Scores,
+    derive_name,
+    example_from,
+    off_task_chats,
+    replay_count,
+)
+from memory.offtask import OFF_TASK_EVAL, OFF_TASK_TRAIN
 from memory.trajectory import SkillUse
 from skills import Residency, SkillStore
 
@@ -92,7 +101,7 @@ def test_a_rejected_candidate_is_kept_but_changes_nothing(setup: dict[str, Any],
     new = episodes(5, offset=50, skill=first.skill)
     buffer.add_many(new)
 
-    def worse(self: Consolidator, model: Any, holdout: Any, regression: Any, system: Any, base: Any) -> Scores:
+    def worse(self: Consolidator, model: Any, holdout: Any, regression: Any, chats: Any, base: Any) -> Scores:
         worse.calls += 1  # type: ignore[attr-defined]
         # first call scores the candidate (made worse), the second the current revision
         return Scores(heldout_match=0.0 if worse.calls % 2 else 1.0, offtask_call_rate=0.0)  # type: ignore[attr-defined]
@@ -107,6 +116,35 @@ def test_a_rejected_candidate_is_kept_but_changes_nothing(setup: dict[str, Any],
     # rerunning on the same data does not train again: that exact attempt was already made
     (again,) = consolidator.run(first.skill)
     assert again.reason.startswith("already tried") and len(store.history(first.skill)) == 2
+
+
+def test_replay_grows_with_the_demonstrations_up_to_the_pool() -> None:
+    config = ConsolidationConfig(replay=2, replay_share=0.2)
+    assert replay_count(config, 4) == 2, "the floor holds for small groups"
+    assert replay_count(config, 100) == 20, "a fifth of the trained episodes"
+    assert replay_count(config, 1000) == len(OFF_TASK_TRAIN), "never more than the pool"
+    assert replay_count(ConsolidationConfig(replay=0, replay_share=0.0), 100) == 0, "replay can be turned off"
+
+
+def test_the_off_task_pools_are_disjoint_and_large_enough_to_resolve_one_call() -> None:
+    assert not set(OFF_TASK_TRAIN) & set(OFF_TASK_EVAL), "the check must not ask what replay trained on"
+    assert len(set(OFF_TASK_TRAIN)) == len(OFF_TASK_TRAIN) and len(set(OFF_TASK_EVAL)) == len(OFF_TASK_EVAL)
+    assert 1 / len(OFF_TASK_EVAL) <= ConsolidationConfig().margin, "one stray call fits in the default margin"
+
+
+def test_off_task_prompts_take_the_episodes_system_prompts_in_turn() -> None:
+    chats = off_task_chats(["q1", "q2", "q3"], ["tools A", "tools B"])
+    assert [c[0]["content"] for c in chats] == ["tools A", "tools B", "tools A"]
+    assert [c[-1] for c in chats] == [{"role": "user", "content": q} for q in ("q1", "q2", "q3")]
+    assert off_task_chats(["q1"], [None]) == [[{"role": "user", "content": "q1"}]], "no system prompt, none added"
+
+
+def test_replay_share_sets_the_replay_in_a_real_run(setup: dict[str, Any]) -> None:
+    buffer, consolidator = setup["buffer"], setup["consolidator"]
+    consolidator.config = FAST.model_copy(update={"replay": 0, "replay_share": 0.5})
+    buffer.add_many(episodes(10))  # 8 trained + 2 held out
+    (report,) = consolidator.run()
+    assert (report.n_train, report.n_holdout, report.n_replay) == (8, 2, 4)
 
 
 def test_derive_name_is_a_unique_slug() -> None:
