@@ -40,6 +40,8 @@ from skills.residency import Residency
 from skills.store import SkillStore
 from skills.train import ChatExample, ChatMessage, TrainConfig, data_hash, train_lora
 
+# The off-task check reads only whether a reply starts calling a tool, so it stops early (24 prompts x 3 models).
+OFFTASK_TOKENS = 32
 _STOP = set(
     "a an the of to in on for and or is are was be what how who which with by at from it this that please "
     "use tool me my you your can could would i do does".split()
@@ -291,7 +293,7 @@ class Consolidator:
         offtask_chats = off_task_chats(OFF_TASK_EVAL, systems)
         with self.residency.base_only() as model:
             replay_answers = self._generate(model, replay_chats)
-            base_offtask = self._generate(model, offtask_chats)
+            base_offtask = self._generate(model, offtask_chats, OFFTASK_TOKENS)
         examples = [example_from(e) for e in train_eps] + [
             ChatExample(
                 messages=(*(ChatMessage.model_validate(m) for m in chat), ChatMessage(role="assistant", content=a)),
@@ -402,8 +404,9 @@ class Consolidator:
 
     # --------------------------------------------------------------------------------------------- internals
 
-    def _generate(self, model: Any, chats: list[list[dict[str, str]]]) -> list[str]:
-        return generate(model, self.tokenizer, chats, max_new_tokens=self.config.max_new_tokens) if chats else []
+    def _generate(self, model: Any, chats: list[list[dict[str, str]]], limit: int | None = None) -> list[str]:
+        tokens = min(self.config.max_new_tokens, limit or self.config.max_new_tokens)
+        return generate(model, self.tokenizer, chats, max_new_tokens=tokens) if chats else []
 
     def _match_rate(self, model: Any, episodes: Sequence[Trajectory]) -> float | None:
         scored = [(e, _first_reply(e)) for e in episodes]
@@ -423,7 +426,7 @@ class Consolidator:
         offtask_chats: list[list[dict[str, str]]],
         base_offtask: list[str],
     ) -> Scores:
-        off = self._generate(model, offtask_chats)
+        off = self._generate(model, offtask_chats, OFFTASK_TOKENS)
         return Scores(
             heldout_match=self._match_rate(model, holdout),
             regression_match=self._match_rate(model, regression),
