@@ -27,6 +27,17 @@ from agent.demo import CATEGORY, SKILL, bfcl_agent, plot_demo
 from agent.evals.data import load_cases
 from agent.evals.harness import evaluate
 from agent.evals.practice import practice, record_demonstrations
+from memory.consolidate import ConsolidationReport
+
+
+def write_phase(settings: Settings, phase: str, out: dict[str, Any], reports: Sequence[ConsolidationReport]) -> None:
+    """`reports/bfcl-headline-<phase>.json`: `out` and the consolidation reports; each report's gist printed."""
+    out["consolidations"] = [r.model_dump(mode="json") for r in reports]
+    path = settings.reports_dir / f"bfcl-headline-{phase}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    for r in reports:
+        print(r.model_dump_json(exclude={"losses", "episodes"}), flush=True)
 
 
 def consolidate(settings: Settings, recipe: dict[str, Any], also: Sequence[str] = ()) -> None:
@@ -41,13 +52,8 @@ def consolidate(settings: Settings, recipe: dict[str, Any], also: Sequence[str] 
         "train_categories": [CATEGORY, *also],
         "recipe": agent.consolidation.model_dump(),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "consolidations": [r.model_dump(mode="json") for r in reports],
     }
-    path = settings.reports_dir / "bfcl-headline-consolidation.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    for r in reports:
-        print(r.model_dump_json(exclude={"losses", "episodes"}), flush=True)
+    write_phase(settings, "consolidation", out, reports)
 
 
 def practice_round(settings: Settings, attempts: int, recipe: dict[str, Any]) -> None:
@@ -65,13 +71,8 @@ def practice_round(settings: Settings, attempts: int, recipe: dict[str, Any]) ->
         "practice": summary.model_dump(exclude={"episode_ids"}),
         "practice_seconds": round(practice_seconds, 1),
         "recipe": agent.consolidation.model_dump(),
-        "consolidations": [r.model_dump(mode="json") for r in reports],
     }
-    path = settings.reports_dir / "bfcl-headline-practice.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    for r in reports:
-        print(r.model_dump_json(exclude={"losses", "episodes"}), flush=True)
+    write_phase(settings, "practice", out, reports)
 
 
 def run_eval(settings: Settings, mode: str, limit: int | None) -> None:
