@@ -59,20 +59,22 @@ def test_the_real_base_acts_through_a_real_tool_with_a_skill(
         max_steps=3,
         max_new_tokens=48,
     )
-    held_out = arithmetic_items(40, seed=11)[-2:]
-    results = [agent.run(q, skills=["calc-loop"]) for q, _ in held_out]
-    calls = [s for r in results for s in r.steps if s.kind == "tool_call"]
-    outputs = [s for r in results for s in r.steps if s.kind == "tool_result"]
-    assert calls, [[(s.kind, s.text) for s in r.steps] for r in results]
-    assert all(s.tool == "calculator" for s in calls)
-    assert any(s.ok for s in outputs), "the calculator ran on the model's arguments"
-    for result in results:
-        assert result.trajectory.skills[0].name == "calc-loop"
-        assert result.trajectory.prompt_tokens > 100
-    # the same agent without the skill: the base answers in prose (recorded, not an error)
-    plain = agent.run(held_out[0][0])
-    assert plain.trajectory.steps[0].kind == "model"
-    residency.model.unload()
+    try:  # the session's base goes back as it came, even when an assert fails
+        held_out = arithmetic_items(40, seed=11)[-2:]
+        results = [agent.run(q, skills=["calc-loop"]) for q, _ in held_out]
+        calls = [s for r in results for s in r.steps if s.kind == "tool_call"]
+        outputs = [s for r in results for s in r.steps if s.kind == "tool_result"]
+        assert calls, [[(s.kind, s.text) for s in r.steps] for r in results]
+        assert all(s.tool == "calculator" for s in calls)
+        assert any(s.ok for s in outputs), "the calculator ran on the model's arguments"
+        for result in results:
+            assert result.trajectory.skills[0].name == "calc-loop"
+            assert result.trajectory.prompt_tokens > 100
+        # the same agent without the skill: the base answers in prose (recorded, not an error)
+        plain = agent.run(held_out[0][0])
+        assert plain.trajectory.steps[0].kind == "model"
+    finally:
+        residency.model.unload()
 
 
 def test_cli_run_json_on_the_real_base(real_base: Any, real_home: Path) -> None:

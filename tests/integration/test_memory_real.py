@@ -60,32 +60,35 @@ def test_consolidating_demonstrations_teaches_the_base_a_new_tool_habit(
         checkpointer=InMemorySaver(),
         buffer=InMemoryBuffer(HashingEmbedder()),
         max_new_tokens=32,
-        # training on CPU is not bit-reproducible across machines, and with six off-task prompts one stray call is
-        # 0.17, over the default margin; this test allows that one call (asserted below), so the gate does too
-        consolidation=ConsolidationConfig(kind="tool_habit", min_episodes=8, epochs=3.0, replay=12, margin=0.2),
+        # training on CPU is not bit-reproducible across machines; this test allows a few stray calls on the
+        # off-task prompts (up to 0.2, asserted below), so the gate does too
+        # 5 epochs (29 steps): at 3 (17 steps) the habit held on only 4 of 6 probes in one CI run in several
+        consolidation=ConsolidationConfig(kind="tool_habit", min_episodes=8, epochs=5.0, replay=12, margin=0.2),
     )
-    train, held_out = CITIES[:14], CITIES[14:]
-    for i, city in enumerate(train):
-        question = TEMPLATES[i % 3].format(c=city)
-        agent.learn_from(
-            Trajectory.demonstration(
-                question,
-                [
-                    {"role": "assistant", "content": call(city)},
-                    {"role": "tool", "content": f"[get_weather] {city}: 18 C, light rain"},
-                    {"role": "assistant", "content": f"In {city} it is 18 C with light rain."},
-                ],
+    try:  # the base is shared by the session's tests: take the adapter off it even when an assert fails
+        train, held_out = CITIES[:14], CITIES[14:]
+        for i, city in enumerate(train):
+            question = TEMPLATES[i % 3].format(c=city)
+            agent.learn_from(
+                Trajectory.demonstration(
+                    question,
+                    [
+                        {"role": "assistant", "content": call(city)},
+                        {"role": "tool", "content": f"[get_weather] {city}: 18 C, light rain"},
+                        {"role": "assistant", "content": f"In {city} it is 18 C with light rain."},
+                    ],
+                )
             )
-        )
-    probes = [(TEMPLATES[i % 3].format(c=city), city) for i, city in enumerate(held_out)]
-    before = sum(first_reply_is_call(agent, q, c, []) for q, c in probes) / len(probes)
+        probes = [(TEMPLATES[i % 3].format(c=city), city) for i, city in enumerate(held_out)]
+        before = sum(first_reply_is_call(agent, q, c, []) for q, c in probes) / len(probes)
 
-    (report,) = agent.consolidate("weather-habit")
-    assert report.promoted and report.created, report.reason
-    assert agent.buffer.stats().unconsolidated_successes == 0, "consolidated episodes leave the retrieval pool"
-    after = sum(first_reply_is_call(agent, q, c, ["weather-habit"]) for q, c in probes) / len(probes)
+        (report,) = agent.consolidate("weather-habit")
+        assert report.promoted and report.created, report.reason
+        assert agent.buffer.stats().unconsolidated_successes == 0, "consolidated episodes leave the retrieval pool"
+        after = sum(first_reply_is_call(agent, q, c, ["weather-habit"]) for q, c in probes) / len(probes)
 
-    assert before <= 0.2, f"the base should not have this habit already ({before:.0%})"
-    assert after >= 0.8, f"the consolidated skill should have it ({after:.0%}); report: {report.report_path}"
-    assert report.candidate.offtask_call_rate <= 0.2, "the habit must not leak into unrelated prompts"
-    residency.model.unload()
+        assert before <= 0.2, f"the base should not have this habit already ({before:.0%})"
+        assert after >= 0.8, f"the consolidated skill should have it ({after:.0%}); report: {report.report_path}"
+        assert report.candidate.offtask_call_rate <= 0.2, "the habit must not leak into unrelated prompts"
+    finally:
+        residency.model.unload()

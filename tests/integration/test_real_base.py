@@ -82,16 +82,18 @@ def test_a_real_adapter_trains_commits_loads_and_changes_outputs(
     with torch.no_grad():
         base_logits = real_base.model(**ids).logits
     residency = Residency(real_base.model, store, max_hot=2)
-    residency.activate("calc")
-    with torch.no_grad():
-        skill_logits = residency.model(**ids).logits
-        with residency.trial(result.adapter_dir) as model:
-            trial_logits = model(**ids).logits
-        with residency.base_only() as model:
-            assert torch.equal(model(**ids).logits, base_logits)
-    assert not torch.equal(skill_logits, base_logits), "the adapter must change the base's outputs"
-    assert torch.equal(skill_logits, trial_logits), "the stored adapter must equal the one training saved"
-    residency.model.unload()  # leave the session's base as it was for the other tests
+    try:  # leave the session's base as it was for the other tests, even when an assert fails
+        residency.activate("calc")
+        with torch.no_grad():
+            skill_logits = residency.model(**ids).logits
+            with residency.trial(result.adapter_dir) as model:
+                trial_logits = model(**ids).logits
+            with residency.base_only() as model:
+                assert torch.equal(model(**ids).logits, base_logits)
+        assert not torch.equal(skill_logits, base_logits), "the adapter must change the base's outputs"
+        assert torch.equal(skill_logits, trial_logits), "the stored adapter must equal the one training saved"
+    finally:
+        residency.model.unload()
 
 
 def test_cli_lists_imports_and_refuses_a_foreign_base(real_base: Any, real_home: Path, tmp_path: Path) -> None:
