@@ -32,6 +32,9 @@ from skills.packs import PackTask, TaskChecker, create_pack
 from tools import ToolRegistry, calculator, parse_tool_calls
 
 NAME = "calculator-habit"
+# The recipe the README reports: 12 replay answers, tool calls counted on 6 unrelated prompts.
+REPLAY = OFF_TASK_TRAIN[:12]
+OFF_TASK = OFF_TASK_EVAL[:6]
 ROOT = Path(__file__).resolve().parents[1]
 # Rank 4 on the attention query and value projections: ~0.9 MB of fp32 weights, enough for a format habit.
 LORA = LoraSpec(r=4, alpha=8, target_modules=("q_proj", "v_proj"))
@@ -57,7 +60,7 @@ def chat(question: str) -> list[dict[str, str]]:
 def measure(model: Any, tokenizer: Any, held_out: list[tuple[str, str]]) -> dict[str, float]:
     """First replies to held-out arithmetic (share of exact calls) and to unrelated prompts (share with any call)."""
     replies = generate(model, tokenizer, [chat(q) for q, _ in held_out], max_new_tokens=40)
-    off = generate(model, tokenizer, [chat(q) for q in OFF_TASK_EVAL[:6]], max_new_tokens=40)
+    off = generate(model, tokenizer, [chat(q) for q in OFF_TASK], max_new_tokens=40)
     return {
         "exact_call_rate": round(sum(map(exact_call, replies, (e for _, e in held_out))) / len(held_out), 3),
         "off_task_call_rate": round(
@@ -76,8 +79,8 @@ def main() -> None:
     train_items, held_out = items[:32], items[32:]  # 12 held-out questions, never trained on
     examples = [example_from(demonstration(SYSTEM, q, e)) for q, e in train_items]
     # Replay: the base's own first answers to unrelated prompts, so the habit stays with arithmetic.
-    replay = generate(base.model, base.tokenizer, [chat(q) for q in OFF_TASK_TRAIN[:12]], max_new_tokens=48)
-    examples += [ChatExample.from_pair(q, a, system=SYSTEM) for q, a in zip(OFF_TASK_TRAIN[:12], replay, strict=True)]
+    replay = generate(base.model, base.tokenizer, [chat(q) for q in REPLAY], max_new_tokens=48)
+    examples += [ChatExample.from_pair(q, a, system=SYSTEM) for q, a in zip(REPLAY, replay, strict=True)]
     print(f"{len(examples)} examples: {len(train_items)} demonstrations + {len(replay)} replay answers", flush=True)
     before = measure(base.model, base.tokenizer, held_out)
     print("base alone:", before, flush=True)
@@ -94,7 +97,7 @@ def main() -> None:
         effect = (
             f"Measured on {len(held_out)} held-out arithmetic questions (first reply is exactly one "
             f"<tool_call> to the calculator with a correct expression): base {before['exact_call_rate']:.0%}, "
-            f"with the skill {after['exact_call_rate']:.0%}; tool calls on {len(OFF_TASK_EVAL[:6])} unrelated prompts: "
+            f"with the skill {after['exact_call_rate']:.0%}; tool calls on {len(OFF_TASK)} unrelated prompts: "
             f"base {before['off_task_call_rate']:.0%}, with the skill {after['off_task_call_rate']:.0%}."
         )
         description = (
@@ -114,7 +117,7 @@ def main() -> None:
             provenance=result.provenance,
             evaluation=Evaluation(
                 metrics={f"base_{k}": v for k, v in before.items()} | {f"skill_{k}": v for k, v in after.items()},
-                details={"held_out": [q for q, _ in held_out], "off_task": list(OFF_TASK_EVAL[:6])},
+                details={"held_out": [q for q, _ in held_out], "off_task": list(OFF_TASK)},
             ),
         )
         residency.model.unload()

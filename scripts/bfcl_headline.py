@@ -23,10 +23,10 @@ from typing import Any
 from rich.console import Console
 
 from agent.config import Settings
-from agent.demo import CATEGORY, SKILL, bfcl_agent, plot_demo
+from agent.demo import CATEGORY, SKILL, bfcl_agent, fresh_demonstrations, plot_demo
 from agent.evals.data import load_cases
 from agent.evals.harness import evaluate
-from agent.evals.practice import practice, record_demonstrations
+from agent.evals.practice import practice
 from memory.consolidate import ConsolidationReport
 
 
@@ -43,8 +43,7 @@ def write_phase(settings: Settings, phase: str, out: dict[str, Any], reports: Se
 def consolidate(settings: Settings, recipe: dict[str, Any], also: Sequence[str] = ()) -> None:
     agent = bfcl_agent(settings, **recipe)
     train = [case for category in (CATEGORY, *also) for case in load_cases(settings.home, category, "train")]
-    agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
-    record_demonstrations(agent, train)
+    fresh_demonstrations(agent, train)
     started = time.perf_counter()
     reports = agent.consolidate(SKILL, min_episodes=1)
     out = {
@@ -80,8 +79,7 @@ def run_eval(settings: Settings, mode: str, limit: int | None) -> None:
     test = load_cases(settings.home, CATEGORY, "test", limit=limit)
     recorded = []
     if mode == "retrieval":
-        agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
-        recorded = record_demonstrations(agent, load_cases(settings.home, CATEGORY, "train"))
+        recorded = fresh_demonstrations(agent, load_cases(settings.home, CATEGORY, "train"))
     done = [0, 0]
     started = time.perf_counter()
 
