@@ -7,7 +7,8 @@ from typing import Any
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import Agent, Settings
-from agent.evals.data import load_cases
+from agent.evals.checker import check_call
+from agent.evals.data import CATEGORIES, load_cases
 from agent.evals.harness import evaluate
 from agent.evals.practice import record_demonstrations
 from agent.models import LocalChatModel
@@ -38,3 +39,15 @@ def test_base_and_retrieval_modes_on_real_bfcl_cases(real_base: Any, real_settin
     retrieval = evaluate(agent, "simple_python", "test", mode="retrieval", k=2, cases=test[:1])
     assert retrieval.prompt_tokens_mean > base.cases[0].prompt_tokens, "worked examples lengthen the prompt"
     assert agent.buffer.stats().unconsolidated_successes == 3, "evaluation runs are not kept"
+
+
+def test_every_demonstration_of_the_real_data_passes_the_checker(real_settings: Settings) -> None:
+    """What `practice bfcl --demonstrations` trains on is correct by BFCL's rules, in all four categories. Five live
+    cases cannot pass: BFCL's data marks a required parameter with no acceptable value."""
+    failing = [
+        case.id
+        for category in CATEGORIES
+        for case in load_cases(real_settings.home, category)
+        if not check_call(case.functions, case.possible_answer, case.ground_truth()).valid
+    ]
+    assert len(failing) <= 5 and all(case_id.startswith("live_") for case_id in failing), failing
