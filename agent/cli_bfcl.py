@@ -125,6 +125,10 @@ def practice_bfcl(
     demonstrations: Annotated[
         bool, typer.Option("--demonstrations", help="record the ground-truth calls as demonstrations instead")
     ] = False,
+    state_optional: Annotated[
+        bool,
+        typer.Option("--state-optional", help="with --demonstrations: state the optional values the answer gives too"),
+    ] = False,
     max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")] = False,
 ) -> None:
@@ -136,13 +140,17 @@ def practice_bfcl(
 
     if split != "train":
         raise UserError(f"practice on the {split!r} split would train on evaluation items", hint="use --split train")
+    if state_optional and not demonstrations:
+        raise UserError("--state-optional shapes demonstrations", hint="add --demonstrations")
     settings = Settings()
     cases = load_cases(settings.home, check_category(category), "train", limit=limit)
     agent = make_agent(settings, max_new_tokens)
     with _progress(as_json) as progress:
         if demonstrations:
             bar = progress.add_task(f"{category} demonstrations", total=len(cases), status="")
-            recorded = record_demonstrations(agent, cases, on_case=lambda _: progress.update(bar, advance=1))
+            recorded = record_demonstrations(
+                agent, cases, state_optional=state_optional, on_case=lambda _: progress.update(bar, advance=1)
+            )
             payload: dict[str, Any] = {
                 "category": category,
                 "demonstrations": len(recorded),

@@ -78,11 +78,11 @@ def experiment_agent(settings: Settings, agent: Agent | None = None, recipe: dic
     return agent
 
 
-def fresh_demonstrations(agent: Agent, cases: Sequence[BfclCase]) -> list[Any]:
+def fresh_demonstrations(agent: Agent, cases: Sequence[BfclCase], *, state_optional: bool = False) -> list[Any]:
     """Drop the buffer's waiting episodes, then record `cases` as demonstrations: each experiment step trains on
     exactly the demonstrations it names."""
     agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
-    return record_demonstrations(agent, cases)
+    return record_demonstrations(agent, cases, state_optional=state_optional)
 
 
 class _Bar:

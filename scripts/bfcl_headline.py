@@ -1,8 +1,9 @@
 """The headline BFCL measurement, in phases that can run apart (slow on 2 cores; run with nohup).
 
-`consolidate [RECIPE-JSON [CATEGORY ...]]`: record all of simple_python's train demonstrations (194), and those of
-any further CATEGORY (e.g. `multiple`), and consolidate them into `tool-habits` with the demo's recipe (RECIPE-JSON
-overrides it); writes `reports/bfcl-headline-consolidation.json`.
+`consolidate [--state-optional] [RECIPE-JSON [CATEGORY ...]]`: record all of simple_python's train demonstrations
+(194), and those of any further CATEGORY (e.g. `multiple`), and consolidate them into `tool-habits` with the demo's
+recipe (RECIPE-JSON overrides it); `--state-optional` states the optional values the answers give
+(`BfclCase.ground_truth`); writes `reports/bfcl-headline-consolidation.json`.
 `eval MODE [LIMIT]`: evaluate MODE (base, retrieval, skill) on the test split (all 206, or the first LIMIT);
 retrieval first records the 194 demonstrations again as unconsolidated episodes (what retrieval reads), and
 discards them afterwards. Writes `reports/bfcl-headline-<mode>.json` (+ per-case `.jsonl`).
@@ -40,15 +41,18 @@ def write_phase(settings: Settings, phase: str, out: dict[str, Any], reports: Se
         print(r.model_dump_json(exclude={"losses", "episodes"}), flush=True)
 
 
-def consolidate(settings: Settings, recipe: dict[str, Any], also: Sequence[str] = ()) -> None:
+def consolidate(
+    settings: Settings, recipe: dict[str, Any], also: Sequence[str] = (), *, state_optional: bool = False
+) -> None:
     agent = bfcl_agent(settings, **recipe)
     train = [case for category in (CATEGORY, *also) for case in load_cases(settings.home, category, "train")]
-    fresh_demonstrations(agent, train)
+    fresh_demonstrations(agent, train, state_optional=state_optional)
     started = time.perf_counter()
     reports = agent.consolidate(SKILL, min_episodes=1)
     out = {
         "n_train_cases": len(train),
         "train_categories": [CATEGORY, *also],
+        "state_optional": state_optional,
         "recipe": agent.consolidation.model_dump(),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
@@ -130,7 +134,9 @@ def main(argv: list[str]) -> None:
     settings = Settings()
     Console().print(f"home {settings.home}")
     if argv[0] == "consolidate":
-        consolidate(settings, json.loads(argv[1]) if len(argv) > 1 else {}, also=argv[2:])
+        state_optional = "--state-optional" in argv
+        args = [a for a in argv[1:] if a != "--state-optional"]
+        consolidate(settings, json.loads(args[0]) if args else {}, also=args[1:], state_optional=state_optional)
     elif argv[0] == "practice":
         practice_round(settings, int(argv[1]), json.loads(argv[2]) if len(argv) > 2 else {})
     elif argv[0] == "eval":

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import agent.cli_bfcl as cli_bfcl
 from agent import Agent, Settings
 from agent.cli import app
+from agent.evals.checker import check_call
 from agent.evals.data import WHEEL_ENV, load_cases, split_of
 from agent.evals.harness import case_tools, evaluate, json_schema
 from agent.evals.practice import demonstration, practice, record_demonstrations
@@ -259,12 +260,24 @@ def test_nothing_from_the_test_split_is_ever_learned(wheel: Path, tmp_path: Path
 
 def test_a_demonstration_is_the_ground_truth_in_the_prompt_format(wheel: Path, tmp_path: Path) -> None:
     case = load_cases(tmp_path / "home", "simple_python", "train")[0]
-    episode = demonstration(case)
-    assert episode.outcome.status == "success"
-    assert episode.system_prompt == system_prompt(case_tools(case).schemas())
-    reply = episode.messages[-1]["content"]
-    payload = json.loads(reply.removeprefix("<tool_call>").removesuffix("</tool_call>"))
-    assert payload == {"name": "geometry_area_circle", "arguments": case.ground_truth()["arguments"]}
+    for state_optional in (False, True):
+        episode = demonstration(case, state_optional=state_optional)
+        assert episode.outcome.status == "success"
+        assert episode.system_prompt == system_prompt(case_tools(case).schemas())
+        reply = episode.messages[-1]["content"]
+        payload = json.loads(reply.removeprefix("<tool_call>").removesuffix("</tool_call>"))
+        truth = case.ground_truth(state_optional=state_optional)
+        assert payload == {"name": "geometry_area_circle", "arguments": truth["arguments"]}
+
+
+def test_optional_values_are_left_out_unless_stated_and_both_pass_the_checker(wheel: Path, tmp_path: Path) -> None:
+    case = load_cases(tmp_path / "home", "simple_python", "train")[0]  # units: "m", or omitted
+    radius = case.possible_answer[0]["geometry.area_circle"]["radius"][0]
+    assert case.ground_truth()["arguments"] == {"radius": radius}
+    assert case.ground_truth(state_optional=True)["arguments"] == {"radius": radius, "units": "m"}
+    for state_optional in (False, True):
+        call = case.ground_truth(state_optional=state_optional)
+        assert check_call(case.functions, case.possible_answer, call).valid
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
@@ -321,6 +334,17 @@ def test_cli_practice_bfcl_demonstrations_and_sampling(cli_home: tuple[Path, lis
 def test_cli_refuses_practice_on_the_test_split(cli_home: tuple[Path, list[Agent]]) -> None:
     result = CliRunner().invoke(app, ["practice", "bfcl", "--split", "test"])
     assert isinstance(result.exception, UserError)
+
+
+def test_cli_demonstrations_can_state_the_optional_values(cli_home: tuple[Path, list[Agent]]) -> None:
+    home, made = cli_home
+    args = ["practice", "bfcl", "--demonstrations", "--state-optional", "--limit", "1", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (episode,) = made[-1].buffer.list(consolidated=False)
+    assert '"units": "m"' in episode.messages[-1]["content"]
+    result = CliRunner().invoke(app, ["practice", "bfcl", "--state-optional"])
+    assert isinstance(result.exception, UserError), "--state-optional shapes demonstrations only"
 
 
 def test_batched_evaluation_gives_the_verdicts_of_one_case_at_a_time(wheel: Path, tmp_path: Path) -> None:

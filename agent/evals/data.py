@@ -69,36 +69,40 @@ class BfclCase(BaseModel):
         messages = self.question[0] if self.question else []
         return "\n".join(m.content for m in messages if m.role in ("system", "user")).strip()
 
-    def ground_truth(self) -> dict[str, Any]:
-        """One correct call as `{"name", "arguments"}`: the first acceptable value of each parameter, leaving out the
-        optional ones (those whose acceptable values include "")."""
+    def ground_truth(self, *, state_optional: bool = False) -> dict[str, Any]:
+        """One correct call as `{"name", "arguments"}`: the first acceptable value of each parameter.
+
+        Optional parameters (those whose acceptable values include "") are left out by default. With
+        `state_optional`, each one that also has a value (e.g. "at a significance level of 0.05", or a default the
+        answer lists) is stated: BFCL accepts both, and a case that names the value requires it.
+        """
         ((name, params),) = self.possible_answer[0].items()
         function = next((f for f in self.functions if f.get("name") == name), {})
         required = set(function.get("parameters", {}).get("required", []))
-        return {"name": name, "arguments": _first_values(params, required)}
+        return {"name": name, "arguments": _first_values(params, required, state_optional)}
 
 
-def _first_values(params: dict[str, Any], required: set[str]) -> dict[str, Any]:
+def _first_values(params: dict[str, Any], required: set[str], state_optional: bool) -> dict[str, Any]:
     """The first acceptable value of each parameter, nested dicts too; optional ones ("" acceptable) left out unless
-    the function requires them (a few BFCL cases mark a required parameter optional)."""
+    `state_optional` or the function requires them (a few BFCL cases mark a required parameter optional)."""
     arguments: dict[str, Any] = {}
     for key, values in params.items():
         if not isinstance(values, list):  # a few live_* answers nest plain values, not lists of them
             arguments[key] = values
             continue
         present = [v for v in values if v != ""]
-        if not present or ("" in values and key not in required):
+        if not present or ("" in values and key not in required and not state_optional):
             continue
-        arguments[key] = _resolve(present[0])
+        arguments[key] = _resolve(present[0], state_optional)
     return arguments
 
 
-def _resolve(value: Any) -> Any:
+def _resolve(value: Any, state_optional: bool) -> Any:
     """A possible answer's dict holds lists of acceptable values per key: pick the first of each."""
     if isinstance(value, dict):
-        return _first_values(value, set())
+        return _first_values(value, set(), state_optional)
     if isinstance(value, list):
-        return [_resolve(item) if isinstance(item, dict) else item for item in value]
+        return [_resolve(item, state_optional) if isinstance(item, dict) else item for item in value]
     return value
 
 

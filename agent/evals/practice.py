@@ -1,8 +1,8 @@
 """Learning from BFCL's train split: the user's demonstrations, and practice with BFCL's checker as the judge.
 
 - `record_demonstrations`: each train case's ground-truth call (the first acceptable value of each parameter, optional
-  ones left out) recorded with `agent.learn_from` as a successful episode: the case's system prompt (its tools) and
-  the reply in the exact `<tool_call>{"name": ..., "arguments": ...}</tool_call>` format.
+  ones left out unless `state_optional`) recorded with `agent.learn_from` as a successful episode: the case's system
+  prompt (its tools) and the reply in the exact `<tool_call>{"name": ..., "arguments": ...}</tool_call>` format.
 - `practice`: rejection sampling (STaR-style, like `Agent.practice`) where each case has its own tools and its own
   judge: up to `attempts` samples per case through the agent loop, each judged by the checker and kept in the buffer
   with that verdict; the first success ends a case. Successes are what the next consolidation trains on. Cases go
@@ -43,21 +43,26 @@ def _train_only(cases: Sequence[BfclCase]) -> None:
         )
 
 
-def demonstration(case: BfclCase) -> Trajectory:
+def demonstration(case: BfclCase, *, state_optional: bool = False) -> Trajectory:
     """The case's ground-truth call as a user's demonstration, with the case's own system prompt."""
-    truth = case.ground_truth()
+    truth = case.ground_truth(state_optional=state_optional)
     reply = call_text({"name": tool_name(truth["name"]), "arguments": truth["arguments"]})
     return Trajectory.demonstration(case.task, reply, system_prompt=system_prompt(case_tools(case).schemas()))
 
 
 def record_demonstrations(
-    agent: Any, cases: Sequence[BfclCase], *, on_case: Callable[[BfclCase], None] | None = None
+    agent: Any,
+    cases: Sequence[BfclCase],
+    *,
+    state_optional: bool = False,
+    on_case: Callable[[BfclCase], None] | None = None,
 ) -> list[Trajectory]:
-    """Record each case's ground truth as a successful episode (`agent.learn_from`)."""
+    """Record each case's ground truth as a successful episode (`agent.learn_from`); `state_optional`: see
+    `BfclCase.ground_truth`."""
     _train_only(cases)
     recorded = []
     for case in cases:
-        recorded.append(agent.learn_from(demonstration(case)))
+        recorded.append(agent.learn_from(demonstration(case, state_optional=state_optional)))
         if on_case is not None:
             on_case(case)
     return recorded
