@@ -241,14 +241,14 @@ def test_extraction_counts_the_bytes_written_not_the_declared_size(tmp_path: Pat
     member.size = 10
     budget = ArchiveBudget("this test", max_bytes=1 << 20)
     with pytest.raises(UnsafeArchiveError, match="more bytes than its header declares"):
-        extract_member(_LyingTar(bytes(5 << 20)), member, tmp_path / "b.bin", label="test", budget=budget)  # type: ignore[arg-type]
+        extract_member(_LyingTar(bytes(5 << 20)), member, tmp_path / "b.bin", label="test", budget=budget)
     assert budget.bytes_used <= 1 << 20
     budget = ArchiveBudget("this test", max_bytes=100)
     member.size = 50
-    extract_member(_LyingTar(bytes(50)), member, tmp_path / "c.bin", label="test", budget=budget)  # type: ignore[arg-type]
+    extract_member(_LyingTar(bytes(50)), member, tmp_path / "c.bin", label="test", budget=budget)
     member.size = 51
     with pytest.raises(UnsafeArchiveError, match="past 100 bytes unpacked"):
-        extract_member(_LyingTar(bytes(51)), member, tmp_path / "d.bin", label="test", budget=budget)  # type: ignore[arg-type]
+        extract_member(_LyingTar(bytes(51)), member, tmp_path / "d.bin", label="test", budget=budget)
 
 
 def test_a_member_that_appears_twice_in_a_skill_archive_is_refused(
