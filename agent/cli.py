@@ -14,6 +14,7 @@ from rich.table import Table
 from agent import cli_route, cli_serve
 from agent.cli_bfcl import eval_app, practice_app
 from agent.cli_packs import packs_app
+from agent.cli_text import terminal_text
 from agent.config import Settings
 from skills.errors import HabitloopError, UserError
 
@@ -105,10 +106,10 @@ def skills_list(as_json: JsonFlag = False) -> None:
     for column in ("name", "kind", "current", "revisions", "description"):
         table.add_column(column)
     for s in scan.skills:
-        table.add_row(s.name, s.kind, str(s.current), str(len(s.revision_numbers())), s.description)
+        table.add_row(s.name, s.kind, str(s.current), str(len(s.revision_numbers())), terminal_text(s.description))
     console.print(table)
     for problem in scan.problems:
-        err_console.print(f"[red]unreadable:[/red] {problem.name}: {problem.error}")
+        err_console.print(f"[red]unreadable:[/red] {terminal_text(problem.name)}: {terminal_text(problem.error)}")
 
 
 @skills_app.command("show")
@@ -121,18 +122,18 @@ def skills_show(name: str, as_json: JsonFlag = False) -> None:
         _print_json({"manifest": manifest.model_dump(mode="json"), "revision": revision.model_dump(mode="json")})
         return
     table = Table(show_header=False, title=f"skill {name}")
-    table.add_row("kind", manifest.kind)
-    table.add_row("description", manifest.description)
-    table.add_row("tags", ", ".join(manifest.tags))
+    table.add_row("kind", terminal_text(manifest.kind))
+    table.add_row("description", terminal_text(manifest.description))
+    table.add_row("tags", terminal_text(", ".join(manifest.tags)))
     table.add_row("current", f"revision {manifest.current} of {manifest.revision_numbers()}")
-    table.add_row("base", manifest.base_fingerprint)
+    table.add_row("base", terminal_text(manifest.base_fingerprint))
     table.add_row(
         "lora", f"r={revision.lora.r} alpha={revision.lora.alpha} on {', '.join(revision.lora.target_modules)}"
     )
     table.add_row("size", f"{revision.size_bytes:,} bytes, {revision.trainable_params:,} parameters")
     table.add_row("provenance", f"{revision.provenance.source}, {revision.provenance.n_examples} examples")
-    table.add_row("data", str(revision.provenance.data_hash))
-    table.add_row("evaluation", json.dumps(revision.evaluation.metrics))
+    table.add_row("data", terminal_text(revision.provenance.data_hash))
+    table.add_row("evaluation", terminal_text(json.dumps(revision.evaluation.metrics)))
     table.add_row("folder", str(store.revision_dir(name)))
     console.print(table)
 
@@ -176,7 +177,7 @@ def skills_history(name: str, as_json: JsonFlag = False) -> None:
             e.status,
             e.revision.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             str(e.revision.provenance.n_examples),
-            json.dumps(e.revision.evaluation.metrics),
+            terminal_text(json.dumps(e.revision.evaluation.metrics)),
         )
     console.print(table)
     console.print("[dim]* current[/dim]")

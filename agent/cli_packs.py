@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent.cli_text import terminal_text
 from agent.config import Settings
 
 packs_app = typer.Typer(help="Skill packs: skills (and tools) shipped together ($HABITLOOP_HOME/packs).")
@@ -94,14 +95,14 @@ def packs_list(as_json: JsonFlag = False) -> None:
         _print_json({"packs": [_row(p) for p in packs], "builtin": builtin})
         return
     if packs:
-        table = Table(title=f"packs in {settings.packs_dir}")
+        table = Table(title=terminal_text(f"packs in {settings.packs_dir}"))
         for column in ("name", "version", "skills", "tools", "trusted", "description"):
             table.add_column(column)
         for p in packs:
             m = p.manifest
             table.add_row(
                 m.name, m.version, ", ".join(m.skill_names()), ", ".join(m.tools), "yes" if p.trust_code else "no",
-                m.description[:80],
+                terminal_text(m.description[:80]),
             )  # fmt: skip
         console.print(table)
     else:
@@ -121,7 +122,7 @@ def packs_show(name: str, as_json: JsonFlag = False) -> None:
         return
     table = Table(show_header=False, title=f"pack {name}")
     for key, value in row.items():
-        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+        table.add_row(key, terminal_text(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)))
     console.print(table)
 
 

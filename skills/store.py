@@ -39,6 +39,8 @@ from skills._files import (
     ADAPTER_FILES,
     ADAPTER_WEIGHTS,
     ARCHIVE_ERRORS,
+    MAX_SKILL_ARCHIVE_BYTES,
+    ArchiveBudget,
     atomic_write_bytes,
     atomic_write_json,
     check_adapter_dir,
@@ -384,18 +386,23 @@ class SkillStore:
         atomic_write_bytes(dest, buffer.getvalue())
         return dest
 
-    def import_archive(self, archive: Path | str, *, replace: bool = False) -> SkillManifest:
+    def import_archive(
+        self, archive: Path | str, *, replace: bool = False, budget: ArchiveBudget | None = None
+    ) -> SkillManifest:
         """Add a skill from an `export` archive, after checking every member and every file.
 
-        Refused: links, absolute or `..` paths, files other than the store's own, pickle weights, checksum or
-        safetensors errors, another base's fingerprint, and an existing name unless `replace`.
+        Refused: links, absolute or `..` paths, files other than the store's own, revision folders its manifest does
+        not name, pickle weights or bytecode, checksum or safetensors errors, another base's fingerprint, more than
+        `budget` unpacked (default `MAX_SKILL_ARCHIVE_BYTES`; a pack passes its own, so that its skill archives count
+        against the pack's limit), and an existing name unless `replace`.
         """
         archive = Path(archive)
         label = f"archive {archive.name}"
+        budget = budget or ArchiveBudget(label, max_bytes=MAX_SKILL_ARCHIVE_BYTES)
         with self._write_lock():
             staging = self._staging_dir()
             try:
-                name = _extract_skill_archive(archive, staging, label=label)
+                name = _extract_skill_archive(archive, staging, label=label, budget=budget)
                 manifest = self._read_manifest(name, staging / name / MANIFEST)
                 self._check_base(name, manifest.base_fingerprint)
                 for number in manifest.revision_numbers():
@@ -586,41 +593,69 @@ def _one_line(error: Exception) -> str:
     return text if len(text) < 400 else text[:400] + "..."
 
 
-def _extract_skill_archive(archive: Path, staging: Path, *, label: str) -> str:
+def _extract_skill_archive(archive: Path, staging: Path, *, label: str, budget: ArchiveBudget) -> str:
     """Extract an export archive member by member, refusing anything but the store's own files. Returns the name."""
-    tar = open_archive(archive, label=label)
     try:
-        return _extract_members(tar, staging, label=label)
+        with open_archive(archive, label=label, budget=budget) as tar:
+            return _extract_members(tar, staging, label=label, budget=budget)
     except ARCHIVE_ERRORS as error:
         raise InvalidAdapterError(f"{label}: the archive is damaged or truncated: {error}") from error
 
 
-def _extract_members(tar: tarfile.TarFile, staging: Path, *, label: str) -> str:
+def _extract_members(tar: tarfile.TarFile, staging: Path, *, label: str, budget: ArchiveBudget) -> str:
+    """Check every member, then extract the manifest, then only the files of the revisions it names.
+
+    Every revision folder is checked against the manifest before a byte of it is written: a revision the manifest
+    does not name would be invisible to every later check, so an archive could carry data the store keeps unread.
+    Reading the member list first (headers only, within the budget) lets the manifest sit anywhere in the archive.
+    """
     name: str | None = None
-    with tar:
-        for member in tar.getmembers():
-            parts = check_archive_member(member, label=label)
-            if not parts:
-                continue
-            raw = member.name
-            try:
-                top = validate_skill_name(parts[0])
-            except InvalidSkillNameError as error:
-                raise UnsafeArchiveError(
-                    f"{label}: member {raw!r} is not under a skill folder: {error.message}"
-                ) from error
-            if name is None:
-                name = top
-            elif top != name:
-                raise UnsafeArchiveError(f"{label}: members name two skills ({name!r} and {top!r})")
-            allowed = parts[1:] == (MANIFEST,) or (
-                len(parts) == 4 and parts[1] == "revs" and parts[2].isdigit() and parts[3] in _REVISION_FILES
+    manifest: tarfile.TarInfo | None = None
+    revisions: builtins.list[tuple[tarfile.TarInfo, tuple[str, ...]]] = []
+    for member in tar:
+        parts = check_archive_member(member, label=label, budget=budget)
+        if not parts:
+            continue
+        raw = member.name
+        try:
+            top = validate_skill_name(parts[0])
+        except InvalidSkillNameError as error:
+            raise UnsafeArchiveError(f"{label}: member {raw!r} is not under a skill folder: {error.message}") from error
+        if name is None:
+            name = top
+        elif top != name:
+            raise UnsafeArchiveError(f"{label}: members name two skills ({name!r} and {top!r})")
+        if parts[1:] == (MANIFEST,):
+            if manifest is not None:
+                raise UnsafeArchiveError(f"{label}: member {raw!r} appears twice")
+            manifest = member
+            continue
+        if not (len(parts) == 4 and parts[1] == "revs" and parts[3] in _REVISION_FILES):
+            raise UnsafeArchiveError(f"{label}: unexpected member {raw!r}", hint="only habitloop exports import")
+        folder = parts[2]
+        if not (folder.isascii() and folder.isdigit() and str(int(folder)) == folder):
+            raise UnsafeArchiveError(
+                f"{label}: unexpected member {raw!r} ({folder!r} is not a revision number)",
+                hint="only habitloop exports import",
             )
-            if not allowed:
-                raise UnsafeArchiveError(f"{label}: unexpected member {raw!r}", hint="only habitloop exports import")
-            extract_member(tar, member, staging.joinpath(*parts), label=label)
-    if name is None or not (staging / name / MANIFEST).is_file():
+        revisions.append((member, parts))
+    if name is None or manifest is None:
         raise InvalidAdapterError(
             f"{label}: no skill manifest inside", hint="make archives with `habitloop skills export`"
         )
+    target = staging / name / MANIFEST
+    extract_member(tar, manifest, target, label=label, budget=budget)
+    try:
+        named = [str(n) for n in SkillManifest.model_validate_json(target.read_bytes()).revision_numbers()]
+    except (ValidationError, ValueError) as error:
+        raise InvalidAdapterError(f"{label}: {MANIFEST} is unreadable: {_one_line(error)}") from error
+    for member, parts in revisions:
+        if parts[2] not in named:
+            raise UnsafeArchiveError(
+                f"{label}: member {member.name!r} is in revs/{parts[2]}, a revision its manifest does not name "
+                f"(it names {', '.join(named[:8])}{', ...' if len(named) > 8 else ''})",
+                hint="an export holds exactly its manifest's revisions: export the skill again",
+            )
+    for member, parts in revisions:
+        extract_member(tar, member, staging.joinpath(*parts), label=label, budget=budget)
     return name

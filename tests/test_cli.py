@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -112,3 +114,56 @@ def test_corrupt_skill_is_reported_not_fatal(tmp_path: Path, home: Path) -> None
     payload = json.loads(result.stdout)
     assert [p["name"] for p in payload["problems"]] == ["alpha"]
     assert "unreadable" in payload["problems"][0]["error"]
+
+
+# ------------------------------------------------------------------------------------------------ hostile text
+
+# Text a skill's or pack's author controls: raw ESC / OSC 8 / BEL / C1 / carriage return, and rich markup.
+HOSTILE = (
+    "\x1b[31mRED \x1b]8;;https://evil.example\x07osc\x1b]8;;\x07 \x9b2J \rback "
+    "[bold red]B[/] [link=https://evil.example]L[/link]"
+)
+INERT = ("[bold red]B[/]", "[link=https://evil.example]L[/link]", "\\x1b[31mRED", "\\x07", "\\x9b2J", "\\x0dback")
+
+
+def _assert_inert(output: str, shown_at_least: int = len(INERT)) -> None:
+    for raw in ("\x1b", "\x07", "\x9b", "\r"):
+        assert raw not in output, (raw, output)
+    for shown in INERT[:shown_at_least]:
+        assert shown in output, (shown, output)
+
+
+@pytest.fixture
+def wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consoles wide enough that table cells do not wrap (the checks look for whole strings)."""
+    from rich.console import Console
+
+    from agent import cli, cli_packs
+
+    monkeypatch.setattr(cli, "console", Console(width=1000))
+    monkeypatch.setattr(cli_packs, "console", Console(width=1000))
+
+
+def test_skill_text_is_printed_inert(tmp_path: Path, adapter: Callable[[str], Path], tiny: Any, wide: None) -> None:
+    store = SkillStore(tmp_path / "skills", base_fingerprint=tiny.fingerprint)
+    store.create("evil", adapter("alpha"), kind="style", description=HOSTILE, tags=[HOSTILE])
+    _assert_inert(invoke(tmp_path, "skills", "list").output)
+    _assert_inert(invoke(tmp_path, "skills", "show", "evil").output)
+    assert json.loads(invoke(tmp_path, "skills", "show", "evil", "--json").output)["manifest"]["description"] == HOSTILE
+
+
+def test_pack_text_is_printed_inert(tmp_path: Path, adapter: Callable[[str], Path], tiny: Any, wide: None) -> None:
+    from skills.packs import PackTask, create_pack, install_pack
+
+    src = SkillStore(tmp_path / "src", base_fingerprint=tiny.fingerprint)
+    src.create("alpha", adapter("alpha"), kind="style")
+    pack = create_pack(
+        "evil-pack", ["alpha"], [], tmp_path / "evil-pack", store=src, description=HOSTILE,
+        tasks=[PackTask(prompt=HOSTILE)],
+    )  # fmt: skip
+    home = tmp_path / "home"
+    install_pack(pack, SkillStore(home / "skills", base_fingerprint=src.base_fingerprint), home / "packs")
+    _assert_inert(invoke(home, "packs", "list").output, 1)  # (its first 80 characters)
+    shown = invoke(home, "packs", "show", "evil-pack").output
+    _assert_inert(shown)
+    assert json.loads(invoke(home, "packs", "show", "evil-pack", "--json").output)["description"] == HOSTILE

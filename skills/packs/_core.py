@@ -20,7 +20,8 @@ A pack is a folder, or a `.tar.gz` of one, holding `pack.toml`:
     checker = { kind = "contains", value = "391" }
 
 Installing (`install_pack`) never executes anything from the pack. It stages the pack in a temporary folder (every
-archive member through the store's own checks: no links, absolute or `..` paths, device files or pickle weights),
+archive member through the store's own checks: no links, absolute or `..` paths, device files, pickle weights or
+Python bytecode; everything it unpacks, skill archives included, within one size budget),
 checks the manifest, the base fingerprint and every skill archive (by importing it into a scratch store first),
 imports the skills, writes an install record, then renames the staged folder into `packs_dir/<name>`. Any failure
 removes the staging folder and every skill this install had imported: nothing is left half-installed.
@@ -37,6 +38,7 @@ Kept skills are reported with the reason.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import os
 import re
@@ -58,11 +60,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from skills._files import (
     ARCHIVE_ERRORS,
     PICKLE_SUFFIXES,
+    ArchiveBudget,
     atomic_write_bytes,
     atomic_write_json,
     check_archive_member,
+    copy_counted,
     extract_member,
     fsync_dir,
+    is_bytecode,
     open_archive,
     sha256_file,
 )
@@ -84,7 +89,9 @@ PACK_FILE = "pack.toml"
 INSTALL_RECORD = "installed.json"  # written by install_pack; a pack that ships one is refused (it could claim trust)
 SCHEMA_VERSION = 1
 BUILTIN_DIR = Path(__file__).resolve().parent
-_MAX_PACK_BYTES = 512 << 20  # all members together: a pack of LoRA adapters is a few MB; this stops a tar bomb
+# What installing one pack may unpack, its files and the skill archives in them (unpacked by the store) together:
+# a pack of LoRA adapters is a few MB; this stops a tar bomb, however deeply it is nested.
+_MAX_PACK_BYTES = 512 << 20
 _MAX_PACK_FILES = 10_000
 _VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+){0,3}([-+.][0-9A-Za-z.+-]{1,64})?$")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -409,32 +416,24 @@ def _resolve_source(source: Path | str) -> tuple[Path, str]:
     )
 
 
-def _stage_archive(archive: Path, target: Path, label: str) -> None:
-    """Extract a pack archive into `target` through the store's member checks, within size limits."""
-    tar = open_archive(archive, label=label)
-    total = 0
+def _stage_archive(archive: Path, target: Path, label: str, budget: ArchiveBudget) -> None:
+    """Extract a pack archive into `target` through the store's member checks, within `budget`."""
     try:
-        with tar:
-            for count, member in enumerate(tar, start=1):
-                if count > _MAX_PACK_FILES:
-                    raise UnsafeArchiveError(f"{label}: more than {_MAX_PACK_FILES} members")
-                parts = check_archive_member(member, label=label, max_size=_MAX_PACK_BYTES)
-                if not parts:
-                    continue
-                total += member.size
-                if total > _MAX_PACK_BYTES:
-                    raise UnsafeArchiveError(f"{label}: more than {_MAX_PACK_BYTES >> 20} MiB uncompressed")
-                destination = target.joinpath(*parts)
-                if destination.exists():
-                    raise UnsafeArchiveError(f"{label}: member {member.name!r} appears twice")
-                extract_member(tar, member, destination, label=label)
+        with open_archive(archive, label=label, budget=budget) as tar:
+            for member in tar:
+                parts = check_archive_member(member, label=label, budget=budget)
+                if parts:
+                    extract_member(tar, member, target.joinpath(*parts), label=label, budget=budget)
     except ARCHIVE_ERRORS as error:
         raise UnsafeArchiveError(f"{label}: the archive is damaged or truncated: {error}") from error
 
 
-def _stage_folder(folder: Path, target: Path, label: str) -> None:
-    """Copy a pack folder into `target`, refusing the same things an archive may not hold."""
-    total = 0
+def _stage_folder(folder: Path, target: Path, label: str, budget: ArchiveBudget) -> None:
+    """Copy a pack folder into `target`, refusing the same things an archive may not hold, within `budget`.
+
+    Python bytecode (`__pycache__/`, `.pyc`, `.pyo`) is left behind rather than refused: a developer's folder has
+    it as soon as its tools were imported once. The installed copy never holds any (and tools load from source).
+    """
     for directory, subdirs, files in os.walk(folder, followlinks=False):
         here = Path(directory)
         for name in [*subdirs, *files]:
@@ -447,15 +446,14 @@ def _stage_folder(folder: Path, target: Path, label: str) -> None:
                 continue
             if not stat.S_ISREG(mode):
                 raise UnsafeArchiveError(f"{label}: {relative} is not a regular file")
-            if name.endswith(PICKLE_SUFFIXES):
+            if name.lower().endswith(PICKLE_SUFFIXES):
                 raise UnsafeArchiveError(f"{label}: {relative} is a pickle file, which could run code when loaded")
-            if "__pycache__" in relative.parts:
+            if is_bytecode(relative.parts):
                 continue
-            total += entry.stat().st_size
-            if total > _MAX_PACK_BYTES:
-                raise UnsafeArchiveError(f"{label}: more than {_MAX_PACK_BYTES >> 20} MiB")
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(entry, target / relative)
+            size = entry.stat().st_size
+            budget.admit(str(relative), size, label=label)
+            with entry.open("rb") as handle:
+                copy_counted(handle, target / relative, declared=size, name=str(relative), label=label, budget=budget)
 
 
 def _pack_root(staged: Path, label: str) -> Path:
@@ -495,11 +493,13 @@ def install_pack(
         staging.mkdir(parents=True)
         try:
             source_sha = None
+            # One budget for everything this install unpacks: the pack's files and the skill archives inside them.
+            budget = ArchiveBudget(label, max_bytes=_MAX_PACK_BYTES, max_members=_MAX_PACK_FILES)
             if source_path.is_dir():
-                _stage_folder(source_path, staging / "pack", label)
+                _stage_folder(source_path, staging / "pack", label, budget)
             else:
                 source_sha = sha256_file(source_path)
-                _stage_archive(source_path, staging / "pack", label)
+                _stage_archive(source_path, staging / "pack", label, budget)
             (staging / "pack").mkdir(exist_ok=True)
             root = _pack_root(staging / "pack", label)
             manifest = read_manifest(root / PACK_FILE)
@@ -530,7 +530,8 @@ def install_pack(
                 if sha256_file(archive) != skill.sha256:
                     raise UnsafeArchiveError(f"{label}: {skill.archive} does not match its sha256 in {PACK_FILE}")
                 # The store's own import checks every member and file; a scratch store keeps the real one untouched.
-                carried = scratch.import_archive(archive)
+                # It unpacks within the pack's budget; the import into the real store below repeats these bytes.
+                carried = scratch.import_archive(archive, budget=budget)
                 if carried.name != skill.name:
                     raise UserError(f"{label}: {skill.archive} holds skill {carried.name!r}, not {skill.name!r}")
                 if store.exists(skill.name):
@@ -624,12 +625,21 @@ def _installed_by_skill(packs_dir: Path) -> dict[str, list[str]]:
     return carriers
 
 
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the module's `.py` every time: never reads a `__pycache__` beside it (whose bytecode would run
+    instead of the source a reviewer read, if its header matched) and never writes one into the installed pack."""
+
+    def get_code(self, fullname: str) -> Any:
+        return self.source_to_code(self.get_data(self.path), self.path)
+
+
 def load_pack_tools(name: str, packs_dir: Path | str) -> list[Any]:
     """Import the tools of an installed pack: only if it was installed with `trust_code=True` (`--trust-code`).
 
     Returns the objects the specs name (lists flattened): `Tool`s, typed functions or LangChain tools, as
     `agent.api.load_tools` accepts them. Each module is loaded from its file in the installed pack under a private
-    module name, so two packs' `tools.py` never collide and nothing on `sys.path` can stand in for it.
+    module name, so two packs' `tools.py` never collide and nothing on `sys.path` can stand in for it, and always
+    compiled from that `.py` (`_SourceOnlyLoader`): no bytecode beside it can run instead.
     """
     pack = show(name, packs_dir)
     if not pack.manifest.tools:
@@ -647,7 +657,7 @@ def load_pack_tools(name: str, packs_dir: Path | str) -> list[Any]:
         private = f"habitloop_pack__{name.replace('-', '_')}__{module_name.replace('.', '__')}"
         module = sys.modules.get(private)
         if module is None:
-            spec_ = importlib.util.spec_from_file_location(private, file)
+            spec_ = importlib.util.spec_from_file_location(private, file, loader=_SourceOnlyLoader(private, str(file)))
             if spec_ is None or spec_.loader is None:
                 raise CorruptSkillError(f"pack {name!r}: cannot load {file}")
             module = importlib.util.module_from_spec(spec_)
