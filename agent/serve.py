@@ -181,9 +181,14 @@ class ModelCatalog:
 # --------------------------------------------------------------------------------------------------------- errors
 
 
+_MAX_ERROR_CHARS = 2000  # an error echoes parts of the request (a model name): never megabytes of it
+
+
 def _error(
     status: int, message: str, *, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None
 ) -> JSONResponse:
+    if len(message) > _MAX_ERROR_CHARS:
+        message = message[: _MAX_ERROR_CHARS - 1] + "…"
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
 
 
@@ -200,6 +205,31 @@ def _error_for(error: BaseException) -> JSONResponse:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _BadBody(Exception):
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _parse_body(raw: bytes) -> ChatCompletionIn:
+    """The request, parsed and validated in one pass by pydantic's JSON parser (jiter), or `_BadBody`.
+
+    Not `json.loads`: jiter refuses what would break later instead of passing it on. It bounds nesting (a body of
+    400k `[` is an error, not a RecursionError), refuses lone surrogates (`"\\ud800"` would fail in the tokenizer or
+    when the reply is encoded), invalid UTF-8 (RFC 8259: JSON on the wire is UTF-8) and numbers out of range.
+    """
+    try:
+        return ChatCompletionIn.model_validate_json(raw)
+    except ValidationError as error:
+        problems = error.errors(include_url=False, include_input=False)
+        invalid_json = next((e for e in problems if e["type"] == "json_invalid"), None)
+        if invalid_json is not None:
+            raise _BadBody(f"the request body is not valid JSON: {invalid_json['msg']}", "invalid_json") from None
+        listed = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise _BadBody(f"invalid request: {listed}{more}", "invalid_request") from None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -287,16 +317,9 @@ def create_app(
         except ClientDisconnect:
             return Response(status_code=499)
         try:
-            payload = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            return _error(400, f"the request body is not valid JSON: {error}", code="invalid_json")
-        try:
-            body = ChatCompletionIn.model_validate(payload)
-        except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()[:5]
-            )
-            return _error(400, f"invalid request: {problems}", code="invalid_request")
+            body = _parse_body(raw)
+        except _BadBody as error:
+            return _error(400, str(error), code=error.code)
         max_tokens = body.max_completion_tokens or body.max_tokens or config.default_max_tokens
         if max_tokens > config.max_tokens_limit:
             return _error(
