@@ -10,7 +10,9 @@ mixed batch. Streaming is not token by token: the reply is generated whole (in i
 `chat.completion.chunk` events, a word at a time, ending with `data: [DONE]`. A client that disconnects while its
 request is still queued takes its request out of the queue.
 
-Errors are OpenAI-shaped (`{"error": {"message", "type", "param", "code"}}`): 400 malformed JSON or fields, 401 a
+Errors are OpenAI-shaped (`{"error": {"message", "type", "param", "code"}}`): 400 malformed JSON or fields (code
+`context_length_exceeded` for messages longer than the base's context, or an explicit `max_tokens` that does not fit
+after them; without `max_tokens` the completion gets what the context leaves), 401 a
 missing or wrong API key (when one is set), 404 an unknown model or skill (also a skill deleted while the request
 waited), 413 a body over `max_body_bytes`, 500 the model failed (the message says why; the server keeps serving).
 The server is a Starlette app: `create_app(model, store)` for tests and embedding, `habitloop serve` for people.
@@ -40,7 +42,7 @@ from starlette.routing import Route
 
 from agent.backends.naming import BASE_MODEL, SkillRef, format_model_name, parse_model_name
 from agent.batching import BatchingChatModel
-from agent.models import ChatModel, ChatRequest, Generation
+from agent.models import ChatModel, ChatRequest, ContextLengthError, Generation
 from skills.errors import HabitloopError, InvalidSkillNameError, OperatorError, SkillNotFoundError, UserError
 from skills.store import SkillStore
 
@@ -195,6 +197,8 @@ def _error(
 def _error_for(error: BaseException) -> JSONResponse:
     if isinstance(error, SkillNotFoundError):
         return _error(404, str(error), code="model_not_found", param="model")
+    if isinstance(error, ContextLengthError):
+        return _error(400, str(error), code="context_length_exceeded", param="messages")
     if isinstance(error, UserError):
         return _error(400, str(error))
     if isinstance(error, HabitloopError):
@@ -320,7 +324,8 @@ def create_app(
             body = _parse_body(raw)
         except _BadBody as error:
             return _error(400, str(error), code=error.code)
-        max_tokens = body.max_completion_tokens or body.max_tokens or config.default_max_tokens
+        asked = body.max_completion_tokens or body.max_tokens
+        max_tokens = asked or config.default_max_tokens
         if max_tokens > config.max_tokens_limit:
             return _error(
                 400,
@@ -329,15 +334,18 @@ def create_app(
             )
         try:
             skills = catalog.resolve(body.model)
-            future = batcher.submit(
-                ChatRequest(
-                    messages=[m.as_message() for m in body.messages],
-                    skills=skills,
-                    max_new_tokens=max_tokens,
-                    temperature=body.temperature or 0.0,
-                )
+            request_in = ChatRequest(
+                messages=[m.as_message() for m in body.messages],
+                skills=skills,
+                max_new_tokens=max_tokens,
+                temperature=body.temperature or 0.0,
             )
-        except UserError as error:  # SkillNotFoundError (404) included
+            # OpenAI's rule: an explicit max_tokens that does not fit after the prompt is a 400; without one, the
+            # completion gets what the context leaves. Counting tokens takes a thread, not the event loop.
+            fitted = await asyncio.to_thread(batcher.fit, request_in, strict=asked is not None)
+            max_tokens = fitted.max_new_tokens
+            future = batcher.submit(fitted)
+        except UserError as error:  # SkillNotFoundError (404) and ContextLengthError (400) included
             return _error_for(error)
         try:
             generation = await _wait_or_disconnect(future, request)
