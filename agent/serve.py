@@ -106,6 +106,12 @@ class ServeConfig(BaseModel):
     default_max_tokens: int = Field(256, ge=1, description="when a request gives no max_tokens")
     max_tokens_limit: int = Field(2048, ge=1, description="a request asking for more gets 400")
     max_listed_compositions: int = Field(256, ge=0, description="compositions remembered for /v1/models")
+    read_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a client has to send a whole request (line, headers, body) from its first byte; "
+        "slower connections are closed (slowloris). Answering is not bounded, nor the idle time between requests",
+    )
 
 
 # --------------------------------------------------------------------------------------------------------- names
@@ -467,6 +473,74 @@ def create_app(
     return app
 
 
+# --------------------------------------------------------------------------------------------------------- uvicorn
+
+
+def read_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools, or h11 without it) with a deadline for receiving each request.
+
+    uvicorn has no such timeout (its keep-alive timer is reset by every byte received, and ASGI code only runs once
+    the headers are complete), so a client that sends half a request line, half its headers or half its body holds
+    a connection forever. The deadline is armed when a connection opens and when the next request of a kept-alive
+    connection starts to arrive; it is disarmed once the request's body is complete, so producing and streaming the
+    answer is never cut. When it passes, the connection is closed.
+    """
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    protocol: Any = AutoHTTPProtocol
+
+    class ReadDeadlineProtocol(protocol):  # type: ignore[misc]
+        _deadline: asyncio.TimerHandle | None = None
+        _armed_at: Any = None  # the request cycle current when the deadline was armed (None: none yet)
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
+                self._arm()  # the first bytes of the next request on a kept-alive connection
+            super().data_received(data)
+            if self._received():
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._armed_at = self.cycle
+            self._deadline = self.loop.call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _received(self) -> bool:
+            """A request newer than the armed one has arrived, body and all."""
+            return self.cycle is not None and self.cycle is not self._armed_at and not self.cycle.more_body
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self._received() or self.transport.is_closing() or self.transport.get_protocol() is not self:
+                return  # complete after all, already closing, or upgraded to another protocol
+            log.info("closing a connection that did not send its request within %.1f s", seconds)
+            self.transport.close()
+
+    return ReadDeadlineProtocol
+
+
+def _uvicorn_config(app: Any, **options: Any) -> Any:
+    """The uvicorn settings both entry points share: the app's `ServeConfig.read_timeout` on every connection."""
+    import uvicorn
+
+    config = getattr(getattr(app, "state", None), "config", None)
+    read_timeout = config.read_timeout if isinstance(config, ServeConfig) else ServeConfig().read_timeout
+    return uvicorn.Config(app, http=read_deadline_protocol(read_timeout), **options)
+
+
 def serve_local(
     settings: Any,
     *,
@@ -481,7 +555,7 @@ def serve_local(
     import uvicorn
 
     app = local_app(settings, config=config, max_batch=max_batch, max_wait_ms=max_wait_ms)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.Server(_uvicorn_config(app, host=host, port=port, log_level=log_level)).run()
 
 
 def local_app(
@@ -522,7 +596,7 @@ def running_server(app: Any, *, host: str = "127.0.0.1", port: int = 0, log_leve
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5))
+    server = uvicorn.Server(_uvicorn_config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="habitloop-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
