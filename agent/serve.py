@@ -489,7 +489,7 @@ def read_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
 
     protocol: Any = AutoHTTPProtocol
 
-    class ReadDeadlineProtocol(protocol):  # type: ignore[misc]
+    class ReadDeadlineProtocol(protocol):
         _deadline: asyncio.TimerHandle | None = None
         _armed_at: Any = None  # the request cycle current when the deadline was armed (None: none yet)
 
