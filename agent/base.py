@@ -75,6 +75,17 @@ class Base:
     load_seconds: float
     parameters: int
 
+    def __post_init__(self) -> None:
+        # Everything habitloop does renders chats with the base's own template (generation, training, serving):
+        # a base without one (a pretrained-only checkpoint) is refused here, once, instead of failing deep in
+        # transformers at the first prompt.
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise UserError(
+                f"the base {self.name!r}'s tokenizer has no chat template (habitloop needs a chat model)",
+                hint="use an instruction-tuned base (HABITLOOP_BASE=smollm2, the default), or put its template "
+                "in the model folder as chat_template.jinja and set HABITLOOP_BASE to that folder",
+            )
+
     @property
     def dtype(self) -> str:
         return str(next(self.model.parameters()).dtype).removeprefix("torch.")

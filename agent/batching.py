@@ -24,7 +24,7 @@ from types import TracebackType
 
 from pydantic import BaseModel
 
-from agent.models import ChatModel, ChatRequest, Generation, Message
+from agent.models import ChatModel, ChatRequest, Generation, Message, fit_request
 from skills.errors import OperatorError, UserError
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,20 @@ class BatchingChatModel:
 
     # ------------------------------------------------------------------------------------------------ ChatModel
 
+    def fit(self, request: ChatRequest, *, strict: bool = False) -> ChatRequest:
+        """The inner model's `fit` (`agent.models.fit_request`): `request` cut to its context, or `ContextLengthError`.
+
+        Runs in the caller's thread. The server calls it with `strict` for an explicit `max_tokens`.
+        """
+        return fit_request(self.model, request, strict=strict)
+
     def submit(self, request: ChatRequest) -> Future[Generation]:
-        """Queue one request; the future resolves to its `Generation` or to the exception it caused."""
+        """Queue one request; the future resolves to its `Generation` or to the exception it caused.
+
+        A request that cannot fit the inner model's context raises `ContextLengthError` here, before it is queued:
+        it never waits for a batch nor fails one. What is queued is the request as fitted (`fit`).
+        """
+        request = self.fit(request)
         future: Future[Generation] = Future()
         with self._close_lock:
             if self._closed:

@@ -33,6 +33,9 @@ def serve(
     max_batch: Annotated[int, typer.Option(min=1, help="requests generated together at most")] = 8,
     max_wait_ms: Annotated[float, typer.Option(min=0, help="how long a request waits for batch-mates")] = 10.0,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="larger request bodies get 413")] = 1_000_000,
+    read_timeout: Annotated[
+        float, typer.Option(min=0.1, help="seconds a client has to send a whole request; slower ones are cut off")
+    ] = 10.0,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level")] = "info",
 ) -> None:
     """Serve the base and every skill over an OpenAI-compatible API (/v1/chat/completions, /v1/models).
@@ -51,7 +54,7 @@ def serve(
         Settings(),
         host=host,
         port=port,
-        config=ServeConfig(api_key=api_key, max_body_bytes=max_body_bytes),
+        config=ServeConfig(api_key=api_key, max_body_bytes=max_body_bytes, read_timeout=read_timeout),
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         log_level=log_level,

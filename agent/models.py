@@ -6,13 +6,23 @@ active. The serving issue adds an OpenAI-compatible HTTP implementation behind t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from skills.errors import UserError
+
 Message = dict[str, Any]
+
+
+class ContextLengthError(UserError):
+    """A conversation, with the completion asked for, does not fit the base's context window.
+
+    The server answers it with OpenAI's 400 `context_length_exceeded`.
+    """
 
 
 class Generation(BaseModel):
@@ -39,8 +49,43 @@ class ChatRequest(BaseModel):
     temperature: float = 0.0
 
 
+def fit_context(prompt_tokens: int, max_new_tokens: int, context_length: int | None, *, strict: bool = False) -> int:
+    """The completion budget of a prompt of `prompt_tokens`: `max_new_tokens`, cut to what the context leaves.
+
+    Raises `ContextLengthError` when the prompt leaves no room for a single token, or, when `strict` (OpenAI's rule for
+    an explicit `max_tokens`), when prompt + `max_new_tokens` exceed the context. Without a known context (None),
+    everything fits.
+    """
+    if context_length is None:
+        return max_new_tokens
+    left = context_length - prompt_tokens
+    if left < 1:
+        raise ContextLengthError(
+            f"this model's maximum context length is {context_length} tokens, but the messages have {prompt_tokens}",
+            hint="shorten the messages (drop old turns or long tool results)",
+        )
+    if strict and max_new_tokens > left:
+        raise ContextLengthError(
+            f"this model's maximum context length is {context_length} tokens, but {prompt_tokens + max_new_tokens} "
+            f"were asked for ({prompt_tokens} in the messages, {max_new_tokens} in the completion)",
+            hint=f"ask for at most {left} completion tokens, or shorten the messages",
+        )
+    return min(max_new_tokens, left)
+
+
+def fit_request(model: Any, request: ChatRequest, *, strict: bool = False) -> ChatRequest:
+    """`request` as `model` can run it (see `LocalChatModel.fit`); unchanged for models that do not know their
+    context (a scripted fake, a remote server that checks for itself)."""
+    fit = getattr(model, "fit", None)
+    return request if fit is None else fit(request, strict=strict)
+
+
 @runtime_checkable
 class ChatModel(Protocol):
+    """What the agent generates with. A model that knows its context window may also offer
+    `fit(request, *, strict=False) -> ChatRequest` (see `LocalChatModel.fit`): `fit_request` calls it where it exists,
+    so that a conversation too long for the base is refused before it is queued or run."""
+
     def generate(
         self,
         messages: Sequence[Message],
@@ -88,6 +133,10 @@ class LocalChatModel:
         self.merge_for_decode = merge_for_decode
         self._merged_for: tuple[tuple[tuple[str, int], ...], str] | None = None  # (skills, adapter) merged last
         self._previous: tuple[tuple[str, int], ...] | None = None  # the skills of the last single conversation
+        # The longest prompt + completion the base can attend over (SmolLM2: 8192); None: unknown, never checked.
+        config = getattr(base.model, "config", None)
+        self.context_length: int | None = getattr(config, "max_position_embeddings", None)
+        self._tokenizing = threading.Lock()
 
     def generate(
         self,
@@ -97,11 +146,15 @@ class LocalChatModel:
         max_new_tokens: int = 256,
         temperature: float = 0.0,
     ) -> Generation:
+        """Reply to `messages`; the reply is cut where the context ends, a prompt beyond it is refused.
+
+        Raises `ContextLengthError` (before anything runs) when the conversation fills the base's context.
+        """
         import torch
 
         tokenizer = self.base.tokenizer
-        prompt = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        inputs = self._encode([self._render(messages)])
+        max_new_tokens = fit_context(int(inputs["input_ids"].shape[1]), max_new_tokens, self.context_length)
         with self._activated(skills) as model, torch.inference_mode():
             output = model.generate(
                 **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **_sampling(temperature)
@@ -115,7 +168,11 @@ class LocalChatModel:
         )
 
     def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Generation]:
-        """Answer every request, batching those with the same temperature whatever their skills."""
+        """Answer every request, batching those with the same temperature whatever their skills.
+
+        Every request is fitted to the context first (`fit`): one that cannot fit fails the call before any runs.
+        """
+        requests = [self.fit(request) for request in requests]
         results: list[Generation | None] = [None] * len(requests)
         groups: dict[float, list[int]] = {}
         for index, request in enumerate(requests):
@@ -127,6 +184,18 @@ class LocalChatModel:
                     results[index] = reply
         return [r for r in results if r is not None]
 
+    def fit(self, request: ChatRequest, *, strict: bool = False) -> ChatRequest:
+        """`request` with `max_new_tokens` cut to what the base's context leaves after its prompt.
+
+        The prompt is counted as generation renders it (the base's chat template, this tokenizer). Raises
+        `ContextLengthError` when the prompt leaves no room, or when `strict` and prompt + `max_new_tokens` do not
+        fit (what the server does for an explicit `max_tokens`, as OpenAI does). `BatchingChatModel` calls it when a
+        request is queued, so one that cannot run is refused at once and never fails a batch.
+        """
+        prompt_tokens = int(self._encode([self._render(request.messages)])["input_ids"].shape[1])
+        budget = fit_context(prompt_tokens, request.max_new_tokens, self.context_length, strict=strict)
+        return request if budget == request.max_new_tokens else request.model_copy(update={"max_new_tokens": budget})
+
     def adapter_for(self, skills: Sequence[tuple[str, int]]) -> str:
         """The adapter a skill set runs as, loaded (or built) in the shared model: `__base__` for none."""
         if not skills:
@@ -136,6 +205,26 @@ class LocalChatModel:
         return str(self.composer.build(self._spec(skills)))
 
     # ------------------------------------------------------------------------------------------------ internals
+
+    def _render(self, messages: Sequence[Message]) -> str:
+        """The prompt text of a conversation: the base's own chat template, ending with the assistant's turn."""
+        from jinja2.exceptions import TemplateError
+
+        try:
+            return str(
+                self.base.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            )
+        except TemplateError as error:  # the template's own `raise_exception` (e.g. roles that must alternate)
+            raise UserError(
+                f"the base's chat template refuses these messages: {error}",
+                hint="change the messages' roles or order to what the base's chat template accepts",
+            ) from error
+
+    def _encode(self, prompts: list[str], **options: Any) -> Any:
+        """Token ids (pt tensors) of `prompts`, under a lock: a fast tokenizer reconfigures itself for padding, and
+        `fit` runs in the callers' threads while the batching worker tokenizes batches."""
+        with self._tokenizing:
+            return self.base.tokenizer(prompts, return_tensors="pt", add_special_tokens=False, **options)
 
     def _spec(self, skills: Sequence[tuple[str, int]]) -> Any:
         from skills.compose import CompositionSpec
@@ -207,16 +296,8 @@ class LocalChatModel:
         if lost:  # a later load evicted an earlier one after all: fall back to one at a time, still correct
             return generate_each(self, requests)
         tokenizer = self.base.tokenizer
-        prompts = [
-            tokenizer.apply_chat_template(list(r.messages), tokenize=False, add_generation_prompt=True)
-            for r in requests
-        ]
-        previous_side = tokenizer.padding_side
-        tokenizer.padding_side = "left"  # decoder-only: every row continues from the right edge
-        try:
-            batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tokenizer.padding_side = previous_side
+        # decoder-only: every row continues from the right edge
+        batch = self._encode([self._render(r.messages) for r in requests], padding=True, padding_side="left")
         extra: dict[str, Any] = {}
         if any(name != BASE_ADAPTER for name in names):
             extra["adapter_names"] = names

@@ -10,7 +10,9 @@ mixed batch. Streaming is not token by token: the reply is generated whole (in i
 `chat.completion.chunk` events, a word at a time, ending with `data: [DONE]`. A client that disconnects while its
 request is still queued takes its request out of the queue.
 
-Errors are OpenAI-shaped (`{"error": {"message", "type", "param", "code"}}`): 400 malformed JSON or fields, 401 a
+Errors are OpenAI-shaped (`{"error": {"message", "type", "param", "code"}}`): 400 malformed JSON or fields (code
+`context_length_exceeded` for messages longer than the base's context, or an explicit `max_tokens` that does not fit
+after them; without `max_tokens` the completion gets what the context leaves), 401 a
 missing or wrong API key (when one is set), 404 an unknown model or skill (also a skill deleted while the request
 waited), 413 a body over `max_body_bytes`, 500 the model failed (the message says why; the server keeps serving).
 The server is a Starlette app: `create_app(model, store)` for tests and embedding, `habitloop serve` for people.
@@ -40,7 +42,7 @@ from starlette.routing import Route
 
 from agent.backends.naming import BASE_MODEL, SkillRef, format_model_name, parse_model_name
 from agent.batching import BatchingChatModel
-from agent.models import ChatModel, ChatRequest, Generation
+from agent.models import ChatModel, ChatRequest, ContextLengthError, Generation
 from skills.errors import HabitloopError, InvalidSkillNameError, OperatorError, SkillNotFoundError, UserError
 from skills.store import SkillStore
 
@@ -104,6 +106,12 @@ class ServeConfig(BaseModel):
     default_max_tokens: int = Field(256, ge=1, description="when a request gives no max_tokens")
     max_tokens_limit: int = Field(2048, ge=1, description="a request asking for more gets 400")
     max_listed_compositions: int = Field(256, ge=0, description="compositions remembered for /v1/models")
+    read_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a client has to send a whole request (line, headers, body) from its first byte; "
+        "slower connections are closed (slowloris). Answering is not bounded, nor the idle time between requests",
+    )
 
 
 # --------------------------------------------------------------------------------------------------------- names
@@ -181,15 +189,22 @@ class ModelCatalog:
 # --------------------------------------------------------------------------------------------------------- errors
 
 
+_MAX_ERROR_CHARS = 2000  # an error echoes parts of the request (a model name): never megabytes of it
+
+
 def _error(
     status: int, message: str, *, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None
 ) -> JSONResponse:
+    if len(message) > _MAX_ERROR_CHARS:
+        message = message[: _MAX_ERROR_CHARS - 1] + "…"
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
 
 
 def _error_for(error: BaseException) -> JSONResponse:
     if isinstance(error, SkillNotFoundError):
         return _error(404, str(error), code="model_not_found", param="model")
+    if isinstance(error, ContextLengthError):
+        return _error(400, str(error), code="context_length_exceeded", param="messages")
     if isinstance(error, UserError):
         return _error(400, str(error))
     if isinstance(error, HabitloopError):
@@ -200,6 +215,31 @@ def _error_for(error: BaseException) -> JSONResponse:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _BadBody(Exception):
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _parse_body(raw: bytes) -> ChatCompletionIn:
+    """The request, parsed and validated in one pass by pydantic's JSON parser (jiter), or `_BadBody`.
+
+    Not `json.loads`: jiter refuses what would break later instead of passing it on. It bounds nesting (a body of
+    400k `[` is an error, not a RecursionError), refuses lone surrogates (`"\\ud800"` would fail in the tokenizer or
+    when the reply is encoded), invalid UTF-8 (RFC 8259: JSON on the wire is UTF-8) and numbers out of range.
+    """
+    try:
+        return ChatCompletionIn.model_validate_json(raw)
+    except ValidationError as error:
+        problems = error.errors(include_url=False, include_input=False)
+        invalid_json = next((e for e in problems if e["type"] == "json_invalid"), None)
+        if invalid_json is not None:
+            raise _BadBody(f"the request body is not valid JSON: {invalid_json['msg']}", "invalid_json") from None
+        listed = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise _BadBody(f"invalid request: {listed}{more}", "invalid_request") from None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -287,17 +327,11 @@ def create_app(
         except ClientDisconnect:
             return Response(status_code=499)
         try:
-            payload = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            return _error(400, f"the request body is not valid JSON: {error}", code="invalid_json")
-        try:
-            body = ChatCompletionIn.model_validate(payload)
-        except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()[:5]
-            )
-            return _error(400, f"invalid request: {problems}", code="invalid_request")
-        max_tokens = body.max_completion_tokens or body.max_tokens or config.default_max_tokens
+            body = _parse_body(raw)
+        except _BadBody as error:
+            return _error(400, str(error), code=error.code)
+        asked = body.max_completion_tokens or body.max_tokens
+        max_tokens = asked or config.default_max_tokens
         if max_tokens > config.max_tokens_limit:
             return _error(
                 400,
@@ -306,15 +340,18 @@ def create_app(
             )
         try:
             skills = catalog.resolve(body.model)
-            future = batcher.submit(
-                ChatRequest(
-                    messages=[m.as_message() for m in body.messages],
-                    skills=skills,
-                    max_new_tokens=max_tokens,
-                    temperature=body.temperature or 0.0,
-                )
+            request_in = ChatRequest(
+                messages=[m.as_message() for m in body.messages],
+                skills=skills,
+                max_new_tokens=max_tokens,
+                temperature=body.temperature or 0.0,
             )
-        except UserError as error:  # SkillNotFoundError (404) included
+            # OpenAI's rule: an explicit max_tokens that does not fit after the prompt is a 400; without one, the
+            # completion gets what the context leaves. Counting tokens takes a thread, not the event loop.
+            fitted = await asyncio.to_thread(batcher.fit, request_in, strict=asked is not None)
+            max_tokens = fitted.max_new_tokens
+            future = batcher.submit(fitted)
+        except UserError as error:  # SkillNotFoundError (404) and ContextLengthError (400) included
             return _error_for(error)
         try:
             generation = await _wait_or_disconnect(future, request)
@@ -436,6 +473,74 @@ def create_app(
     return app
 
 
+# --------------------------------------------------------------------------------------------------------- uvicorn
+
+
+def read_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools, or h11 without it) with a deadline for receiving each request.
+
+    uvicorn has no such timeout (its keep-alive timer is reset by every byte received, and ASGI code only runs once
+    the headers are complete), so a client that sends half a request line, half its headers or half its body holds
+    a connection forever. The deadline is armed when a connection opens and when the next request of a kept-alive
+    connection starts to arrive; it is disarmed once the request's body is complete, so producing and streaming the
+    answer is never cut. When it passes, the connection is closed.
+    """
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    protocol: Any = AutoHTTPProtocol
+
+    class ReadDeadlineProtocol(protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _armed_at: Any = None  # the request cycle current when the deadline was armed (None: none yet)
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
+                self._arm()  # the first bytes of the next request on a kept-alive connection
+            super().data_received(data)
+            if self._received():
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._armed_at = self.cycle
+            self._deadline = self.loop.call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _received(self) -> bool:
+            """A request newer than the armed one has arrived, body and all."""
+            return self.cycle is not None and self.cycle is not self._armed_at and not self.cycle.more_body
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self._received() or self.transport.is_closing() or self.transport.get_protocol() is not self:
+                return  # complete after all, already closing, or upgraded to another protocol
+            log.info("closing a connection that did not send its request within %.1f s", seconds)
+            self.transport.close()
+
+    return ReadDeadlineProtocol
+
+
+def _uvicorn_config(app: Any, **options: Any) -> Any:
+    """The uvicorn settings both entry points share: the app's `ServeConfig.read_timeout` on every connection."""
+    import uvicorn
+
+    config = getattr(getattr(app, "state", None), "config", None)
+    read_timeout = config.read_timeout if isinstance(config, ServeConfig) else ServeConfig().read_timeout
+    return uvicorn.Config(app, http=read_deadline_protocol(read_timeout), **options)
+
+
 def serve_local(
     settings: Any,
     *,
@@ -450,7 +555,7 @@ def serve_local(
     import uvicorn
 
     app = local_app(settings, config=config, max_batch=max_batch, max_wait_ms=max_wait_ms)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.Server(_uvicorn_config(app, host=host, port=port, log_level=log_level)).run()
 
 
 def local_app(
@@ -491,7 +596,7 @@ def running_server(app: Any, *, host: str = "127.0.0.1", port: int = 0, log_leve
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5))
+    server = uvicorn.Server(_uvicorn_config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="habitloop-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

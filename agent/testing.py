@@ -63,7 +63,7 @@ def tiny_base(seed: int = 0, *, hidden_size: int = 64, layers: int = 2) -> Base:
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=1024,
+        max_position_embeddings=8192,  # SmolLM2's context: a conversation that fits the real base fits this one
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
