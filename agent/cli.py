@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agent import cli_route, cli_serve
@@ -140,28 +141,30 @@ def skills_show(name: str, as_json: JsonFlag = False) -> None:
 
 @skills_app.command("history")
 def skills_history(name: str, as_json: JsonFlag = False) -> None:
-    """List a skill's revisions (promoted or rejected) and pointer moves."""
+    """List a skill's revisions (promoted or rejected) and pointer moves; a lost revision is listed with its problem."""
     store = _store()
     entries = store.history(name)
     manifest = store.get(name)
     if as_json:
+        rows: list[dict[str, Any]] = []
+        for e in entries:
+            row: dict[str, Any] = {"number": e.number, "status": e.status, "current": e.current}
+            if e.revision is None:
+                row["problem"] = e.problem
+            else:
+                row |= {
+                    "parent": e.revision.parent,
+                    "created_at": e.revision.created_at.isoformat(),
+                    "source": e.revision.provenance.source,
+                    "n_examples": e.revision.provenance.n_examples,
+                    "metrics": e.revision.evaluation.metrics,
+                }
+            rows.append(row)
         _print_json(
             {
                 "name": name,
                 "current": manifest.current,
-                "revisions": [
-                    {
-                        "number": e.revision.number,
-                        "parent": e.revision.parent,
-                        "status": e.status,
-                        "current": e.current,
-                        "created_at": e.revision.created_at.isoformat(),
-                        "source": e.revision.provenance.source,
-                        "n_examples": e.revision.provenance.n_examples,
-                        "metrics": e.revision.evaluation.metrics,
-                    }
-                    for e in entries
-                ],
+                "revisions": rows,
                 "events": [e.model_dump(mode="json") for e in manifest.history],
             }
         )
@@ -171,6 +174,9 @@ def skills_history(name: str, as_json: JsonFlag = False) -> None:
         table.add_column(column)
     for e in entries:
         marker = " *" if e.current else ""
+        if e.revision is None:
+            table.add_row(f"{e.number}{marker}", "", f"[red]{e.status}, missing[/red]", "", "", "")
+            continue
         table.add_row(
             f"{e.revision.number}{marker}",
             str(e.revision.parent or ""),
@@ -181,6 +187,9 @@ def skills_history(name: str, as_json: JsonFlag = False) -> None:
         )
     console.print(table)
     console.print("[dim]* current[/dim]")
+    for e in entries:
+        if e.problem is not None:
+            err_console.print(f"[red]revision {e.number}:[/red] {escape(e.problem)}")
 
 
 @skills_app.command("rollback")
@@ -201,9 +210,13 @@ def skills_rollback(
 def skills_delete(
     name: str, yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False
 ) -> None:
-    """Delete a skill and all its revisions."""
+    """Delete a skill and all its revisions (also one whose manifest is broken or missing)."""
+    from skills.errors import SkillNotFoundError
+
     store = _store()
-    store.get(name)
+    folder = store.skill_dir(name)  # validated: never a path outside the store
+    if not folder.exists() and not folder.is_symlink():
+        raise SkillNotFoundError(f"no skill named {name!r} in {store.root}", hint="see `habitloop skills list`")
     if not yes and not typer.confirm(f"Delete skill {name!r} and all its revisions?"):
         raise typer.Exit(1)
     store.delete(name)
@@ -215,9 +228,13 @@ def skills_export(
     name: str,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="archive path (default: NAME.tar.gz)")] = None,
 ) -> None:
-    """Write a skill with all its revisions to one .tar.gz."""
-    path = _store().export(name, output or Path(f"{name}.tar.gz"))
+    """Write a skill with all its revisions to one .tar.gz (a lost revision is left out, and said so)."""
+    store = _store()
+    path = store.export(name, output or Path(f"{name}.tar.gz"))
+    lost = [e.number for e in store.history(name) if e.problem is not None]
     console.print(f"exported {name} to {path}")
+    if lost:
+        err_console.print(f"[yellow]left out:[/yellow] revisions {lost} (lost on disk; see `habitloop skills history`)")
 
 
 @skills_app.command("import")
@@ -340,6 +357,9 @@ def consolidate(
     if not reports:
         console.print("Nothing to consolidate: not enough waiting successes (see `habitloop buffer stats`).")
     for r in reports:
+        if r.skipped:
+            console.print(f"[yellow]skipped[/yellow] {escape(r.skill)}: {escape(r.reason)}")
+            continue
         verdict = "[green]promoted[/green]" if r.promoted else "[red]rejected[/red]"
         console.print(
             f"{r.skill} revision {r.revision}: {verdict} ({r.reason}); {len(r.episodes)} episodes, "

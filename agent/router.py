@@ -16,6 +16,10 @@ Then: the `top_k` best skills scoring at least `threshold` are chosen, plus ever
 Each choice carries its score, the threshold and why ("pinned" or "similar"), and the agent records them in the
 trajectory.
 
+Only usable skills are indexed (`SkillStore.scan`): a skill whose manifest or current revision cannot be read, whose
+current revision's files are missing, or that was made for another base than the store's is never routed to (a run
+with it would fail); each such skill is logged once, and listed in `RouteDecision.skipped`.
+
 `RoutingIndex` keeps every skill's two vectors in one matrix, keyed by (skill, revision, description) so only new
 or changed skills are embedded or read again; it is rebuilt when the store's generation counter (bumped by every
 write) or its folder's mtime changes. Routing is then one `embed` call for the task and one matrix-vector product.
@@ -23,6 +27,7 @@ write) or its folder's mtime changes. Routing is then one `embed` call for the t
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -37,6 +42,7 @@ from memory.trajectory import SkillUse
 from skills.errors import CorruptSkillError, SkillNotFoundError, UserError
 from skills.store import SkillStore
 
+log = logging.getLogger("habitloop.router")
 DEFAULT_TOP_K = 2
 # Calibrated on all-MiniLM-L6-v2 (README "Routing"): tasks scored 0.44-0.69 against a centroid of similar prompts and
 # 0.26-0.65 against a description of their job; unrelated tasks scored -0.09 to 0.25 (a translation request against
@@ -88,6 +94,9 @@ class RouteDecision(BaseModel):
     candidates: list[RouteCandidate] = Field(description="best first, those scoring at least `floor` (capped)")
     floor: float
     skills_indexed: int
+    skipped: dict[str, str] = Field(
+        default_factory=dict, description="skills never routed to, and why (unreadable, another base)"
+    )
     embed_ms: float = Field(description="embedding the task (0 when nothing was indexed)")
     score_ms: float = Field(description="refresh check + matrix-vector product + top-k")
 
@@ -111,6 +120,8 @@ class RoutingIndex:
         self.names: list[str] = []
         self.revisions: list[int] = []
         self.builds = 0  # how many times the matrix was (re)built: tests check invalidation with it
+        self.skipped: dict[str, str] = {}  # skill folder -> why it is not routed to
+        self._warned: set[tuple[str, str]] = set()
         self._has_centroid = np.zeros(0, dtype=bool)
         self._matrix = np.zeros((0, 0), dtype=np.float32)  # (2 * skills, dim): descriptions, then centroids
         self._cache: dict[tuple[str, int, str], _Vectors] = {}
@@ -173,7 +184,13 @@ class RoutingIndex:
 
     def _rebuild(self, token: tuple[int, int]) -> None:
         assert self.store is not None
-        manifests = self.store.list()
+        scan = self.store.scan()
+        manifests = scan.skills
+        self.skipped = {problem.name: problem.error for problem in scan.problems}
+        for name, error in self.skipped.items():
+            if (name, error) not in self._warned:  # once per skill and problem, not at every rebuild
+                self._warned.add((name, error))
+                log.warning("not routing to skill %r: %s", name, error)
         keys = [(m.name, m.current, m.description or m.name.replace("-", " ").replace("_", " ")) for m in manifests]
         missing = [key for key in keys if key not in self._cache]
         if missing:
@@ -278,6 +295,8 @@ class Router:
         index = self.index
         position = {name: row for row, name in enumerate(index.names)}
         for name in pins:
+            if name in index.skipped:
+                raise SkillNotFoundError(f"pinned skill {name!r} cannot be used: {index.skipped[name]}")
             if name not in position:
                 raise SkillNotFoundError(
                     f"pinned skill {name!r} is not in the store", hint="see `habitloop skills list`"
@@ -325,6 +344,7 @@ class Router:
             candidates=candidates,
             floor=floor,
             skills_indexed=len(index),
+            skipped=dict(index.skipped),
             embed_ms=round(embed_ms, 3),
             score_ms=round((time.perf_counter() - started) * 1000, 3),
         )

@@ -50,4 +50,4 @@ print("with the skill:", generate(residency.model, base.tokenizer, [question], m
 with residency.base_only() as model:
     print("base alone:   ", generate(model, base.tokenizer, [question], max_new_tokens=24)[0])
 for entry in store.history("answer-first"):
-    print(f"revision {entry.revision.number}: {entry.status}{' (current)' if entry.current else ''}")
+    print(f"revision {entry.number}: {entry.status}{' (current)' if entry.current else ''}")

@@ -27,16 +27,17 @@ refuse to open a collection built by a different embedder (vectors of two embedd
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
 import chromadb
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.config import Settings as ChromaSettings
-from chromadb.errors import ChromaError, InvalidArgumentError
+from chromadb.errors import ChromaError, InternalError, InvalidArgumentError
 from chromadb.utils.embedding_functions import register_embedding_function
 from pydantic import ValidationError
 
@@ -67,6 +68,8 @@ _EF_NAME = "habitloop"
 # that log grew (embedded, 2 KB trajectories: ~6 ms -> ~17 ms per add by 600 episodes with the default 1000).
 # Flushing every 100 writes kept one add near 6-7 ms. Applies when the collection is created.
 _HNSW_LOG = {"sync_threshold": 100, "batch_size": 100}
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class _UnavailableEmbedder:
@@ -227,6 +230,25 @@ def _trajectory(id: str, metadata: Any) -> Trajectory:
         ) from error
 
 
+def _operator_errors(
+    method: Callable[Concatenate[ChromaBuffer, _P], _R],
+) -> Callable[Concatenate[ChromaBuffer, _P], _R]:
+    """Turn chroma's `InternalError` into an `OperatorError` that says what to do.
+
+    The usual cause, embedded: two processes with a `PersistentClient` on one folder. Each keeps its own in-memory
+    index, so one that did not write an episode cannot find it ("Error finding id") once the other's writes reach
+    the files. Embedded chroma supports one process; several need a chroma server."""
+
+    @functools.wraps(method)
+    def wrapper(self: ChromaBuffer, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except InternalError as error:
+            raise self._internal_error(error) from error
+
+    return wrapper
+
+
 class ChromaBuffer(EpisodeBuffer):
     """Episodes in a chromadb collection, persisted on disk (`path`) or on a chroma server (`url`).
 
@@ -248,6 +270,7 @@ class ChromaBuffer(EpisodeBuffer):
             raise UserError("ChromaBuffer needs exactly one of path= (embedded store) or url= (chroma server)")
         self.embedder: TextEmbedder = embedder if embedder is not None else Embedder()
         self.location = str(url) if url is not None else str(Path(path).expanduser())  # type: ignore[arg-type]
+        self._url = url
         settings = ChromaSettings(anonymized_telemetry=False)
         if url is not None:
             self._client = _client_for_url(url, settings)
@@ -284,6 +307,7 @@ class ChromaBuffer(EpisodeBuffer):
 
     # --- writes -------------------------------------------------------------------------------------------------
 
+    @_operator_errors
     def add_many(self, trajectories: Sequence[Trajectory]) -> None:
         for trajectory in trajectories:
             check_trajectory(trajectory)
@@ -297,6 +321,7 @@ class ChromaBuffer(EpisodeBuffer):
                 metadatas=[_metadata(t) for t in batch],
             )
 
+    @_operator_errors
     def mark_consolidated(self, ids: Sequence[str], into: str) -> None:
         check_consolidated_into(into)
         wanted = check_ids(ids)
@@ -311,6 +336,7 @@ class ChromaBuffer(EpisodeBuffer):
         # `update` merges metadata keys and leaves the stored embedding alone: nothing is re-embedded.
         self._collection.update(ids=wanted, metadatas=[_metadata(t) for t in updated])
 
+    @_operator_errors
     def discard(self, ids: Sequence[str]) -> builtins.list[str]:
         wanted = check_ids(ids)
         if not wanted:
@@ -323,12 +349,14 @@ class ChromaBuffer(EpisodeBuffer):
 
     # --- reads --------------------------------------------------------------------------------------------------
 
+    @_operator_errors
     def get(self, id: str) -> Trajectory:
         found = self._collection.get(ids=[id], include=["metadatas"])
         if not found["ids"]:
             raise EpisodeNotFoundError(f"no episode {id!r} in the buffer")
         return _trajectory(id, (found["metadatas"] or [{}])[0])
 
+    @_operator_errors
     def list(
         self,
         *,
@@ -345,6 +373,7 @@ class ChromaBuffer(EpisodeBuffer):
         ordered = newest_first(_summary(i, m) for i, m in metadatas.items())[:limit]
         return [_trajectory(s.id, metadatas[s.id]) for s in ordered]  # parse only what is returned
 
+    @_operator_errors
     def search(
         self,
         text: str,
@@ -366,10 +395,12 @@ class ChromaBuffer(EpisodeBuffer):
             for i, m, d in zip(ids, metadatas, distances, strict=True)
         ]
 
+    @_operator_errors
     def catalog(self, *, instance: InstanceFilter = ALL_INSTANCES) -> builtins.list[EpisodeSummary]:
         found = self._collection.get(where=_where(instance=instance), include=["metadatas"])
         return list(_summaries(found).values())
 
+    @_operator_errors
     def enforce_capacity(
         self, max_unconsolidated: int | None, max_age_days: float | None, *, now: datetime | None = None
     ) -> builtins.list[str]:
@@ -406,10 +437,23 @@ class ChromaBuffer(EpisodeBuffer):
             self.discard(plan)
         return plan
 
+    @_operator_errors
     def __len__(self) -> int:
         return int(self._collection.count())
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
+
+    def _internal_error(self, error: InternalError) -> OperatorError:
+        if self._url is not None:
+            return OperatorError(
+                f"the chroma server at {self.location} failed: {error}", hint="see the chroma server's log"
+            )
+        return OperatorError(
+            f"the embedded chroma buffer at {self.location} failed: {error}",
+            hint="another process is probably using the same folder; embedded chroma supports one process: run a "
+            "chroma server (`chroma run --path DIR --port 8001`) and set HABITLOOP_CHROMA_URL=http://127.0.0.1:8001 "
+            "in every process (README: Chroma server mode)",
+        )
 
     def close(self) -> None:
         """Release this buffer's hold on the chroma system (the SQLite files, or the HTTP connection pool)."""

@@ -9,36 +9,61 @@ Crash safety comes from the order of the writes and from one reconciling step at
   the buffer was updated is finished by the next run (`reconcile`), which marks those episodes then;
 - a rerun on the same data finds the revision already tried (same data hash, same parent) and does not train again.
 So a kill at any moment loses no episode and never marks one consolidated into a revision that was not committed.
+
+One skill is consolidated by one process at a time: a per-skill file lock (`<store>/.locks/<skill>.lock`, not the
+store's own lock, which is held only for the short commit) is held from choosing the episodes and reading the parent
+to the commit and the marking. A second consolidation of that skill waits `lock_timeout` seconds (default 0) and
+then skips it with a report saying so (`skipped`); it never trains from a parent another process is replacing. A new
+skill's lock is its derived name, taken before training, so two processes deriving the same name cannot both train.
+Under the lock the episodes are chosen again, so what the other process consolidated meanwhile is not trained twice.
+
+The candidate adapter is trained into `<store>/.candidates/<skill>/`, guarded by the same lock. A crashed run's
+folder is stale as soon as its lock is free: the next run removes it, after writing the report of a revision that
+was committed before the crash (the report's draft is saved there just before the commit).
+
+A skill that cannot be read (any `CorruptSkillError`) or was made for another base is skipped with a warning, and
+its problems never stop the other skills; only a skill named explicitly (`run(skill=...)`) raises.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import resource
+import shutil
 import signal
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, Field, ValidationError
 
 from memory.buffer import EpisodeBuffer
 from memory.embed import TextEmbedder, routing_vector
 from memory.offtask import OFF_TASK_EVAL, OFF_TASK_TRAIN
 from memory.trajectory import Trajectory
+from skills.errors import BaseMismatchError, CorruptSkillError, SkillNotFoundError
 from skills.generation import generate
 from skills.manifest import Evaluation, LoraSpec, RoutingVector, validate_skill_name
 from skills.residency import Residency
 from skills.store import SkillStore
 from skills.train import ChatExample, ChatMessage, TrainConfig, data_hash, train_lora
+
+log = logging.getLogger("habitloop.consolidate")
+LOCKS = ".locks"  # under the store's root: one lock file per skill being consolidated
+CANDIDATES = ".candidates"  # under the store's root: one folder per skill being consolidated, held by its lock
+_DRAFT = "report-draft.json"  # in a candidate folder: the report of the revision about to be committed
+# Errors that make a skill unusable as a consolidation target: skipped (with a warning) unless named explicitly.
+_BROKEN = (CorruptSkillError, BaseMismatchError)
 
 # The off-task check reads only whether a reply starts calling a tool, so it stops early (24 prompts x 3 models).
 OFFTASK_TOKENS = 32
@@ -106,6 +131,14 @@ class ConsolidationReport(BaseModel):
     peak_rss_mb: float = 0.0
     report_path: str | None = None
     plot_path: str | None = None
+    skipped: bool = Field(False, description="nothing was trained: `reason` says why (another process, a broken skill)")
+
+
+class _Draft(BaseModel):
+    """What a candidate folder keeps just before its commit, so a run that dies after it can still write the report."""
+
+    report: ConsolidationReport
+    data_hash: str
 
 
 def crash_point(name: str) -> None:
@@ -229,6 +262,7 @@ class Consolidator:
         instance: str | None = None,
         progress: bool = True,
         embedder: TextEmbedder | None = None,
+        lock_timeout: float = 0.0,
     ) -> None:
         self.buffer = buffer
         self.embedder: TextEmbedder | None = embedder if embedder is not None else getattr(buffer, "embedder", None)
@@ -239,10 +273,15 @@ class Consolidator:
         self.reports_dir = reports_dir
         self.instance = instance
         self.progress = progress
+        self.lock_timeout = lock_timeout
+        # One lock object per skill: filelock counts re-entries per object, so `run` and `consolidate` nest.
+        self._locks: dict[str, FileLock] = {}
 
     def reconcile(self) -> list[str]:
-        """Finish what a crashed run committed: mark episodes of promoted revisions that the buffer still holds as
-        unconsolidated. Returns the ids marked."""
+        """Finish what crashed runs left: remove their candidate folders (writing the report of a revision committed
+        before the crash), and mark episodes of promoted revisions that the buffer still holds as unconsolidated.
+        A revision that cannot be read is skipped with a warning. Returns the ids marked."""
+        self._sweep_candidates()
         pending = {e.id for e in self.buffer.list(consolidated=False, instance=self.instance)}
         marked: list[str] = []
         if not pending:
@@ -251,7 +290,12 @@ class Consolidator:
             for number in manifest.revision_numbers():
                 if manifest.status_of(number) != "promoted":
                     continue
-                ids = [i for i in self.store.revision(manifest.name, number).provenance.episode_ids if i in pending]
+                try:
+                    record = self.store.revision(manifest.name, number)
+                except (CorruptSkillError, SkillNotFoundError) as error:
+                    log.warning("reconcile skips %s@%s: %s", manifest.name, number, error)
+                    continue
+                ids = [i for i in record.provenance.episode_ids if i in pending]
                 if ids:
                     self.buffer.mark_consolidated(ids, into=f"{manifest.name}@{number}")
                     pending.difference_update(ids)
@@ -259,27 +303,62 @@ class Consolidator:
         return marked
 
     def run(self, skill: str | None = None) -> list[ConsolidationReport]:
-        """Consolidate every group of enough new successes (or only those for `skill`)."""
+        """Consolidate every group of enough new successes (or only those for `skill`).
+
+        Each group is consolidated under its skill's lock, its episodes chosen again once the lock is held. A skill
+        another process is consolidating, or (unless it is `skill`) one that is broken, gets a `skipped` report."""
         if skill is not None:
             validate_skill_name(skill)
         self.reconcile()
-        episodes = self.buffer.list(status="success", consolidated=False, instance=self.instance)
         reports = []
-        for target, group in group_episodes(episodes, skill).items():
-            if len(group) >= self.config.min_episodes:
-                reports.append(self.consolidate(target, group))
+        for target, group in self._groups(skill).items():
+            if len(group) < self.config.min_episodes:
+                continue
+            try:
+                report = self._consolidate_group(target, skill)
+            except _BROKEN as error:
+                if skill is not None:
+                    raise
+                report = self._skipped(str(target), f"skill {target!r} cannot be consolidated: {error}")
+            if report is not None:
+                reports.append(report)
         return reports
 
     def consolidate(self, target: str | None, episodes: Sequence[Trajectory]) -> ConsolidationReport:
-        """One skill: dataset, training, evaluation, commit, marking, report."""
+        """One skill: dataset, training, evaluation, commit, marking, report; under the skill's lock (a `skipped`
+        report when another process holds it). `target` None creates a skill named after the episodes' tasks."""
+        if target is None:
+            target = derive_name(episodes, self._taken())[0]
+        with self._claim(target) as work:
+            if work is None:
+                return self._busy(target)
+            return self._consolidate(target, episodes, work)
+
+    def _consolidate_group(self, target: str | None, skill: str | None) -> ConsolidationReport | None:
+        """Claim the group's skill, choose its episodes again under the claim, consolidate them. None: too few."""
+        for _ in range(3):  # a new skill's name is taken by another process meanwhile: claim the next one
+            group = self._groups(skill).get(target, [])
+            if len(group) < self.config.min_episodes:
+                return None
+            name = target if target is not None else derive_name(group, self._taken())[0]
+            with self._claim(name) as work:
+                if work is None:
+                    return self._busy(name)
+                self.reconcile()  # a run that died between its commit and its marking: mark its episodes first
+                group = self._groups(skill).get(target, [])
+                if len(group) < self.config.min_episodes:
+                    return None  # another process consolidated them while this one waited
+                if target is None and derive_name(group, self._taken())[0] != name:
+                    continue
+                return self._consolidate(name, group, work)
+        return self._skipped(str(target), "new skill names kept being taken by other processes; skipped")
+
+    def _consolidate(self, target: str, episodes: Sequence[Trajectory], work: Path) -> ConsolidationReport:
         started = time.perf_counter()
         cfg = self.config
-        created = target is None or not self.store.exists(target)
-        description = ""
-        if target is None:
-            target, description = derive_name(episodes, {m.name for m in self.store.list()})
-        elif created:
-            description = derive_name(episodes, set())[1]
+        self._check_target(target)
+        created = not self.store.exists(target)
+        description = derive_name(episodes, set())[1] if created else ""
         parent = None if created else self.store.get(target).current
 
         # 1. dataset: dedupe, split, replay
@@ -318,73 +397,45 @@ class Consolidator:
             gradient_checkpointing=cfg.gradient_checkpointing,
         )
         regression = self._regression_set(target, exclude={e.id for e in chosen}) if not created else []
-        with tempfile.TemporaryDirectory(prefix="habitloop-candidate-") as tmp:
-            result = train_lora(
-                self.residency.model,
-                self.tokenizer,
-                examples,
-                Path(tmp) / "candidate",
-                config=train_config,
-                init_from=None if created else self.store.revision_dir(target),
-                episode_ids=[e.id for e in train_eps],
-                progress=self.progress,
-                on_step=lambda step, loss: crash_point("training") if step >= 2 else None,
-            )
-            crash_point("saved")
+        # the candidate is trained into `work`, the claimed folder (swept by the next claim if this run dies)
+        result = train_lora(
+            self.residency.model,
+            self.tokenizer,
+            examples,
+            work / "candidate",
+            config=train_config,
+            init_from=None if created else self.store.revision_dir(target),
+            episode_ids=[e.id for e in train_eps],
+            progress=self.progress,
+            on_step=lambda step, loss: crash_point("training") if step >= 2 else None,
+        )
+        crash_point("saved")
 
-            # 3. evaluate the candidate and what it would replace (the current revision, or the base)
-            with self.residency.trial(result.adapter_dir) as model:
-                candidate = self._score(model, holdout, regression, offtask_chats, base_offtask)
-            if created:
-                with self.residency.base_only() as model:
-                    current = self._score(model, holdout, regression, offtask_chats, base_offtask)
-            else:
-                self.residency.activate(target)
-                current = self._score(self.residency.model, holdout, regression, offtask_chats, base_offtask)
-            promoted, reason = self._gate(candidate, current)
+        # 3. evaluate the candidate and what it would replace (the current revision, or the base)
+        with self.residency.trial(result.adapter_dir) as model:
+            candidate = self._score(model, holdout, regression, offtask_chats, base_offtask)
+        if created:
+            with self.residency.base_only() as model:
+                current = self._score(model, holdout, regression, offtask_chats, base_offtask)
+        else:
+            self.residency.activate(target)
+            current = self._score(self.residency.model, holdout, regression, offtask_chats, base_offtask)
+        promoted, reason = self._gate(candidate, current)
 
-            # 4. commit (atomic), then mark the episodes
-            provenance = result.provenance.model_copy(
-                update={"episode_ids": tuple(e.id for e in chosen), "data_hash": digest}
-            )
-            evaluation = Evaluation(
-                metrics={f"candidate_{k}": v for k, v in candidate.model_dump().items() if v is not None}
-                | {f"current_{k}": v for k, v in current.model_dump().items() if v is not None},
-                details={"reason": reason, "holdout": [e.id for e in holdout], "config": cfg.model_dump()},
-            )
-            routing = self._routing(target, parent, train_eps)
-            if created and promoted:
-                self.store.create(
-                    target,
-                    result.adapter_dir,
-                    kind=cfg.kind,
-                    description=description,
-                    provenance=provenance,
-                    evaluation=evaluation,
-                    routing=routing,
-                )
-                revision: int | None = 1
-            elif created:
-                revision = None  # a new skill that is no better than the base is not created at all
-            else:
-                revision = self.store.add_revision(
-                    target,
-                    result.adapter_dir,
-                    provenance=provenance,
-                    evaluation=evaluation,
-                    promote=promoted,
-                    note=reason,
-                    routing=routing,
-                ).number
-        crash_point("committed")
-        if promoted and revision is not None:
-            self.buffer.mark_consolidated([e.id for e in chosen], into=f"{target}@{revision}")
-        crash_point("marked")
-
+        # 4. the report's draft (kept in `work` until the report is written), commit (atomic), then mark the episodes
+        provenance = result.provenance.model_copy(
+            update={"episode_ids": tuple(e.id for e in chosen), "data_hash": digest}
+        )
+        evaluation = Evaluation(
+            metrics={f"candidate_{k}": v for k, v in candidate.model_dump().items() if v is not None}
+            | {f"current_{k}": v for k, v in current.model_dump().items() if v is not None},
+            details={"reason": reason, "holdout": [e.id for e in holdout], "config": cfg.model_dump()},
+        )
+        routing = self._routing(target, parent, train_eps)
         report = ConsolidationReport(
             skill=target,
             created=created and promoted,
-            revision=revision,
+            revision=None,
             parent=parent,
             promoted=promoted,
             reason=reason,
@@ -397,10 +448,44 @@ class Consolidator:
             losses=result.losses,
             train_seconds=result.seconds,
             train_tokens_per_second=result.tokens_per_second,
-            wall_seconds=time.perf_counter() - started,
-            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         )
-        return self._write_report(report)
+        (work / _DRAFT).write_text(_Draft(report=report, data_hash=digest).model_dump_json())
+        revision: int | None = None  # a new skill that is no better than the base is not created at all
+        if created and promoted:
+            self.store.create(
+                target,
+                result.adapter_dir,
+                kind=cfg.kind,
+                description=description,
+                provenance=provenance,
+                evaluation=evaluation,
+                routing=routing,
+            )
+            revision = 1
+        elif not created:
+            revision = self.store.add_revision(
+                target,
+                result.adapter_dir,
+                provenance=provenance,
+                evaluation=evaluation,
+                promote=promoted,
+                note=reason,
+                routing=routing,
+            ).number
+        crash_point("committed")
+        if promoted and revision is not None:
+            self.buffer.mark_consolidated([e.id for e in chosen], into=f"{target}@{revision}")
+        crash_point("marked")
+        report = report.model_copy(
+            update={
+                "revision": revision,
+                "wall_seconds": time.perf_counter() - started,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+        report = self._write_report(report)
+        (work / _DRAFT).unlink()  # written: nothing left for a sweep to recover
+        return report
 
     # --------------------------------------------------------------------------------------------- internals
 
@@ -470,13 +555,131 @@ class Consolidator:
     def _already_tried(self, skill: str, parent: int | None, digest: str) -> int | None:
         for entry in self.store.history(skill):
             record = entry.revision
-            if record.parent == parent and record.provenance.data_hash == digest:
+            if record is not None and record.parent == parent and record.provenance.data_hash == digest:
                 return record.number
         return None
+
+    # --------------------------------------------------------------------------------------------- claims
+
+    @contextmanager
+    def _claim(self, name: str) -> Iterator[Path | None]:
+        """Hold skill `name`'s consolidation lock (waiting at most `lock_timeout` s) and yield its candidate folder,
+        or None when another process holds it. The outermost claim sweeps what a crashed holder left there first,
+        and removes the folder when it ends."""
+        key = name.rsplit("/", 1)[-1]  # a personal view's `alice/x` is the folder `x` of alice's own store
+        lock = self._locks.get(key)
+        if lock is None:
+            (self.store.root / LOCKS).mkdir(parents=True, exist_ok=True)
+            lock = self._locks[key] = FileLock(str(self.store.root / LOCKS / f"{key}.lock"))
+        try:
+            lock.acquire(timeout=self.lock_timeout)
+        except Timeout:
+            yield None
+            return
+        work = self.store.root / CANDIDATES / key
+        outermost = lock.lock_counter == 1
+        try:
+            if outermost:
+                self._recover(work)
+                work.mkdir(parents=True)
+            yield work
+            if outermost:
+                shutil.rmtree(work, ignore_errors=True)
+        finally:
+            lock.release()
+
+    def _sweep_candidates(self) -> None:
+        """Remove the candidate folders no live process holds (each one's lock is free), recovering their reports."""
+        folder = self.store.root / CANDIDATES
+        if not folder.is_dir():
+            return
+        for leftover in sorted(folder.iterdir()):
+            key = leftover.name
+            (self.store.root / LOCKS).mkdir(exist_ok=True)
+            lock = self._locks.get(key) or FileLock(str(self.store.root / LOCKS / f"{key}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue  # a live consolidation's folder
+            try:
+                if lock.lock_counter == 1:  # not one of this consolidator's own claims in progress
+                    self._recover(leftover)
+            finally:
+                lock.release()
+
+    def _recover(self, work: Path) -> None:
+        """A stale candidate folder (its lock is held by us): write the report of the revision it committed before
+        the crash, if it got that far, then remove it."""
+        if not work.exists():
+            return
+        try:
+            draft = _Draft.model_validate_json((work / _DRAFT).read_bytes())
+        except (OSError, ValidationError):
+            draft = None  # died before the commit: nothing was committed, nothing to report
+        if draft is not None:
+            revision = self._committed(draft)
+            rejected_new = not draft.report.promoted and draft.report.parent is None  # commits nothing
+            if revision is not None or rejected_new:  # decided (and committed), but the report was never written
+                reason = f"{draft.report.reason} (report written by a later run: this one was killed)"
+                self._write_report(draft.report.model_copy(update={"revision": revision, "reason": reason}))
+        shutil.rmtree(work, ignore_errors=True)
+
+    def _committed(self, draft: _Draft) -> int | None:
+        """The revision of `draft.report.skill` trained on the draft's data from its parent, if it was committed."""
+        skill = draft.report.skill
+        try:
+            if not self.store.exists(skill):
+                return None
+            return self._already_tried(skill, draft.report.parent, draft.data_hash)
+        except _BROKEN + (SkillNotFoundError,) as error:
+            log.warning("cannot tell whether %s was committed before a crash: %s", skill, error)
+            return None
+
+    def _taken(self) -> set[str]:
+        """Names a new skill cannot have: every skill, and every folder in the store (a broken skill's too)."""
+        names = {m.name for m in self.store.list()}
+        return names | {p.name for p in self.store.root.iterdir() if not p.name.startswith(".")}
+
+    def _check_target(self, target: str) -> None:
+        """Refuse, before any training, a target that cannot take a new revision: its manifest, current revision or
+        files unreadable, made for another base, or a folder without a manifest in the way of a new skill."""
+        if self.store.exists(target):
+            self.store.read_adapter(target)  # manifest, current record, checksums, base fingerprint
+        elif (self.store.root / target.rsplit("/", 1)[-1]).exists():
+            raise CorruptSkillError(
+                f"skill folder {target!r} has no manifest.json",
+                hint=f"delete it with `habitloop skills delete {target}`",
+            )
+
+    def _groups(self, skill: str | None) -> dict[str | None, list[Trajectory]]:
+        episodes = self.buffer.list(status="success", consolidated=False, instance=self.instance)
+        return group_episodes(episodes, skill)
+
+    def _busy(self, name: str) -> ConsolidationReport:
+        return self._skipped(name, f"skill {name!r} is being consolidated by another process; skipped")
+
+    def _skipped(self, name: str, reason: str) -> ConsolidationReport:
+        log.warning("%s", reason)
+        return ConsolidationReport(
+            skill=name,
+            created=False,
+            revision=None,
+            parent=None,
+            promoted=False,
+            reason=reason,
+            episodes=[],
+            n_train=0,
+            n_holdout=0,
+            n_replay=0,
+            candidate=Scores(),
+            current=Scores(),
+            skipped=True,
+        )
 
     def _report_tried(
         self, skill: str, revision: int, parent: int | None, episodes: list[Trajectory], started: float
     ) -> ConsolidationReport:
+        """The report of a rerun on data already tried (marking what a crash left unmarked)."""
         manifest = self.store.get(skill)
         promoted = manifest.status_of(revision) == "promoted"
         if promoted:  # committed before a crash; marking is what was left

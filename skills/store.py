@@ -84,11 +84,15 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 class HistoryEntry(BaseModel):
-    """One committed revision as `history` shows it."""
+    """One committed revision as `history` shows it. A revision the manifest names but whose record cannot be read
+    (its folder lost, say) is still listed, with `revision` None and `problem` saying what is wrong and the fix:
+    one lost revision never hides the others."""
 
-    revision: RevisionRecord
+    number: int
+    revision: RevisionRecord | None
     status: RevisionStatus
     current: bool
+    problem: str | None = None
 
 
 class SkillProblem(BaseModel):
@@ -168,16 +172,45 @@ class SkillStore:
         return self.scan().skills
 
     def scan(self) -> StoreScan:
+        """Every usable skill, and every folder that is not one, with the reason and the fix.
+
+        Usable: a readable manifest naming this folder, a readable record of its current revision with that
+        revision's files present and, when this store knows its base, made for that base. Cheap (two small reads and
+        a few stats per skill; checksums are verified when an adapter is loaded), so routing can afford it."""
         skills: list[SkillManifest] = []
         problems: list[SkillProblem] = []
         for entry in sorted(self.root.iterdir()):
             if entry.name.startswith(".") or not entry.is_dir():
                 continue
             try:
-                skills.append(self.get(entry.name))
+                skills.append(self._usable(entry.name))
             except (CorruptSkillError, SkillNotFoundError, UserError) as error:
                 problems.append(SkillProblem(name=entry.name, path=str(entry), error=str(error)))
         return StoreScan(skills=skills, problems=problems)
+
+    def _usable(self, name: str) -> SkillManifest:
+        try:
+            validate_skill_name(name)
+        except InvalidSkillNameError as error:
+            raise UserError(
+                f"{name!r} is not a skill folder: {error.message}", hint=f"move it out of {self.root}"
+            ) from error
+        if not (self.skill_dir(name) / MANIFEST).is_file():
+            raise CorruptSkillError(
+                f"skill folder {name!r} has no {MANIFEST}", hint=f"remove it with `habitloop skills delete {name}`"
+            )
+        manifest = self.get(name)
+        self._check_base(name, manifest.base_fingerprint)
+        record = self._read_revision(name, manifest.current, manifest)
+        self._check_base(name, record.base_fingerprint)
+        folder = self.skill_dir(name) / "revs" / str(manifest.current)
+        for file_name in record.files:
+            if not (folder / file_name).is_file():
+                raise CorruptSkillError(
+                    f"skill {name!r} revision {manifest.current}: {file_name} is missing",
+                    hint=f"roll back with `habitloop skills rollback {name}`, or delete it",
+                )
+        return manifest
 
     def revision(self, name: str, number: int | None = None) -> RevisionRecord:
         """The record of a committed revision (the current one by default)."""
@@ -188,22 +221,33 @@ class SkillStore:
                 f"skill {name!r} has no revision {number}",
                 hint=f"its revisions are {manifest.revision_numbers()}",
             )
-        return self._read_revision(name, number)
+        return self._read_revision(name, number, manifest)
 
     def revision_dir(self, name: str, number: int | None = None) -> Path:
         """The folder of a committed revision: a PEFT adapter folder other engines can load directly."""
         return self.skill_dir(name) / "revs" / str(self.revision(name, number).number)
 
     def history(self, name: str) -> builtins.list[HistoryEntry]:
+        """Every revision the manifest names, oldest first; one whose record cannot be read is listed with its
+        `problem` instead of failing the whole history."""
         manifest = self.get(name)
-        return [
-            HistoryEntry(
-                revision=self._read_revision(name, number),
-                status=manifest.status_of(number),
-                current=number == manifest.current,
+        entries = []
+        for number in manifest.revision_numbers():
+            record, problem = None, None
+            try:
+                record = self._read_revision(name, number, manifest)
+            except CorruptSkillError as error:
+                problem = str(error)
+            entries.append(
+                HistoryEntry(
+                    number=number,
+                    revision=record,
+                    status=manifest.status_of(number),
+                    current=number == manifest.current,
+                    problem=problem,
+                )
             )
-            for number in manifest.revision_numbers()
-        ]
+        return entries
 
     def read_adapter(self, name: str, number: int | None = None) -> AdapterWeights:
         """Read and verify one revision's adapter: checksums, PEFT config, tensors, base fingerprint."""
@@ -359,27 +403,56 @@ class SkillStore:
         return self._move_pointer(name, to, "rollback", "")
 
     def delete(self, name: str) -> None:
-        """Remove a skill and all its revisions (moved aside first, so a crash never leaves half a skill)."""
+        """Remove a skill and all its revisions (moved aside first, so a crash never leaves half a skill).
+
+        Reads nothing inside the folder, so a skill whose manifest is garbage or missing is deleted too; the name is
+        validated, so nothing outside the store is touched (a link is removed, never followed)."""
         with self._write_lock():
             folder = self.skill_dir(name)
-            if not folder.exists():
-                raise SkillNotFoundError(f"no skill named {name!r} in {self.root}")
+            if not folder.exists() and not folder.is_symlink():
+                raise SkillNotFoundError(f"no skill named {name!r} in {self.root}", hint="see `habitloop skills list`")
             trash = self.root / ".trash" / f"{name}-{uuid.uuid4().hex[:8]}"
             trash.parent.mkdir(exist_ok=True)
             folder.rename(trash)
             fsync_dir(self.root)
-            shutil.rmtree(trash)
+            if trash.is_dir() and not trash.is_symlink():
+                shutil.rmtree(trash)
+            else:
+                trash.unlink()
 
     def export(self, name: str, dest: Path | str) -> Path:
-        """Write skill `name` with all committed revisions to one `.tar.gz` (written atomically)."""
+        """Write skill `name` with its committed revisions to one `.tar.gz` (written atomically).
+
+        A revision whose record is lost (listed with a `problem` by `history`: its folder gone, say) is left out, and
+        so are its events in the archived manifest: the archive is a whole skill that imports cleanly, which is also
+        how a lost revision is dropped for good (export, then `import --replace`). Refused: a lost current revision
+        (roll back first) and a revision whose record reads but whose files are damaged (checksums)."""
         manifest = self.get(name)
-        for number in manifest.revision_numbers():
-            self._check_staged_revision(self.skill_dir(name) / "revs" / str(number), name, number, f"skill {name!r}")
         folder = self.skill_dir(name)
+        lost = {e.number for e in self.history(name) if e.problem is not None}
+        if manifest.current in lost:
+            raise CorruptSkillError(
+                f"skill {name!r}: its current revision {manifest.current} is lost; export needs it",
+                hint=f"roll back first with `habitloop skills rollback {name}`",
+            )
+        kept = [number for number in manifest.revision_numbers() if number not in lost]
+        for number in kept:
+            self._check_staged_revision(folder / "revs" / str(number), name, number, f"skill {name!r}")
+        if lost:
+            manifest = manifest.model_copy(
+                update={"history": tuple(e for e in manifest.history if e.revision not in lost)}
+            )
+            SkillManifest.model_validate(manifest.model_dump())
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-            tar.add(folder / MANIFEST, arcname=f"{name}/{MANIFEST}")
-            for number in manifest.revision_numbers():
+            if lost:  # the manifest as it will be imported: without the lost revisions
+                data = json.dumps(manifest.model_dump(mode="json"), indent=2).encode()
+                info = tarfile.TarInfo(f"{name}/{MANIFEST}")
+                info.size, info.mtime, info.mode = len(data), int((folder / MANIFEST).stat().st_mtime), 0o644
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.add(folder / MANIFEST, arcname=f"{name}/{MANIFEST}")
+            for number in kept:
                 for file_name in _REVISION_FILES:
                     tar.add(folder / "revs" / str(number) / file_name, arcname=f"{name}/revs/{number}/{file_name}")
         dest = Path(dest)
@@ -569,22 +642,31 @@ class SkillStore:
             )
         return manifest
 
-    def _read_revision(self, name: str, number: int) -> RevisionRecord:
+    def _read_revision(self, name: str, number: int, manifest: SkillManifest | None = None) -> RevisionRecord:
+        """The record of revision `number`; a `CorruptSkillError` whose hint is a fix that works: roll back when it
+        is the current revision, else drop it (export leaves lost revisions out, import --replace takes that)."""
         path = self.skill_dir(name) / "revs" / str(number) / REVISION
+        if manifest is not None and number == manifest.current:
+            fix = f"roll back with `habitloop skills rollback {name}` (or --to N), or delete it"
+        else:
+            fix = (
+                f"drop it with `habitloop skills export {name} -o {name}.tar.gz` then "
+                f"`habitloop skills import {name}.tar.gz --replace`"
+            )
         if not path.is_file():
             raise CorruptSkillError(
-                f"skill {name!r}: revision {number} is named in its manifest but missing on disk",
-                hint=f"roll back with `habitloop skills rollback {name}`, or re-import the skill",
+                f"skill {name!r}: revision {number} is named in its manifest but missing on disk", hint=fix
             )
-        return self._parse(RevisionRecord, path, name)
+        return self._parse(RevisionRecord, path, name, hint=fix)
 
-    def _parse(self, model: type[_M], path: Path, name: str) -> _M:
+    def _parse(self, model: type[_M], path: Path, name: str, *, hint: str | None = None) -> _M:
         try:
             return model.model_validate_json(path.read_bytes())
         except (OSError, ValidationError, ValueError) as error:
             raise CorruptSkillError(
                 f"skill {name!r}: {path.name} is unreadable: {_one_line(error)}",
-                hint=f"restore it from an export, or remove it with `habitloop skills delete {name}`",
+                hint=hint
+                or f"import it again from an export with --replace, or remove it with `habitloop skills delete {name}`",
             ) from error
 
 
