@@ -280,6 +280,17 @@ def test_validate_call_names_the_field(arguments: dict[str, Any], fragments: lis
         assert fragment in error.reason
 
 
+def test_validate_call_observations_are_capped_in_size() -> None:
+    """100k bad items, a huge unknown tool name: the model gets a few KB at most, never megabytes."""
+    call = ToolCall(name="get_weather", arguments={"city": ["Paris"] * 100_000, "x" * 10_000: 1})
+    error = validate_call(call, REGISTRY)
+    assert isinstance(error, CallError) and len(error.observation()) < 2_000
+    unknown = validate_call(ToolCall(name="w" * 100_000), REGISTRY)
+    assert isinstance(unknown, CallError) and len(unknown.observation()) < 2_000
+    assert "the tools are: calculator, get_weather" in unknown.reason
+    assert len(only_error('<tool_call>{"name": "' + "n" * 100_000 + '", "arguments": 1}</tool_call>').reason) < 2_000
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Fuzzing: the parser never raises and never hits its internal-error fallback.
 

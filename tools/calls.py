@@ -121,7 +121,9 @@ def validate_call(call: ToolCall, registry: ToolRegistry) -> ToolCall | CallErro
 
     if call.name not in registry:
         known = ", ".join(registry.names())
-        return refuse(f"unknown tool {call.name!r}; " + (f"the tools are: {known}" if known else "no tools exist"))
+        return refuse(
+            f"unknown tool {_quoted(call.name)}; " + (f"the tools are: {known}" if known else "no tools exist")
+        )
     problem = registry.get(call.name).check_arguments(call.arguments)
     return refuse(problem) if problem is not None else call
 
@@ -404,6 +406,11 @@ def _snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _quoted(name: object) -> str:
+    """A name the model wrote, quoted for an error message and cut: it may be any length."""
+    return _snippet(repr(name), 60)
+
+
 def _error(reason: str, raw: str, fmt: CallFormat | None = None, name: str | None = None) -> CallError:
     return CallError(reason=reason, raw=_snippet(raw), format=fmt, name=name)
 
@@ -514,13 +521,17 @@ def _call_from_value(value: Any, raw: str, fmt: CallFormat) -> Item:
             try:
                 arguments = json.loads(arguments)
             except (ValueError, RecursionError):
-                return _error(f'"arguments" of {name!r} is a string that is not a JSON object; {shape}', raw, fmt, name)
+                return _error(
+                    f'"arguments" of {_quoted(name)} is a string that is not a JSON object; {shape}', raw, fmt, name
+                )
     if arguments is None:
         arguments = {}
     if not isinstance(arguments, dict):
-        return _error(f'"arguments" of {name!r} must be a JSON object, not {_json_type(arguments)}', raw, fmt, name)
+        return _error(
+            f'"arguments" of {_quoted(name)} must be a JSON object, not {_json_type(arguments)}', raw, fmt, name
+        )
     if not all(isinstance(key, str) for key in arguments):
-        return _error(f"the argument names of {name!r} must be strings", raw, fmt, name)
+        return _error(f"the argument names of {_quoted(name)} must be strings", raw, fmt, name)
     return ToolCall(name=name, arguments=arguments, raw=raw, format=fmt)
 
 
@@ -614,19 +625,20 @@ def _python_calls(
 
 
 def _python_call(call: ast.Call, name: str, raw: str, fmt: CallFormat) -> Item:
+    shown = _snippet(name, 60)
     if call.args:
         return _error(
-            f"{name}(...) has positional arguments; name every argument, e.g. {name}(argument=value)", raw, fmt, name
+            f"{shown}(...) has positional arguments; name every argument, e.g. {shown}(argument=value)", raw, fmt, name
         )
     arguments: dict[str, Any] = {}
     for keyword in call.keywords:
         if keyword.arg is None:
-            return _error(f"{name}(...) unpacks **arguments; write each argument as name=value", raw, fmt, name)
+            return _error(f"{shown}(...) unpacks **arguments; write each argument as name=value", raw, fmt, name)
         ok, value = _literal(keyword.value)
         if not ok:
             return _error(
-                f"argument {keyword.arg!r} of {name}(...) is not a literal value (a number, string, list, dict, "
-                "True/False/None); expressions and variables cannot be evaluated",
+                f"argument {_quoted(keyword.arg)} of {shown}(...) is not a literal value (a number, string, list, "
+                "dict, True/False/None); expressions and variables cannot be evaluated",
                 raw,
                 fmt,
                 name,
