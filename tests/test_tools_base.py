@@ -280,6 +280,38 @@ def test_invalid_arguments_become_error_results(arguments: object, fragments: li
     assert result.observation() == f"error: {result.error}"
 
 
+def test_validation_errors_are_capped_in_size() -> None:
+    """Issue 16: 100k bad list items made a 9.7 MB observation. The first few problems are named, the rest counted."""
+
+    @tool
+    def total(values: list[int]) -> int:
+        """Sum integers.
+
+        Args:
+            values: the integers.
+        """
+        return sum(values)
+
+    bad = {"values": ["x" * 50] * 100_000}
+    result = total.invoke(bad)
+    assert not result.ok and result.error is not None
+    assert len(result.observation()) < 2_000, len(result.observation())
+    assert "'values.0': Input should be a valid integer" in result.error
+    assert "and 99,995 more problems" in result.error
+    # an unknown argument with a huge name, a huge bad value: each problem is cut too
+    huge = total.invoke({"values": [1], "v" * 100_000: 1})
+    assert huge.error is not None and len(huge.error) < 2_000 and "unknown argument" in huge.error
+    assert len(add.invoke({"a": "7" * 100_000 + "x"}).observation()) < 2_000
+
+    # an exception's message is cut as well
+    @tool
+    def loud() -> str:
+        """Fail with a long message."""
+        raise ValueError("no " * 1_000_000)
+
+    assert len(loud.invoke().observation()) < 5_000
+
+
 def test_none_arguments_mean_no_arguments() -> None:
     @tool
     def ping() -> str:

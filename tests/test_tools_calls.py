@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from tools import CallError, ParseResult, ToolCall, ToolRegistry, calculator, parse_tool_calls, tool, validate_call
+from tools.calls import _PARSE_BUDGET_CHARS
 
 
 @tool
@@ -109,6 +111,9 @@ def test_fenced_json() -> None:
     assert only_call('```\n{"name": "a", "parameters": {"x": 1}}\n```').arguments == {"x": 1}
     assert only_call('```json {"name": "a", "arguments": {}}```').name == "a"
     assert only_call('```tool_call\n[{"name": "a", "arguments": {}}]\n```').name == "a"
+    # a fence inside a JSON string does not close the block
+    inner = only_call('```json\n{"name": "a", "arguments": {"code": "```py\\nx\\n```"}}\n```\nafter')
+    assert inner.arguments == {"code": "```py\nx\n```"} and inner.raw.endswith("}}\n```")
 
 
 def test_fenced_python_calls() -> None:
@@ -275,6 +280,17 @@ def test_validate_call_names_the_field(arguments: dict[str, Any], fragments: lis
         assert fragment in error.reason
 
 
+def test_validate_call_observations_are_capped_in_size() -> None:
+    """100k bad items, a huge unknown tool name: the model gets a few KB at most, never megabytes."""
+    call = ToolCall(name="get_weather", arguments={"city": ["Paris"] * 100_000, "x" * 10_000: 1})
+    error = validate_call(call, REGISTRY)
+    assert isinstance(error, CallError) and len(error.observation()) < 2_000
+    unknown = validate_call(ToolCall(name="w" * 100_000), REGISTRY)
+    assert isinstance(unknown, CallError) and len(unknown.observation()) < 2_000
+    assert "the tools are: calculator, get_weather" in unknown.reason
+    assert len(only_error('<tool_call>{"name": "' + "n" * 100_000 + '", "arguments": 1}</tool_call>').reason) < 2_000
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Fuzzing: the parser never raises and never hits its internal-error fallback.
 
@@ -376,11 +392,126 @@ def test_well_formed_calls_round_trip(arguments: dict[str, Any], fmt: str) -> No
 
 
 def test_deeply_nested_input_does_not_crash() -> None:
+    """json and ast both recurse: nesting far past the recursion limit is a parse error or prose, never a crash."""
+    deep = "[" * 100_000
     for text in (
-        "<tool_call>" + "[" * 100_000,
+        "<tool_call>" + deep,
         "<tool_call>" + "{" * 50_000 + "}" * 50_000 + "</tool_call>",
         "f(a=" + "[" * 5000 + "]" * 5000 + ")",
         "(" * 10_000 + ")" * 10_000,
         "{" * 100_000,
+        deep,
+        "[{" * 50_000,
+        "```json\n" + deep + "\n```",
+        "```json\n" + "[{" * 50_000,
+        "```python\n" + deep + "\n```",
+        "f(a=" + deep + ")",
+        "f(a=" + "[" * 20_000 + "]" * 20_000 + ")",
+        "<tool_call>" + "a." * 50_000 + "a()</tool_call>",
+        "a." * 50_000 + "a()",
+        "f(a=" + "-" * 100_000 + "1)",
+        "f(a=" + "1+" * 50_000 + "1)",
+        "<tool_call>f(a=" + "not " * 20_000 + "x)</tool_call>",
+        '<tool_call>{"name": "a", "arguments": "' + deep + '"}</tool_call>',
+        '<tool_call>{"name": "a", "arguments": ' + deep + "</tool_call>",
+        '{"name": "a", "arguments": ' + "[" * 100_000 + "]" * 100_000 + "}",
     ):
-        check_total(text)
+        result = check_total(text)
+        assert result.calls == []
+    # a callee deeper than the recursion limit, shallow enough for ast.parse: read without recursion
+    assert only_call("a." * 1_500 + "a()").name == "a." * 1_500 + "a"
+    assert only_call("<tool_call>" + "a." * 1_500 + "a(x=1)</tool_call>").arguments == {"x": 1}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Complexity: parse time is linear in the text whatever its shape (issue 16: 176 KB of `'name': 1,` in a fence took
+# 16 s). The budget is CPU time (not wall time: the suite shares its cores), and generous: 0.05 s per KB + 1 s.
+
+# (prefix, unit repeated to the size, suffix): the shapes that made some stage quadratic, or could.
+ADVERSARIAL_SHAPES = {
+    "fenced 'name': 1 items": ("```json\n{", "'name': 1, ", "}\n```"),
+    "unclosed fence of 'name': 1 items": ("```json\n{", "'name': 1, ", ""),
+    "python fence of 'name': 1 items": ("```python\n{", "'name': 1, ", "}\n```"),
+    "'name' items then arguments": ("```json\n{", "'name': 1, ", "'arguments': }\n```"),
+    "bare 'name': items": ("", '"name": ', ""),
+    "lines of name without arguments": ("", '{"name": 1, ' * 20 + "\n", ""),
+    "unmatched braces": ("", "{", ""),
+    "lines of unmatched braces": ("", "{\n", ""),
+    "lines of nested openings": ("", '{"a": [\n', '"' + "x" * 1000),
+    "lines of nested calls": ("", '{"name": "a", "arguments": {"x":\n', ""),
+    "nested lines then a long list": ('{"a": [\n' * 150, "1, ", ""),
+    "nested lines then a long string": ('{"a": [\n' * 150 + '"', "x", ""),
+    "nested calls then a long line": ('{"name": "a", "arguments": {"x":\n' * 150 + "{}" + "}" * 300, " x", ""),
+    "tool_call openings": ("", "<tool_call>", ""),
+    "tool_call openings with a brace": ("", "<tool_call>{", ""),
+    "tool_call openings with a call": ("", '<tool_call>{"name": "a", "arguments": {}}', ""),
+    "closed tool_calls": ("", '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n', ""),
+    "f( line starts": ("", "f(\n", ""),
+    "long call lines": ("", "f(a=[1, 2, 3, " + "4, " * 300 + "\n", ")"),
+    "call lines that end in a bracket": ("", "f(a=1)]\n", ""),
+    "deep brackets": ("", "[", ""),
+    "deep brackets in a tag": ("<tool_call>", "[", ""),
+    "deep brackets in a fence": ("```json\n", "[", "\n```"),
+    "deep brackets in a call": ("f(a=", "[", ")"),
+    "unclosed fences": ("", "```\n", ""),
+    "unclosed json fences": ("", "```json\n{", ""),
+    "backticks": ("", "`", ""),
+    "spaces": ("", " ", ""),
+    "newlines": ("", "\n", ""),
+    "blank lines with tabs": ("", " \t\n", ""),
+    "spaces then a call": ("", " ", "f(a=1)"),
+    "json lines followed by text": ("", '{"name": "a", "arguments": {}} x\n', ""),
+    "attribute chains": ("", "a.", "a()"),
+}
+CALL_ALPHABET = list("<>/tool_cal{}[]()\"':,=\n \t`json.name arguments 0123456789\\")
+
+
+def parse_seconds(text: str) -> float:
+    started = time.process_time()
+    check_total(text)
+    return time.process_time() - started
+
+
+def seconds_allowed(text: str) -> float:
+    return 0.05 * len(text) / 1000 + 1.0
+
+
+def build(shape: tuple[str, str, str], size: int) -> str:
+    prefix, unit, suffix = shape
+    return prefix + unit * max(1, size // len(unit)) + suffix
+
+
+@pytest.mark.parametrize("shape", ADVERSARIAL_SHAPES.values(), ids=ADVERSARIAL_SHAPES.keys())
+def test_adversarial_shapes_parse_in_linear_time(shape: tuple[str, str, str]) -> None:
+    text = build(shape, 176_000)
+    seconds = parse_seconds(text)
+    assert seconds < seconds_allowed(text), f"{len(text) / 1000:.0f} KB took {seconds:.1f} s"
+
+
+# No shrinking: a timing failure shrinks slowly and the first failing size says enough.
+@settings(max_examples=60, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(
+    st.one_of(
+        st.sampled_from(list(ADVERSARIAL_SHAPES.values())),
+        st.tuples(st.text(CALL_ALPHABET, max_size=12), st.text(CALL_ALPHABET, min_size=1, max_size=12), st.just("")),
+    ),
+    st.integers(1_000, 400_000),
+)
+def test_fuzz_parse_time_is_linear_in_the_text(shape: tuple[str, str, str], size: int) -> None:
+    text = build(shape, size)
+    seconds = parse_seconds(text)
+    assert seconds < seconds_allowed(text), f"{len(text) / 1000:.0f} KB took {seconds:.1f} s"
+
+
+def test_text_past_the_parse_budget_is_not_read_and_says_so() -> None:
+    """What the decoders may read of one message is capped; calls past the cap come back as one error, not silence."""
+    one = '<tool_call>{"name": "get_weather", "arguments": {"city": "' + "x" * 1000 + '"}}</tool_call>\n'
+    count = _PARSE_BUDGET_CHARS // len(one) + 50
+    result = parse_tool_calls(one * count)
+    assert 0 < len(result.calls) < count
+    assert len(result.errors) == 1 and "too long" in result.errors[0].reason
+    # a long message of prose and a call under the cap is read as before
+    assert only_call("Some prose. " * 10_000 + "\n" + one).name == "get_weather"
+    # far past the cap the time stays linear
+    text = build(ADVERSARIAL_SHAPES["lines of nested calls"], 2_000_000)
+    assert parse_seconds(text) < seconds_allowed(text)

@@ -94,6 +94,11 @@ class ToolResult(BaseModel):
 
 # Seconds a cancelled async tool gets to finish before `invoke` stops waiting for its event loop.
 _CANCEL_GRACE = 1.0
+# Bounds on an error the model reads, so that one bad call cannot flood its context (100k bad list items made a
+# 9.7 MB message): the first few validation problems, each cut, then a count; an exception's message, cut.
+MAX_PROBLEMS = 5
+_PROBLEM_CHARS = 300
+_MESSAGE_CHARS = 2_000
 
 
 class _TimedOut(Exception):
@@ -308,8 +313,8 @@ class Tool:
         if isinstance(error, _TimedOut):
             return f"tool {self.name!r} timed out after {timeout:g} s"
         if isinstance(error, ToolError):
-            return f"tool {self.name!r}: {error}"
-        return f"tool {self.name!r} raised {type(error).__name__}: {error}"
+            return f"tool {self.name!r}: {_cut(str(error), _MESSAGE_CHARS)}"
+        return f"tool {self.name!r} raised {type(error).__name__}: {_cut(str(error), _MESSAGE_CHARS)}"
 
     def _result(self, arguments: object, start: float, *, value: Any = None, error: str | None = None) -> ToolResult:
         return ToolResult(
@@ -690,21 +695,31 @@ def _to_text(value: Any) -> str:
         return str(value)
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    return _cut(repr(value), limit)
+
+
 def _describe_validation_error(name: str, error: ValidationError, parameters: Mapping[str, Any]) -> str:
-    """One line per field, e.g. `invalid arguments for tool 'add': 'a': Input should be a valid integer (got 'x')`."""
+    """One clause per problem, e.g. `invalid arguments for tool 'add': 'a': Input should be a valid integer (got
+    'x')`; at most `MAX_PROBLEMS` of them, each cut, then how many more there are."""
     known = ", ".join(parameters.get("properties", {})) or "none"
     problems = []
-    for item in error.errors(include_url=False):
-        location = ".".join(str(part) for part in item["loc"]) or "arguments"
+    for item in error.errors(include_url=False)[:MAX_PROBLEMS]:
+        location = _short(".".join(str(part) for part in item["loc"]) or "arguments")
         if item["type"] == "missing":
-            problems.append(f"{location!r}: required argument is missing")
+            problem = f"{location}: required argument is missing"
         elif item["type"] == "extra_forbidden":
-            problems.append(f"{location!r}: unknown argument (the tool takes: {known})")
+            problem = f"{location}: unknown argument (the tool takes: {known})"
         else:
-            problems.append(f"{location!r}: {item['msg']} (got {_short(item.get('input'))})")
-    return f"invalid arguments for tool {name!r}: " + "; ".join(problems)
+            problem = f"{location}: {item['msg']} (got {_short(item.get('input'))})"
+        problems.append(_cut(problem, _PROBLEM_CHARS))
+    more = error.error_count() - len(problems)
+    return (
+        f"invalid arguments for tool {name!r}: "
+        + "; ".join(problems)
+        + (f"; and {more:,} more problems" if more else "")
+    )

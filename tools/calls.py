@@ -16,6 +16,11 @@ accepts, in this order of precedence:
 Everything else is prose. What looks like a call but cannot be read becomes a `CallError` whose `reason` goes back
 to the model as an observation: the model's mistakes are data, and `parse_tool_calls` never raises, whatever text it
 is given.
+
+Parsing is linear in the text, whatever its shape: every pattern scans each character a bounded number of times (no
+`.*` that backtracks over the rest of the text, no run of blanks rescanned from every line start),
+and the JSON and Python decoders together read at most `_PARSE_BUDGET_CHARS` characters of one message (plus the one
+attempt that crosses it); the rest is not read. Nesting deeper than the decoders' recursion limit is a parse error.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import re
 import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,7 +43,10 @@ SNIPPET_CHARS = 200
 _MAX_CANDIDATES = 200
 _MAX_CALL_LINES = 30
 _MAX_CALL_CHARS = 20_000
+# Characters the JSON and Python decoders may read in one message, all stages together.
 _PARSE_BUDGET_CHARS = 200_000
+# How many ``` inside JSON strings a fenced call may hold (code blocks in its arguments).
+_MAX_FENCES_IN_JSON = 8
 
 
 class ToolCall(BaseModel):
@@ -113,7 +121,9 @@ def validate_call(call: ToolCall, registry: ToolRegistry) -> ToolCall | CallErro
 
     if call.name not in registry:
         known = ", ".join(registry.names())
-        return refuse(f"unknown tool {call.name!r}; " + (f"the tools are: {known}" if known else "no tools exist"))
+        return refuse(
+            f"unknown tool {_quoted(call.name)}; " + (f"the tools are: {known}" if known else "no tools exist")
+        )
     problem = registry.get(call.name).check_arguments(call.arguments)
     return refuse(problem) if problem is not None else call
 
@@ -139,13 +149,20 @@ _CLOSE_TAG = re.compile(r"<\s*/\s*tool_call\s*>", re.IGNORECASE)
 _FENCE = re.compile(r"```[ \t]*([A-Za-z][\w+\-]*)?[^\S\n]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _JSON_FENCES = {"", "json", "json5", "jsonc", "tool_call", "tool_calls", "function_call"}
 _PYTHON_FENCES = {"", "python", "py", "python3", "tool_code"}
-# Text that is clearly meant as a JSON call even when it does not parse.
-_LOOKS_LIKE_JSON_CALL = re.compile(r"""["']name["']\s*:.*["'](?:arguments|parameters)["']\s*:""", re.DOTALL)
-_JSON_LINE_START = re.compile(r"^[ \t]*(?=\[?\s*\{)", re.MULTILINE)
+# Text that is clearly meant as a JSON call even when it does not parse: a "name" key, then an "arguments" key.
+_NAME_KEY = re.compile(r"""["']name["']\s*+:""")
+_ARGUMENTS_KEY = re.compile(r"""["'](?:arguments|parameters)["']\s*+:""")
+# Possessive quantifiers (`*+`) throughout: a failed match must not backtrack into a run of blanks and rescan it.
+# A line starting with `{`, or with `[` and then `{` (the list may open on a line of its own).
+_JSON_LINE_START = re.compile(r"^[ \t]*+(?=\{|\[\s*+\{)", re.MULTILINE)
 # The start of a line that may be a Python-style call: `name(`, `a.b(`, `[name(`, optionally in backticks. Without
 # known tool names, no space may precede the parenthesis: prose writes "Total (2)", code writes "total(2)".
-_CALL_LINE_START = re.compile(r"^[ \t]*`?\[?\s*[^\W\d][\w.]*\(", re.MULTILINE)
-_CALL_LINE_START_LENIENT = re.compile(r"^[ \t]*`?\[?\s*[^\W\d][\w.]*\s*\(", re.MULTILINE)
+_CALL_LINE_START = re.compile(r"^[ \t]*+`?+(?:\[\s*+|[ \t]*+)[^\W\d][\w.]*+\(", re.MULTILINE)
+_CALL_LINE_START_LENIENT = re.compile(r"^[ \t]*+`?+(?:\[\s*+|[ \t]*+)[^\W\d][\w.]*+\s*+\(", re.MULTILINE)
+_BLANKS = re.compile(r"\s*+")
+# What may follow the closing parenthesis of a Python-style call on its line: whitespace (all of str.isspace's),
+# a semicolon, a closing backtick.
+_AFTER_CALL = "".join(char for char in map(chr, range(0x3001)) if char.isspace()) + ";`"
 _JSON_WORDS = {"true": True, "false": False, "null": None}
 # What small models leave after a JSON call (an extra brace, a comma, a fence): tolerated, not an error.
 _TRAILING_JUNK = " \t\r\n}]`,;"
@@ -155,9 +172,25 @@ class _Parser:
     def __init__(self, text: str, names: frozenset[str] | None) -> None:
         self.text = text
         self.names = names
-        # Characters the Python-call stage may hand to `ast.parse` in this message, so that a long message full of
-        # near-calls cannot make parsing slow.
+        # Characters the decoders (json, ast) may still read in this message: a stage stops when it is spent, so
+        # that a long message full of near-calls cannot make parsing slow.
         self.budget = _PARSE_BUDGET_CHARS
+
+    def _decode(self, text: str, start: int = 0) -> _Decoded:
+        decoded = _decode_json_values(text, start)
+        self.budget -= decoded.examined - start
+        return decoded
+
+    def _python(self, text: str, raw: str, fmt: CallFormat, *, require_literals: bool) -> list[Item] | None:
+        if not text or text.isspace():
+            return None
+        self.budget -= len(text) if len(text) <= _MAX_CALL_CHARS else 0  # longer texts are not parsed
+        names = self.names if fmt != "tag" else None
+        return _python_calls(text, raw, fmt, names, require_literals=require_literals)
+
+    def _literal(self, text: str) -> Any:
+        self.budget -= len(text) if len(text) <= _MAX_CALL_CHARS else 0
+        return _python_literal(text)
 
     def parse(self) -> ParseResult:
         hits: list[_Hit] = []
@@ -197,6 +230,13 @@ class _Parser:
         closing: re.Match[str] | None = None
         searched_from = -1
         while (opening := _OPEN_TAG.search(text, position)) is not None:
+            if self.budget <= 0:  # a model's mistakes are data: say that the rest was not read
+                reason = (
+                    f"the message is too long: {_PARSE_BUDGET_CHARS:,} characters of tool calls are read per message "
+                    "and the calls from here on were not read; make fewer or shorter calls"
+                )
+                hits.append(_Hit(opening.start(), len(text), [_error(reason, text[opening.start() :], "tag")]))
+                break
             body_start = opening.end()
             # Search for a closing tag again only when the last one found lies behind us (else the text is scanned
             # to its end once per opening tag: quadratic in a message full of unclosed tags).
@@ -226,7 +266,7 @@ class _Parser:
                     'the <tool_call> block is empty; put a JSON object with "name" and "arguments" in it', raw, "tag"
                 )
             ], len(body)
-        values, consumed, problem = _decode_json_values(inner)
+        values, consumed, problem, _ = self._decode(inner)
         if values:
             rest = inner[consumed:]
             if closed and rest.strip(_TRAILING_JUNK):
@@ -236,10 +276,10 @@ class _Parser:
             if closed or not rest.strip(_TRAILING_JUNK):
                 return items, len(body)
             return items, inner_start + consumed
-        python = _python_calls(inner, raw, "tag", names=None, require_literals=False)
+        python = self._python(inner, raw, "tag", require_literals=False)
         if python is not None:
             return python, len(body)
-        literal = _python_literal(inner)
+        literal = self._literal(inner)
         if isinstance(literal, dict | list):
             return [_call_from_value(value, raw, "tag") for value in _flatten([literal])], len(body)
         reason = f"the text in <tool_call> is not valid JSON ({problem})"
@@ -251,22 +291,45 @@ class _Parser:
 
     def _fences(self, text: str) -> list[_Hit]:
         hits: list[_Hit] = []
-        for match in _FENCE.finditer(text):
+        position = 0
+        while self.budget > 0 and (match := _FENCE.search(text, position)) is not None:
             language = (match.group(1) or "").lower()
             content, raw = match.group(2), match.group(0)
+            end = match.end()
             items: list[Item] | None = None
             if language in _JSON_FENCES and content.lstrip().startswith(("{", "[")):
-                values, consumed, problem = _decode_json_values(content)
+                (values, _, problem, _), end = self._fenced_json(text, match)
+                raw = text[match.start() : end]
                 flat = _flatten(values)
                 if flat and any(_is_call_shaped(value) for value in flat):
                     items = [_call_from_value(value, raw, "fenced") for value in flat]
-                elif not values and _LOOKS_LIKE_JSON_CALL.search(content):
+                elif not values and _looks_like_json_call(content):
                     items = [_error(f"the tool call in the code block is not valid JSON ({problem})", raw, "fenced")]
             if items is None and language in _PYTHON_FENCES:
-                items = _python_calls(content, raw, "fenced", names=self.names, require_literals=True)
+                end, raw = match.end(), match.group(0)
+                items = self._python(content, raw, "fenced", require_literals=True)
             if items:
-                hits.append(_Hit(match.start(), match.end(), items))
+                hits.append(_Hit(match.start(), end, items))
+            position = end if items else match.end()
         return hits
+
+    def _fenced_json(self, text: str, match: re.Match[str]) -> tuple[_Decoded, int]:
+        """The JSON in a fence, and where the fence ends. A ``` inside a JSON string (code in an argument) does not
+        close the fence: while the content ends inside a string, it is read on to the next ```, a few times at most.
+        (Slices, not offsets into `text`: a JSON error counts its line from the start of the text it is given.)"""
+        first = self._decode(match.group(2))
+        start, end = match.start(2), match.end(2)
+        for _ in range(_MAX_FENCES_IN_JSON):
+            if end >= len(text) or not first.problem.startswith("Unterminated string"):
+                break
+            closing = text.find("```", end + 3)
+            end = len(text) if closing < 0 else closing
+            decoded = self._decode(text[start:end])
+            if decoded.values:
+                return decoded, min(len(text), end + 3)
+            if not decoded.problem.startswith("Unterminated string"):
+                break
+        return first, match.end()
 
     # -- stage 3: a bare JSON call on its own lines ----------------------------------------------------------------
 
@@ -274,22 +337,22 @@ class _Parser:
         hits: list[_Hit] = []
         position = 0
         for count, match in enumerate(_JSON_LINE_START.finditer(text)):
-            if count >= _MAX_CANDIDATES:
+            if count >= _MAX_CANDIDATES or self.budget <= 0:
                 break
             start = match.end()
             if start < position:
                 continue
-            values, consumed, problem = _decode_json_values(text[start:])
-            line_end = text.find("\n", start + consumed)
-            line_end = len(text) if line_end < 0 else line_end
+            values, end, problem, _ = self._decode(text, start)
             flat = _flatten(values)
             if flat and all(_is_call_shaped(value) for value in flat):
-                if _CLOSE_TAG.sub("", text[start + consumed : line_end]).strip(_TRAILING_JUNK):
+                line_end = _line_end(text, end)
+                self.budget -= line_end - end  # the rest of the line is read too
+                if _CLOSE_TAG.sub("", text[end:line_end]).strip(_TRAILING_JUNK):
                     continue  # JSON followed by more text on its line: part of a sentence, not a call
                 raw = text[match.start() : line_end]
                 hits.append(_Hit(match.start(), line_end, [_call_from_value(v, raw, "json") for v in flat]))
                 position = line_end
-            elif not values and _LOOKS_LIKE_JSON_CALL.search(text, start, min(len(text), start + 500)):
+            elif not values and _looks_like_json_call(text, start, start + 500):
                 raw = text[match.start() :]
                 hits.append(
                     _Hit(
@@ -306,30 +369,32 @@ class _Parser:
         position = 0
         pattern = _CALL_LINE_START if self.names is None else _CALL_LINE_START_LENIENT
         for count, match in enumerate(pattern.finditer(text)):
-            if count >= _MAX_CANDIDATES:
+            if count >= _MAX_CANDIDATES or self.budget <= 0:
                 break
             start = match.start()
             if start < position:
                 continue
-            end = start
+            # Extend the candidate a line at a time while it may be a call (it ends with `)` or `]`, give or take
+            # blanks, a semicolon, a backtick); each line is read once, not the whole candidate once per line.
+            line_start, last = start, ""
             for _ in range(_MAX_CALL_LINES):
-                newline = text.find("\n", end)
-                end = len(text) if newline < 0 else newline
-                candidate = text[start:end]
-                if len(candidate) > _MAX_CALL_CHARS:
+                end = _line_end(text, line_start)
+                if end - start > _MAX_CALL_CHARS:
                     break
-                if candidate.rstrip().rstrip(";`").rstrip().endswith((")", "]")):
-                    self.budget -= len(candidate)
-                    if self.budget < 0:
+                significant = text[line_start:end].rstrip(_AFTER_CALL)
+                last = significant[-1] if significant else last
+                if last in (")", "]"):
+                    if self.budget <= 0:
                         return hits
-                    items = _python_calls(candidate, candidate.strip(), "python", self.names, require_literals=True)
+                    candidate = text[start:end]
+                    items = self._python(candidate, candidate.strip(), "python", require_literals=True)
                     if items is not None:
                         hits.append(_Hit(start, end, items))
                         position = end
                         break
                 if end >= len(text):
                     break
-                end += 1
+                line_start = end + 1
         return hits
 
 
@@ -339,6 +404,11 @@ class _Parser:
 
 def _snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _quoted(name: object) -> str:
+    """A name the model wrote, quoted for an error message and cut: it may be any length."""
+    return _snippet(repr(name), 60)
 
 
 def _error(reason: str, raw: str, fmt: CallFormat | None = None, name: str | None = None) -> CallError:
@@ -355,30 +425,62 @@ def _strip_fence(body: str) -> tuple[int, str]:
     return match.end(), content[:closing] if closing >= 0 else content
 
 
-def _decode_json_values(text: str) -> tuple[list[Any], int, str]:
-    """JSON values at the start of `text` (separated by whitespace or commas), the index after the last, and the
-    decoder's complaint if none could be read."""
-    decoder = json.JSONDecoder()
+def _line_end(text: str, index: int) -> int:
+    """The index of the newline that ends the line holding `index`, or the end of the text."""
+    newline = text.find("\n", index)
+    return len(text) if newline < 0 else newline
+
+
+def _looks_like_json_call(text: str, start: int = 0, stop: int | None = None) -> bool:
+    """Whether text[start:stop] has a "name" key followed (anywhere later) by an "arguments" key: two scans."""
+    stop = len(text) if stop is None else min(stop, len(text))
+    name = _NAME_KEY.search(text, start, stop)
+    return name is not None and _ARGUMENTS_KEY.search(text, name.end(), stop) is not None
+
+
+class _Decoded(NamedTuple):
+    values: list[Any]
+    end: int
+    """the index after the last value read"""
+    problem: str
+    """the decoder's complaint, if no value could be read"""
+    examined: int
+    """how far the decoder may have read: what the attempt costs"""
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _decode_json_values(text: str, start: int = 0) -> _Decoded:
+    """The JSON values at text[start:] (after blanks; separated by whitespace or commas)."""
     values: list[Any] = []
-    index = len(text) - len(text.lstrip())
-    end = index
+    blanks = _BLANKS.match(text, start)
+    assert blanks is not None  # `\s*+` matches anywhere
+    index = examined = end = blanks.end()
     problem = ""
     while index < len(text) and text[index] in "{[":
         try:
-            value, index = decoder.raw_decode(text, index)
-        except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+            value, index = _DECODER.raw_decode(text, index)
+        except json.JSONDecodeError as error:
+            # The scanner stops at the error, or (a string) at the end of its line: no raw newline in JSON strings.
+            examined = _line_end(text, error.pos)
             if not values:
-                problem = getattr(error, "msg", None) or str(error) or type(error).__name__
-                if isinstance(error, json.JSONDecodeError):
-                    problem += f" at line {error.lineno}, column {error.colno}"
+                line = text.count("\n", start, error.pos) + 1
+                column = error.pos - max(start, text.rfind("\n", start, error.pos) + 1) + 1
+                problem = f"{error.msg} at line {line}, column {column}"
+            break
+        except (ValueError, RecursionError) as error:  # too deep, a number too long for int(): read to the end
+            examined = len(text)
+            if not values:
+                problem = str(error) or type(error).__name__
             break
         values.append(value)
-        end = index
+        end = examined = index
         while index < len(text) and text[index] in " \t\r\n,":
             index += 1
     if not values and not problem:
         problem = "expected a JSON object starting with '{'"
-    return values, end, problem
+    return _Decoded(values, end, problem, examined)
 
 
 def _flatten(values: list[Any]) -> list[Any]:
@@ -419,13 +521,17 @@ def _call_from_value(value: Any, raw: str, fmt: CallFormat) -> Item:
             try:
                 arguments = json.loads(arguments)
             except (ValueError, RecursionError):
-                return _error(f'"arguments" of {name!r} is a string that is not a JSON object; {shape}', raw, fmt, name)
+                return _error(
+                    f'"arguments" of {_quoted(name)} is a string that is not a JSON object; {shape}', raw, fmt, name
+                )
     if arguments is None:
         arguments = {}
     if not isinstance(arguments, dict):
-        return _error(f'"arguments" of {name!r} must be a JSON object, not {_json_type(arguments)}', raw, fmt, name)
+        return _error(
+            f'"arguments" of {_quoted(name)} must be a JSON object, not {_json_type(arguments)}', raw, fmt, name
+        )
     if not all(isinstance(key, str) for key in arguments):
-        return _error(f"the argument names of {name!r} must be strings", raw, fmt, name)
+        return _error(f"the argument names of {_quoted(name)} must be strings", raw, fmt, name)
     return ToolCall(name=name, arguments=arguments, raw=raw, format=fmt)
 
 
@@ -474,12 +580,14 @@ def _python_literal(text: str) -> Any:
 
 
 def _call_name(node: ast.expr) -> str | None:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        owner = _call_name(node.value)
-        return f"{owner}.{node.attr}" if owner is not None else None
-    return None
+    """`a.b.c` for the callee `a.b.c`, or None; a loop, not recursion: the chain may be thousands long."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([node.id, *reversed(parts)])
 
 
 def _python_calls(
@@ -517,19 +625,20 @@ def _python_calls(
 
 
 def _python_call(call: ast.Call, name: str, raw: str, fmt: CallFormat) -> Item:
+    shown = _snippet(name, 60)
     if call.args:
         return _error(
-            f"{name}(...) has positional arguments; name every argument, e.g. {name}(argument=value)", raw, fmt, name
+            f"{shown}(...) has positional arguments; name every argument, e.g. {shown}(argument=value)", raw, fmt, name
         )
     arguments: dict[str, Any] = {}
     for keyword in call.keywords:
         if keyword.arg is None:
-            return _error(f"{name}(...) unpacks **arguments; write each argument as name=value", raw, fmt, name)
+            return _error(f"{shown}(...) unpacks **arguments; write each argument as name=value", raw, fmt, name)
         ok, value = _literal(keyword.value)
         if not ok:
             return _error(
-                f"argument {keyword.arg!r} of {name}(...) is not a literal value (a number, string, list, dict, "
-                "True/False/None); expressions and variables cannot be evaluated",
+                f"argument {_quoted(keyword.arg)} of {shown}(...) is not a literal value (a number, string, list, "
+                "dict, True/False/None); expressions and variables cannot be evaluated",
                 raw,
                 fmt,
                 name,
