@@ -479,8 +479,9 @@ def test_manifest_of_another_skill_is_corrupt(two_skills: SkillStore) -> None:
 
 def test_manifest_naming_a_missing_revision(two_skills: SkillStore) -> None:
     shutil.rmtree(two_skills.skill_dir("victim") / "revs" / "1")
-    with pytest.raises(CorruptSkillError, match="revision 1"):
-        two_skills.history("victim")
+    # history no longer fails for everyone: it still lists the intact revisions (issue 16)
+    entries = {entry.number: entry for entry in two_skills.history("victim")}
+    assert entries[1].problem and "revision 1" in entries[1].problem and entries[2].problem is None
     two_skills.read_adapter("victim")  # the current revision is intact
 
 
