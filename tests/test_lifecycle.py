@@ -153,9 +153,7 @@ def test_a_waiting_consolidation_rereads_the_state_after_the_first_commits(
     assert store.revision(skill, 3).provenance.training["init_from"].endswith("revs/2")
 
 
-def test_two_new_skill_consolidations_the_loser_does_not_train(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_two_new_skill_consolidations_the_loser_does_not_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     buffer = InMemoryBuffer(HashingEmbedder())
     buffer.add_many(episodes(6))
     a, b = consolidator(tmp_path, buffer), consolidator(tmp_path, buffer)
@@ -298,9 +296,7 @@ def cli(home: Path, *args: str) -> Any:
 
 
 @pytest.mark.parametrize("damage", ["garbage", "missing", "empty-folder"])
-def test_skills_delete_removes_a_skill_whose_manifest_is_broken(
-    store: SkillStore, adapter: Any, damage: str
-) -> None:
+def test_skills_delete_removes_a_skill_whose_manifest_is_broken(store: SkillStore, adapter: Any, damage: str) -> None:
     store.create("good", adapter("alpha"), kind="domain")
     store.create("victim", adapter("beta"), kind="domain")
     manifest = store.skill_dir("victim") / "manifest.json"
@@ -499,11 +495,29 @@ def test_a_killed_consolidation_leaves_no_candidate_and_its_report_is_written(tm
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     candidates = tmp_path / "skills" / CANDIDATES
     assert not candidates.exists() or not any(candidates.iterdir()), "the stale candidate is swept"
-    reports = [
-        ConsolidationReport.model_validate_json(p.read_text()) for p in (tmp_path / "reports").glob("*.json")
-    ]
+    reports = [ConsolidationReport.model_validate_json(p.read_text()) for p in (tmp_path / "reports").glob("*.json")]
     assert [(r.skill, r.revision, r.promoted) for r in reports] == [("number-ping", 1, True)], (
         "exactly one report of the committed revision, however the first run ended"
     )
     if crash_at != "training":
         assert "killed" in reports[0].reason and reports[0].losses, "written from the draft saved before the commit"
+
+
+def test_the_cli_prints_a_skipped_consolidation_as_skipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import agent.api
+
+    reason = "skill 'good' is being consolidated by another process; skipped"
+
+    class Busy:
+        def __init__(self, **kwargs: Any) -> None:
+            pass
+
+        def consolidate(self, skill: str | None, *, min_episodes: int | None = None) -> list[ConsolidationReport]:
+            worker = Consolidator.__new__(Consolidator)
+            return [worker._skipped("good", reason)]
+
+    monkeypatch.setattr(agent.api, "Agent", Busy)
+    result = runner.invoke(app, ["consolidate", "--skill", "good"], env={"HABITLOOP_HOME": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert "skipped good" in result.output and "being consolidated by another process" in result.output
+    assert "revision None" not in result.output

@@ -478,7 +478,9 @@ def test_manifest_of_another_skill_is_corrupt(two_skills: SkillStore) -> None:
 def test_manifest_naming_a_missing_revision(two_skills: SkillStore) -> None:
     shutil.rmtree(two_skills.skill_dir("victim") / "revs" / "1")
     with pytest.raises(CorruptSkillError, match="revision 1"):
-        two_skills.history("victim")
+        two_skills.revision("victim", 1)
+    lost, intact = two_skills.history("victim")  # listed with its problem, not failing the whole history
+    assert lost.revision is None and "revision 1" in str(lost.problem) and intact.problem is None
     two_skills.read_adapter("victim")  # the current revision is intact
 
 
