@@ -16,8 +16,8 @@ Then: the `top_k` best skills scoring at least `threshold` are chosen, plus ever
 Each choice carries its score, the threshold and why ("pinned" or "similar"), and the agent records them in the
 trajectory.
 
-Only usable skills are indexed (`SkillStore.scan`): a skill whose manifest or current revision cannot be read, whose
-current revision's files are missing, or that was made for another base than the store's is never routed to (a run
+Only usable skills are indexed: a skill whose manifest or current revision cannot be read or whose current revision's
+files are missing (`SkillStore.scan`), or that was made for another base than the store's, is never routed to (a run
 with it would fail); each such skill is logged once, and listed in `RouteDecision.skipped`.
 
 `RoutingIndex` keeps every skill's two vectors in one matrix, keyed by (skill, revision, description) so only new
@@ -185,8 +185,16 @@ class RoutingIndex:
     def _rebuild(self, token: tuple[int, int]) -> None:
         assert self.store is not None
         scan = self.store.scan()
-        manifests = scan.skills
         self.skipped = {problem.name: problem.error for problem in scan.problems}
+        manifests = []
+        loaded = self.store.base_fingerprint
+        for manifest in scan.skills:  # a skill of another base cannot run on this one
+            if loaded and manifest.base_fingerprint != loaded:
+                self.skipped[manifest.name] = (
+                    f"skill {manifest.name!r} was trained on base {manifest.base_fingerprint}, not the loaded {loaded}"
+                )
+            else:
+                manifests.append(manifest)
         for name, error in self.skipped.items():
             if (name, error) not in self._warned:  # once per skill and problem, not at every rebuild
                 self._warned.add((name, error))

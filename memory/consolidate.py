@@ -319,7 +319,7 @@ class Consolidator:
             except _BROKEN as error:
                 if skill is not None:
                     raise
-                report = self._skipped(str(target), f"skill {target!r} cannot be consolidated: {error}")
+                report = self._skipped(target or "(new skill)", f"skill {target!r} cannot be consolidated: {error}")
             if report is not None:
                 reports.append(report)
         return reports
@@ -351,7 +351,7 @@ class Consolidator:
                 if target is None and derive_name(group, self._taken())[0] != name:
                     continue
                 return self._consolidate(name, group, work)
-        return self._skipped(str(target), "new skill names kept being taken by other processes; skipped")
+        return self._skipped("(new skill)", "new skill names kept being taken by other processes; skipped")
 
     def _consolidate(self, target: str, episodes: Sequence[Trajectory], work: Path) -> ConsolidationReport:
         started = time.perf_counter()

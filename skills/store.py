@@ -174,9 +174,10 @@ class SkillStore:
     def scan(self) -> StoreScan:
         """Every usable skill, and every folder that is not one, with the reason and the fix.
 
-        Usable: a readable manifest naming this folder, a readable record of its current revision with that
-        revision's files present and, when this store knows its base, made for that base. Cheap (two small reads and
-        a few stats per skill; checksums are verified when an adapter is loaded), so routing can afford it."""
+        Usable: a readable manifest naming this folder, and a readable record of its current revision with that
+        revision's files present. Cheap (two small reads and a few stats per skill; checksums are verified when an
+        adapter is loaded), so routing can afford it. A skill of another base is listed (listing needs no base);
+        the router leaves it out."""
         skills: list[SkillManifest] = []
         problems: list[SkillProblem] = []
         for entry in sorted(self.root.iterdir()):
@@ -200,9 +201,7 @@ class SkillStore:
                 f"skill folder {name!r} has no {MANIFEST}", hint=f"remove it with `habitloop skills delete {name}`"
             )
         manifest = self.get(name)
-        self._check_base(name, manifest.base_fingerprint)
         record = self._read_revision(name, manifest.current, manifest)
-        self._check_base(name, record.base_fingerprint)
         folder = self.skill_dir(name) / "revs" / str(manifest.current)
         for file_name in record.files:
             if not (folder / file_name).is_file():

@@ -501,3 +501,23 @@ def test_a_killed_consolidation_leaves_no_candidate_and_its_report_is_written(tm
     )
     if crash_at != "training":
         assert "killed" in reports[0].reason and reports[0].losses, "written from the draft saved before the commit"
+
+
+def test_the_cli_prints_a_skipped_consolidation_as_skipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import agent.api
+
+    reason = "skill 'good' is being consolidated by another process; skipped"
+
+    class Busy:
+        def __init__(self, **kwargs: Any) -> None:
+            pass
+
+        def consolidate(self, skill: str | None, *, min_episodes: int | None = None) -> list[ConsolidationReport]:
+            worker = Consolidator.__new__(Consolidator)
+            return [worker._skipped("good", reason)]
+
+    monkeypatch.setattr(agent.api, "Agent", Busy)
+    result = runner.invoke(app, ["consolidate", "--skill", "good"], env={"HABITLOOP_HOME": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert "skipped good" in result.output and "being consolidated by another process" in result.output
+    assert "revision None" not in result.output

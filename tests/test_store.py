@@ -381,9 +381,7 @@ def test_add_revision_with_another_base_is_refused(store: SkillStore, adapter: A
 def test_read_adapter_with_another_base_is_refused(store: SkillStore, adapter: Adapter) -> None:
     store.create("s", adapter("alpha"), kind="style")
     other = SkillStore(store.root, base_fingerprint=OTHER_BASE)
-    # another base's skill is not usable here: scan reports it as a problem instead of listing it (issue 16)
-    assert skill_names(other) == set()
-    assert [problem.name for problem in other.scan().problems] == ["s"]
+    assert skill_names(other) == {"s"}  # listing does not need the same base
     with pytest.raises(BaseMismatchError) as info:
         other.read_adapter("s")
     _assert_names_both(info.value, store.base_fingerprint or "", OTHER_BASE)
@@ -479,9 +477,10 @@ def test_manifest_of_another_skill_is_corrupt(two_skills: SkillStore) -> None:
 
 def test_manifest_naming_a_missing_revision(two_skills: SkillStore) -> None:
     shutil.rmtree(two_skills.skill_dir("victim") / "revs" / "1")
-    # history no longer fails for everyone: it still lists the intact revisions (issue 16)
-    entries = {entry.number: entry for entry in two_skills.history("victim")}
-    assert entries[1].problem and "revision 1" in entries[1].problem and entries[2].problem is None
+    with pytest.raises(CorruptSkillError, match="revision 1"):
+        two_skills.revision("victim", 1)
+    lost, intact = two_skills.history("victim")  # listed with its problem, not failing the whole history
+    assert lost.revision is None and "revision 1" in str(lost.problem) and intact.problem is None
     two_skills.read_adapter("victim")  # the current revision is intact
 
 
