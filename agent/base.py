@@ -143,7 +143,7 @@ def base_weights_digest(model: Any) -> str:
     from peft import PeftModel
 
     # not get_base_model(): it reads the active adapter's config, which fails once every adapter has been deleted
-    inner = model.base_model.model if isinstance(model, PeftModel) else model
+    inner: Any = model.base_model.model if isinstance(model, PeftModel) else model
     weights: dict[str, Any] = {}
     for name, tensor in inner.state_dict().items():
         parts = name.split(".")

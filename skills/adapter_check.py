@@ -62,7 +62,7 @@ _PLAIN_OPTIONS = frozenset(
 # How training started, harmless once the trained weights are loaded. The others (pissa, olora, corda, loftq, ...)
 # rewrite the base's weights when the adapter is added: such an adapter only works on a modified base.
 _SAFE_INITS = (True, False, "gaussian", "eva", "orthogonal")
-_FIX = "an adapter may hold only the lora_A/lora_B weights of its target modules: re-save it with peft's save_pretrained"
+_FIX = "an adapter may hold only the lora_A/lora_B weights of its target modules; re-save it with peft"
 
 
 def lora_config(config: Mapping[str, Any], *, label: str) -> Any:
@@ -99,13 +99,13 @@ def lora_config(config: Mapping[str, Any], *, label: str) -> Any:
         raise InvalidAdapterError(
             f"{label}: {ADAPTER_CONFIG} sets init_lora_weights={_short(init)}, which rewrites the base's weights "
             "when the adapter is added",
-            hint="convert it to a plain LoRA first (peft: save_pretrained(path_initial_model_for_weight_conversion=...))",
+            hint="convert it to plain LoRA first (peft: save_pretrained(path_initial_model_for_weight_conversion=))",
         )
     try:
         lora = LoraConfig(**{k: v for k, v in config.items() if k in fields and k != "peft_version"})
     except (TypeError, ValueError, KeyError) as error:
         raise InvalidAdapterError(f"{label}: {ADAPTER_CONFIG} is not a valid LoRA config: {_short(error)}") from error
-    ranks = [lora.r, *lora.rank_pattern.values()]
+    ranks = [lora.r, *(lora.rank_pattern or {}).values()]
     if any(not isinstance(r, int) or isinstance(r, bool) or r < 1 for r in ranks):
         raise InvalidAdapterError(f"{label}: {ADAPTER_CONFIG} has a rank r that is not a positive integer: {ranks}")
     if not lora.target_modules:
@@ -161,7 +161,8 @@ def rank_of(lora: Any, module: str) -> int:
     """The rank of the adapter on `module` (its `rank_pattern` entry, else r), found as peft finds it."""
     from peft.utils.other import get_pattern_key
 
-    return int(lora.rank_pattern.get(get_pattern_key(lora.rank_pattern.keys(), module), lora.r))
+    pattern: dict[str, int] = dict(lora.rank_pattern or {})
+    return int(pattern.get(get_pattern_key(list(pattern), module), lora.r))
 
 
 # ------------------------------------------------------------------------------------------------ internals
@@ -207,20 +208,22 @@ def _check_against(lora: Any, found: dict[str, dict[str, Any]], base: Any, label
     from peft import PeftModel
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    model = base.base_model.model if isinstance(base, PeftModel) else base
+    model: Any = base.base_model.model if isinstance(base, PeftModel) else base
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     output_name = next((name for name, module in model.named_modules() if module is output), None)
     expected: dict[str, dict[str, tuple[int, ...]]] = {}
     for name, module in model.named_modules():
         parts = name.split(".")
-        if not name or any(p in ("base_layer", "modules_to_save", "original_module") or p.startswith("lora_") for p in parts):
+        if not name or any(
+            p in ("base_layer", "modules_to_save", "original_module") or p.startswith("lora_") for p in parts
+        ):
             continue  # peft's own wrappers and the adapters already loaded
         layer = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
         if not _targeted(lora, name, output_layer=output_name):
             continue
         rank = rank_of(lora, name)
         if isinstance(layer, torch.nn.Linear):
-            shapes = {"A": (rank, layer.in_features), "B": (layer.out_features, rank)}
+            shapes: dict[str, tuple[int, ...]] = {"A": (rank, layer.in_features), "B": (layer.out_features, rank)}
             if lora.use_dora:
                 shapes["magnitude"] = (layer.out_features,)
             expected[name] = shapes
@@ -255,7 +258,9 @@ def _key(module: str, kind: str) -> str:
 
 
 def _foreign(label: str, key: object, reason: str) -> InvalidAdapterError:
-    return InvalidAdapterError(f"{label}: tensor {_short(key)} is not a LoRA tensor of this adapter: {reason}", hint=_FIX)
+    return InvalidAdapterError(
+        f"{label}: tensor {_short(key)} is not a LoRA tensor of this adapter: {reason}", hint=_FIX
+    )
 
 
 def _short(value: object, limit: int = 160) -> str:

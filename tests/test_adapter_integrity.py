@@ -223,7 +223,9 @@ def test_a_planted_base_tensor_never_reaches_the_base(store: SkillStore, fresh_b
 
 def test_a_poisoned_training_candidate_is_refused(store: SkillStore, fresh_base: Any, tmp_path: Path) -> None:
     store.create("good", qv_adapter(fresh_base, tmp_path / "g"), kind="style")
-    candidate = rewrite(qv_adapter(fresh_base, tmp_path / "c", seed=2), add={POISON: zeros_like_base(fresh_base, POISON)})
+    candidate = rewrite(
+        qv_adapter(fresh_base, tmp_path / "c", seed=2), add={POISON: zeros_like_base(fresh_base, POISON)}
+    )
     before = base_weights_digest(fresh_base.model)
     residency = Residency(fresh_base.model, store)
     residency.activate("good")
@@ -349,7 +351,9 @@ def test_every_adapter_the_project_writes_passes(
     """Trained adapters, random ones, and compositions of every method written out with `materialize`."""
     store.create("trained", adapter("alpha"), kind="style")  # train_lora: all linear modules
     store.create("qv", qv_adapter(fresh_base, tmp_path / "qv"), kind="style")
-    store.create("down", random_adapter(fresh_base, tmp_path / "down", r=4, target_modules=("down_proj",)), kind="style")
+    store.create(
+        "down", random_adapter(fresh_base, tmp_path / "down", r=4, target_modules=("down_proj",)), kind="style"
+    )
     store.create("qv2", qv_adapter(fresh_base, tmp_path / "qv2", seed=3), kind="style")
     residency = Residency(fresh_base.model, store, max_hot=4)
     composer = Composer(residency)
@@ -442,6 +446,7 @@ def test_the_base_is_bit_identical_after_everything_a_store_of_skills_does(
     store.create("down", random_adapter(base, tmp_path / "down", r=4, target_modules=("down_proj",)), kind="style")
     external, _ = peft_saved(base, tmp_path / "dora", r=2, target_modules=["q_proj", "o_proj"], use_dora=True)
     store.create("dora", external, kind="style")
+    candidate = qv_adapter(base, tmp_path / "candidate", seed=5)  # made before the residency wraps the base
     before = base_weights_digest(base.model)
     residency = Residency(base.model, store, max_hot=2, max_warm=2)
     local = LocalChatModel(base, residency)
@@ -471,7 +476,7 @@ def test_the_base_is_bit_identical_after_everything_a_store_of_skills_does(
     mixed = [ChatRequest(messages=MESSAGES, skills=s, max_new_tokens=2) for s in ([], [("qv", 1)], [("down", 1)])]
     local.generate_batch(mixed)
     unchanged("mixed batch")
-    with residency.trial(qv_adapter(base, tmp_path / "candidate", seed=5)):
+    with residency.trial(candidate):
         pass
     unchanged("trial")
     with residency.merged(residency.load("gamma")):
