@@ -141,6 +141,34 @@ def fingerprint_model(model: Any) -> str:
     return "sha256:" + digest.hexdigest()[:32]
 
 
+def base_weights_digest(model: Any) -> str:
+    """sha256 over every byte of the base's own weights (name, shape, dtype and values, in name order).
+
+    Unlike `fingerprint_model` (a sample, for identity), this covers every value, to prove that nothing changed the
+    shared base: loading, switching, composing or evicting skills must leave it bit for bit as it was. A `PeftModel`
+    is digested over its base layers only (adapter tensors dropped, peft's `.base_layer` wrapper names mapped back),
+    so it equals the digest of the bare base. Take it outside `Residency.merged` (or after `Residency.restore()`):
+    a merged adapter is folded into the weights on purpose until the next call restores them.
+    """
+    import torch
+    from peft import PeftModel
+
+    # not get_base_model(): it reads the active adapter's config, which fails once every adapter has been deleted
+    inner: Any = model.base_model.model if isinstance(model, PeftModel) else model
+    weights: dict[str, Any] = {}
+    for name, tensor in inner.state_dict().items():
+        parts = name.split(".")
+        if any(part.startswith("lora_") or part == "modules_to_save" for part in parts):
+            continue  # an adapter's own tensors, not the base's
+        weights[".".join(p for p in parts if p not in ("base_layer", "original_module"))] = tensor
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}:".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
 

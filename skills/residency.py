@@ -9,7 +9,6 @@ in RAM (`max_warm`, LRU again) so bringing it back reads nothing from disk. Swit
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 import warnings
 from collections import OrderedDict
@@ -21,7 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from skills._files import ADAPTER_WEIGHTS, check_adapter_dir, read_safetensors
-from skills.errors import CorruptSkillError, UserError
+from skills.adapter_check import check_adapter
+from skills.errors import CorruptSkillError, InvalidAdapterError, UserError
 from skills.store import AdapterWeights, SkillStore
 
 State = Literal["hot", "warm", "cold"]
@@ -42,16 +42,6 @@ class ResidencyStats(BaseModel):
 def adapter_name(skill: str, revision: int) -> str:
     """The adapter's name inside the PeftModel. Never a substring of peft's "lora_" prefix (peft warns on those)."""
     return f"sk_{skill}_r{revision}"
-
-
-def peft_config_from_dict(config: dict[str, Any]) -> Any:
-    """A `peft.LoraConfig` from an adapter_config.json dict, ignoring keys this peft version does not know."""
-    from peft import LoraConfig
-
-    known = {field.name for field in dataclasses.fields(LoraConfig)}
-    lora = LoraConfig(**{k: v for k, v in config.items() if k in known and k not in ("peft_type", "peft_version")})
-    lora.inference_mode = True
-    return lora
 
 
 class Residency:
@@ -222,6 +212,7 @@ class Residency:
         label = f"candidate adapter {folder}"
         config = check_adapter_dir(folder, label=label)
         tensors = read_safetensors(folder / ADAPTER_WEIGHTS, label=label)
+        check_adapter(config, tensors, label=label, base=self._model)  # a bad candidate is the caller's input
         name = f"sk_trial_{uuid.uuid4().hex[:8]}"
         previous = self._active
         was_wrapped = self._is_peft()
@@ -239,7 +230,7 @@ class Residency:
                     # with no single adapter to go back to, peft activates any other one and says so; what runs
                     # next activates its own adapters or disables them all (base_only), so that choice never counts
                     warnings.filterwarnings("ignore", message="Adapter sk_trial_.* was active which is now deleted")
-                    self._model.delete_adapter(name)
+                    self._delete(name)
 
     @contextmanager
     def base_only(self) -> Iterator[Any]:
@@ -256,19 +247,28 @@ class Residency:
     # ------------------------------------------------------------------------------------------------ internals
 
     def _insert(self, name: str, config_dict: dict[str, Any], tensors: dict[str, Any], label: str) -> None:
+        """Add one adapter to the shared model, after checking that its tensors are exactly its LoRA tensors.
+
+        peft's `set_peft_model_state_dict` loads with `load_state_dict(strict=False)` on the whole model: without the
+        check, a tensor named like a base weight would overwrite the base for every skill. This is the last line of
+        defence (the store checked names and ranks already); here every shape is checked against its module too.
+        """
         from peft import PeftModel, get_peft_model, set_peft_model_state_dict
 
-        config = peft_config_from_dict(config_dict)
-        created = False
-        if isinstance(self._model, PeftModel):
-            self._model.add_adapter(name, config, low_cpu_mem_usage=True)
-        else:
-            with warnings.catch_warnings():
-                # peft asks transformers a deprecated question inside get_peft_model; harmless, not actionable
-                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-                self._model = get_peft_model(self._model, config, adapter_name=name, low_cpu_mem_usage=True)
-            created = True
         try:
+            config = check_adapter(config_dict, tensors, label=label, base=self._model)
+        except InvalidAdapterError as error:
+            raise CorruptSkillError(error.message, hint=error.hint) from error
+        created = False
+        try:
+            if isinstance(self._model, PeftModel):
+                self._model.add_adapter(name, config, low_cpu_mem_usage=True)
+            else:
+                with warnings.catch_warnings():
+                    # peft asks transformers a deprecated question inside get_peft_model; harmless, not actionable
+                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                    self._model = get_peft_model(self._model, config, adapter_name=name, low_cpu_mem_usage=True)
+                created = True
             result: Any = set_peft_model_state_dict(self._model, tensors, adapter_name=name, low_cpu_mem_usage=True)
             missing = [k for k in result.missing_keys if f".{name}." in k and "lora_" in k]
             if result.unexpected_keys or missing:
@@ -277,20 +277,38 @@ class Residency:
                     f"{len(result.unexpected_keys)} unexpected and {len(missing)} missing tensors",
                     hint="it was saved from another architecture; delete it or retrain it on this base",
                 )
-        except BaseException:
+        except BaseException as error:
             if created:
                 self._model = self._model.unload()
-            else:
-                self._model.delete_adapter(name)
+            elif name in getattr(self._model, "peft_config", {}):
+                self._delete(name)
+            if isinstance(error, ValueError | RuntimeError | TypeError | KeyError):  # peft's and torch's refusals
+                text = str(error).replace("\n", " ")
+                raise CorruptSkillError(
+                    f"{label} does not fit the base: {text[:300]}",
+                    hint="it was saved from another architecture; delete it or retrain it on this base",
+                ) from error
             raise
         self._model.eval()
+
+    def _delete(self, name: str) -> None:
+        """peft's `delete_adapter`, leaving the `PeftModel` naming an adapter it still holds.
+
+        peft moves `PeftModel.active_adapter` only when exactly one adapter stays active in its first layer; otherwise
+        it keeps naming the deleted one, and `disable_adapter()` (base_only, merged decoding) then fails with a
+        KeyError. Activating a remaining adapter keeps it consistent (what runs next activates its own anyway).
+        """
+        self._model.delete_adapter(name)
+        remaining = list(self._model.peft_config)
+        if remaining and self._model.active_adapter not in remaining:
+            self._model.set_adapter(remaining[0], inference_mode=True)
 
     def _unload(self, key: tuple[str, int]) -> None:
         name, weights = self._hot.pop(key)
         with warnings.catch_warnings():
             # with max_hot=1 the active adapter is the only one to evict; the next activate sets the right one
             warnings.filterwarnings("ignore", message=".*was active which is now deleted.*", category=UserWarning)
-            self._model.delete_adapter(name)
+            self._delete(name)
         if self._active == name:
             self._active = None
         self.stats.hot_evictions += 1

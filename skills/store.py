@@ -52,6 +52,7 @@ from skills._files import (
     read_safetensors,
     sha256_file,
 )
+from skills.adapter_check import check_adapter
 from skills.errors import (
     BaseMismatchError,
     CorruptSkillError,
@@ -268,6 +269,8 @@ class SkillStore:
             check_adapter_dir(folder, label=label)
             config = json.loads(contents[ADAPTER_CONFIG])
             tensors = read_safetensors(folder / ADAPTER_WEIGHTS, label=label, data=contents[ADAPTER_WEIGHTS])
+            # A store written before this check may hold a revision with base tensors under matching checksums.
+            check_adapter(config, tensors, label=label)
         except ValueError as error:
             raise CorruptSkillError(f"{label}: {ADAPTER_CONFIG} is not JSON: {error}", hint=fix) from error
         except (InvalidAdapterError, UnsafeArchiveError) as error:
@@ -563,11 +566,12 @@ class SkillStore:
     ) -> RevisionRecord:
         label = f"adapter for skill {name!r}"
         config = check_adapter_dir(source, label=label)
+        tensors = read_safetensors(source / ADAPTER_WEIGHTS, label=label)
+        check_adapter(config, tensors, label=label)  # exactly the LoRA tensors the config implies, nothing of the base
         try:
             lora = LoraSpec.from_adapter_config(config)
         except (KeyError, TypeError, ValueError) as error:
-            raise InvalidAdapterError(f"{label}: {ADAPTER_CONFIG} is not a LoRA config: {error}") from error
-        tensors = read_safetensors(source / ADAPTER_WEIGHTS, label=label)
+            raise InvalidAdapterError(f"{label}: {ADAPTER_CONFIG} is not a LoRA config: {_one_line(error)}") from error
         folder.mkdir(parents=True, exist_ok=True)
         for file_name in ADAPTER_FILES:
             shutil.copyfile(source / file_name, folder / file_name)
@@ -607,8 +611,9 @@ class SkillStore:
                 raise InvalidAdapterError(f"{label}: revision {number} lacks {file_name}")
             if sha256_file(folder / file_name) != expected:
                 raise InvalidAdapterError(f"{label}: revision {number} {file_name} does not match its checksum")
-        check_adapter_dir(folder, label=label)
-        read_safetensors(folder / ADAPTER_WEIGHTS, label=f"{label} revision {number}")
+        config = check_adapter_dir(folder, label=label)
+        tensors = read_safetensors(folder / ADAPTER_WEIGHTS, label=f"{label} revision {number}")
+        check_adapter(config, tensors, label=f"{label} revision {number}")
 
     def _move_pointer(self, name: str, number: int, action: Literal["promote", "rollback"], note: str) -> SkillManifest:
         with self._write_lock():

@@ -407,3 +407,29 @@ def test_base_only_gives_the_base_logits(four: SkillStore, fresh_base: Any, ids:
     # adapters are back on after the block
     assert torch.equal(logits(residency.model, ids), logits_a)
     assert residency.hot() == [("b", 1), ("a", 1)]
+
+
+def test_evicting_the_active_skill_keeps_base_only_and_merging_usable(
+    store: SkillStore, fresh_base: Any, ids: torch.Tensor, tmp_path: Path
+) -> None:
+    """peft keeps naming a deleted adapter as active when the first adapted layer holds no other one; base_only and
+    merged decoding (both through peft's disable_adapter) then failed with a KeyError."""
+    from agent.testing import random_adapter
+
+    base_logits = logits(tiny_base().model, ids)
+    store.create("qv", random_adapter(fresh_base, tmp_path / "qv", target_modules=("q_proj", "v_proj")), kind="style")
+    store.create("down", random_adapter(fresh_base, tmp_path / "down", target_modules=("down_proj",)), kind="style")
+    candidate = random_adapter(fresh_base, tmp_path / "candidate", target_modules=("q_proj",))
+    residency = Residency(fresh_base.model, store)
+    residency.load("down")
+    residency.activate("qv")
+    residency.evict("qv")  # q_proj, the first adapted layer, holds no other adapter
+    with residency.base_only() as model:
+        assert torch.equal(logits(model, ids), base_logits)
+    with residency.trial(candidate):
+        pass  # deleted again with no single adapter to go back to
+    with residency.merged(residency.load("down")) as model:
+        assert not torch.equal(logits(model, ids), base_logits)
+    residency.restore()
+    with residency.base_only() as model:
+        assert torch.equal(logits(model, ids), base_logits)
