@@ -291,6 +291,13 @@ def test_decoded_arguments_are_valid_text() -> None:
     call.model_dump_json()
 
 
+def test_failed_attempts_are_capped_in_number() -> None:
+    """Each error becomes an observation: 16k broken tags give ten, the last counting the rest."""
+    result = parse_tool_calls("<tool_call>{" * 16_000)
+    assert len(result.errors) == 10 and result.errors[-1].reason == "15,991 more calls could not be read"
+    assert len(parse_tool_calls("<tool_call>{" * 10).errors) == 10
+
+
 def test_validate_call_observations_are_capped_in_size() -> None:
     """100k bad items, a huge unknown tool name: the model gets a few KB at most, never megabytes."""
     call = ToolCall(name="get_weather", arguments={"city": ["Paris"] * 100_000, "x" * 10_000: 1})

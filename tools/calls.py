@@ -47,6 +47,8 @@ _MAX_CALL_CHARS = 20_000
 _PARSE_BUDGET_CHARS = 200_000
 # How many ``` inside JSON strings a fenced call may hold (code blocks in its arguments).
 _MAX_FENCES_IN_JSON = 8
+# Failed attempts reported per message (each becomes an observation); the rest are counted in the last one.
+_MAX_ERRORS = 10
 
 
 class ToolCall(BaseModel):
@@ -216,10 +218,12 @@ class _Parser:
         outside = "".join(self.text[start:end] for start, end in free)
         outside = _CLOSE_TAG.sub("", outside)  # a stray closing tag is not prose
         outside = re.sub(r"\n[ \t]*\n(?:[ \t]*\n)+", "\n\n", outside).strip()
+        errors = [item for item in items if isinstance(item, CallError)]
+        if len(errors) > _MAX_ERRORS:
+            rest = len(errors) - _MAX_ERRORS + 1
+            errors[_MAX_ERRORS - 1 :] = [_error(f"{rest:,} more calls could not be read", errors[_MAX_ERRORS - 1].raw)]
         return ParseResult(
-            calls=[item for item in items if isinstance(item, ToolCall)],
-            errors=[item for item in items if isinstance(item, CallError)],
-            text_outside=outside,
+            calls=[item for item in items if isinstance(item, ToolCall)], errors=errors, text_outside=outside
         )
 
     # -- stage 1: <tool_call> ... </tool_call> ---------------------------------------------------------------------
