@@ -355,3 +355,58 @@ def test_run_batch_failure_stays_in_its_slot(tmp_path: Path) -> None:
     assert agent.last_result.answer == "done"  # the other runs finished and were recorded
     assert len(agent.buffer.list()) == 2
     assert agent.run_batch([]) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 16: text that is not valid Unicode never reaches a trajectory.
+
+
+@tool
+def surrogate_echo(kind: str) -> str:
+    """Return or raise text with a lone surrogate, as os.fsdecode makes of a non-UTF-8 file name.
+
+    Args:
+        kind: "return" or "raise".
+    """
+    if kind == "raise":
+        raise OSError("cannot open 'caf\udce9.txt'")
+    return "caf\udce9.txt and \ud800"
+
+
+def assert_serializable(result: Any) -> str:
+    dumped = result.trajectory.model_dump_json()  # PydanticSerializationError before the fix
+    assert Trajectory.model_validate_json(dumped) == result.trajectory
+    return dumped
+
+
+def test_a_non_utf8_file_name_in_the_workspace_does_not_lose_the_episode(tmp_path: Path) -> None:
+    import os
+
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    try:
+        (Path(os.fsdecode(bytes(workspace))) / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"x")
+    except (OSError, UnicodeError):  # a file system that only takes Unicode names (macOS, Windows)
+        pytest.skip("this file system refuses non-UTF-8 names")
+    agent = make_agent(tmp_path, [call("workspace_list"), "one file"], workspace=workspace)
+    result = agent.run("What is in the workspace?")
+    assert result.answer == "one file"
+    listed = [step for step in result.steps if step.kind == "tool_result"][0]
+    assert listed.ok and listed.text == "caf\\xe9.txt"  # the byte the name holds, escaped
+    assert r'"caf\\xe9.txt"' in assert_serializable(result)  # JSON doubles the backslash
+    assert agent.buffer.get(result.run_id).answer == "one file"
+
+
+def test_any_tools_invalid_text_is_made_valid_before_the_trajectory(tmp_path: Path) -> None:
+    # a custom tool returning and raising lone surrogates; the model writing one as a JSON escape
+    escaped = '<tool_call>{"name": "surrogate_echo", "arguments": {"kind": "return\\udcff"}}</tool_call>'
+    replies = [call("surrogate_echo", kind="return"), call("surrogate_echo", kind="raise"), escaped, "done"]
+    agent = make_agent(tmp_path, replies, tools=[surrogate_echo])
+    result = agent.run("echo")
+    results = [step.text for step in result.steps if step.kind == "tool_result"]
+    assert results[0] == results[2] == "caf\\xe9.txt and \\ud800"
+    assert "caf\\xe9.txt" in results[1]
+    calls = [step.arguments for step in result.steps if step.kind == "tool_call"]
+    assert calls[2] == {"kind": "return\\xff"}
+    assert_serializable(result)
+    assert result.answer == "done"

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from skills.errors import UserError
-from tools import Tool, ToolContext, ToolError, ToolRegistry, ToolResult, tool, validate_tool_name
+from tools import Tool, ToolContext, ToolError, ToolRegistry, ToolResult, tool, valid_text, validate_tool_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -310,6 +312,40 @@ def test_validation_errors_are_capped_in_size() -> None:
         raise ValueError("no " * 1_000_000)
 
     assert len(loud.invoke().observation()) < 5_000
+
+
+def test_tool_results_are_valid_text_whatever_the_tool_returns() -> None:
+    """Lone surrogates (os.fsdecode of a non-UTF-8 name) become escapes in every tool's output and error."""
+
+    @tool
+    def names(kind: str) -> object:
+        """Return or raise undecodable names.
+
+        Args:
+            kind: how.
+        """
+        if kind == "raise":
+            raise FileNotFoundError("no such file: 'caf\udce9.txt'")
+        return "caf\udce9.txt" if kind == "str" else {"name": "caf\udce9.txt"}
+
+    assert names.invoke({"kind": "str"}).output == "caf\\xe9.txt"
+    assert "caf\\" in names.invoke({"kind": "dict"}).output  # not JSON (to_json refuses it): the repr, escaped
+    raised = names.invoke({"kind": "raise"})
+    assert raised.error == "tool 'names' raised FileNotFoundError: no such file: 'caf\\xe9.txt'"
+    for result in (names.invoke({"kind": kind}) for kind in ("str", "dict", "raise")):
+        result.model_dump_json()
+    assert ToolResult(name="x", ok=True, output="\ud800!").output == "\\ud800!"
+
+
+@given(st.text(alphabet=st.characters(codec=None, min_codepoint=0, max_codepoint=0xE000)))
+def test_valid_text_always_encodes_and_leaves_valid_text_alone(text: str) -> None:
+    made = valid_text(text)
+    made.encode("utf-8")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return
+    assert made is text
 
 
 def test_none_arguments_mean_no_arguments() -> None:

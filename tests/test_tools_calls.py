@@ -280,6 +280,24 @@ def test_validate_call_names_the_field(arguments: dict[str, Any], fragments: lis
         assert fragment in error.reason
 
 
+def test_decoded_arguments_are_valid_text() -> None:
+    """JSON's "\\udcff" and Python's '\\ud800' decode to lone surrogates: escaped, so a trajectory can hold them."""
+    call = only_call(
+        '<tool_call>{"name": "a\\udcff", "arguments": {"p\\ud800": ["caf\\udce9", {"k": "\\udfff"}]}}</tool_call>'
+    )
+    assert call.name == "a\\xff" and call.arguments == {"p\\ud800": ["caf\\xe9", {"k": "\\udfff"}]}
+    assert only_call("get_weather(city='\\udce9')").arguments == {"city": "\\xe9"}
+    assert only_call('{"name": "a", "arguments": {"x": "\\u00e9\\ud83d\\ude00"}}').arguments == {"x": "é\U0001f600"}
+    call.model_dump_json()
+
+
+def test_failed_attempts_are_capped_in_number() -> None:
+    """Each error becomes an observation: 16k broken tags give ten, the last counting the rest."""
+    result = parse_tool_calls("<tool_call>{" * 16_000)
+    assert len(result.errors) == 10 and result.errors[-1].reason == "15,991 more calls could not be read"
+    assert len(parse_tool_calls("<tool_call>{" * 10).errors) == 10
+
+
 def test_validate_call_observations_are_capped_in_size() -> None:
     """100k bad items, a huge unknown tool name: the model gets a few KB at most, never megabytes."""
     call = ToolCall(name="get_weather", arguments={"city": ["Paris"] * 100_000, "x" * 10_000: 1})

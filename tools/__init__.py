@@ -11,7 +11,7 @@
 Importing this package does not import langchain-core.
 """
 
-from tools.base import Tool, ToolContext, ToolError, ToolRegistry, ToolResult, tool, validate_tool_name
+from tools.base import Tool, ToolContext, ToolError, ToolRegistry, ToolResult, tool, valid_text, validate_tool_name
 from tools.builtins import builtin_tools, calculator, recall, workspace_list, workspace_read, workspace_write
 from tools.calls import CallError, ParseFailure, ParseResult, ToolCall, parse_tool_calls, validate_call
 from tools.langchain import from_langchain
@@ -32,6 +32,7 @@ __all__ = [
     "parse_tool_calls",
     "recall",
     "tool",
+    "valid_text",
     "validate_call",
     "validate_tool_name",
     "workspace_list",

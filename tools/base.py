@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, overload
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic.fields import FieldInfo
 
 from skills.errors import UserError
@@ -45,6 +45,27 @@ def validate_tool_name(name: object) -> str:
             hint="use 1-64 characters of letters, digits, '_' or '-', starting with a letter or '_'",
         )
     return name
+
+
+# Code points that are not text: halves of UTF-16 pairs. Python strings hold them alone when bytes were decoded with
+# `surrogateescape` (os.fsdecode of a non-UTF-8 file name, os.listdir, sys.argv) or JSON wrote "\udcff".
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def valid_text(text: str) -> str:
+    """`text` as valid Unicode, which UTF-8, JSON and a trajectory can hold: each lone surrogate becomes an escape.
+
+    A surrogate that `surrogateescape` made of a byte becomes that byte's escape (the file `b"caf\\xe9.txt"` reads
+    `caf\\xe9.txt`), any other `\\udXXX`. Valid text is returned as is.
+    """
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(_escape_surrogate, text)
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,13 @@ class ToolResult(BaseModel):
     output: str = Field("", description="the tool's return value; anything but a str is JSON-serialized")
     error: str | None = Field(None, description="why it failed, written for the model; None when ok")
     seconds: float = Field(0.0, ge=0.0, description="wall time of validation and the call")
+
+    @field_validator("output", "error")
+    @classmethod
+    def _valid_text(cls, text: str | None) -> str | None:
+        """Every tool's output and error is made valid text here, where it enters the agent: a file name or an
+        exception message with undecodable bytes must not make the trajectory unserializable."""
+        return None if text is None else valid_text(text)
 
     def observation(self) -> str:
         """The text to show the model: the output, or the error prefixed with `error:`."""

@@ -35,7 +35,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tools.base import ToolRegistry
+from tools.base import ToolRegistry, valid_text
 
 CallFormat = Literal["tag", "fenced", "json", "python"]
 SNIPPET_CHARS = 200
@@ -47,6 +47,8 @@ _MAX_CALL_CHARS = 20_000
 _PARSE_BUDGET_CHARS = 200_000
 # How many ``` inside JSON strings a fenced call may hold (code blocks in its arguments).
 _MAX_FENCES_IN_JSON = 8
+# Failed attempts reported per message (each becomes an observation); the rest are counted in the last one.
+_MAX_ERRORS = 10
 
 
 class ToolCall(BaseModel):
@@ -216,10 +218,12 @@ class _Parser:
         outside = "".join(self.text[start:end] for start, end in free)
         outside = _CLOSE_TAG.sub("", outside)  # a stray closing tag is not prose
         outside = re.sub(r"\n[ \t]*\n(?:[ \t]*\n)+", "\n\n", outside).strip()
+        errors = [item for item in items if isinstance(item, CallError)]
+        if len(errors) > _MAX_ERRORS:
+            rest = len(errors) - _MAX_ERRORS + 1
+            errors[_MAX_ERRORS - 1 :] = [_error(f"{rest:,} more calls could not be read", errors[_MAX_ERRORS - 1].raw)]
         return ParseResult(
-            calls=[item for item in items if isinstance(item, ToolCall)],
-            errors=[item for item in items if isinstance(item, CallError)],
-            text_outside=outside,
+            calls=[item for item in items if isinstance(item, ToolCall)], errors=errors, text_outside=outside
         )
 
     # -- stage 1: <tool_call> ... </tool_call> ---------------------------------------------------------------------
@@ -532,7 +536,27 @@ def _call_from_value(value: Any, raw: str, fmt: CallFormat) -> Item:
         )
     if not all(isinstance(key, str) for key in arguments):
         return _error(f"the argument names of {_quoted(name)} must be strings", raw, fmt, name)
-    return ToolCall(name=name, arguments=arguments, raw=raw, format=fmt)
+    return _tool_call(name, arguments, raw, fmt)
+
+
+def _tool_call(name: str, arguments: dict[str, Any], raw: str, fmt: CallFormat) -> Item:
+    """The call, its strings made valid text: a JSON `"\\udcff"` decodes to a lone surrogate, which no trajectory
+    can serialize."""
+    try:
+        arguments = _valid_value(arguments)
+    except RecursionError:
+        return _error(f"the arguments of {_quoted(name)} are nested too deeply", raw, fmt, name)
+    return ToolCall(name=valid_text(name), arguments=arguments, raw=raw, format=fmt)
+
+
+def _valid_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, dict):
+        return {valid_text(key) if isinstance(key, str) else key: _valid_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):  # Python literals may be tuples and sets
+        return type(value)(_valid_value(item) for item in value)
+    return value
 
 
 def _json_type(value: Any) -> str:
@@ -644,4 +668,4 @@ def _python_call(call: ast.Call, name: str, raw: str, fmt: CallFormat) -> Item:
                 name,
             )
         arguments[keyword.arg] = value
-    return ToolCall(name=name, arguments=arguments, raw=raw, format=fmt)
+    return _tool_call(name, arguments, raw, fmt)
