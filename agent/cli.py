@@ -490,9 +490,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except HabitloopError as error:
-        err_console.print(f"[red]error:[/red] {error.message}")
+        err_console.print(f"[red]error:[/red] {terminal_text(error.message)}")
         if error.hint:
-            err_console.print(f"[yellow]fix:[/yellow] {error.hint}")
+            err_console.print(f"[yellow]fix:[/yellow] {terminal_text(error.hint)}")
         sys.exit(2 if isinstance(error, UserError) else 1)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)

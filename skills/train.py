@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from skills._files import ADAPTER_WEIGHTS, check_adapter_dir, library_versions, read_safetensors
+from skills.adapter_check import check_adapter
 from skills.errors import UserError
 from skills.manifest import LoraSpec, Provenance
 
@@ -252,6 +253,8 @@ def train_lora(
         init_config = check_adapter_dir(Path(init_from), label=f"init adapter {init_from}")
         lora = LoraSpec.from_adapter_config(init_config)
         init_state = read_safetensors(Path(init_from) / ADAPTER_WEIGHTS, label=f"init adapter {init_from}")
+        # the same check as every load: a folder holding more than its LoRA tensors could overwrite the base's weights
+        check_adapter(init_config, init_state, label=f"init adapter {init_from}", base=model)
 
     # --- data: tokenize once, keep only examples with at least one target token
     features = [tokenize_chat(tokenizer, ex.messages, config.max_length) for ex in examples]

@@ -488,3 +488,23 @@ def test_the_base_is_bit_identical_after_everything_a_store_of_skills_does(
     unchanged("evicting every skill")
     assert residency.stats.hot_evictions > len(names) and residency.stats.merges >= len(names)
     assert base_weights_digest(residency.model.unload()) == before
+
+
+def test_training_from_a_poisoned_init_adapter_is_refused(fresh_base: Any, tmp_path: Path) -> None:
+    """`train_lora(init_from=...)` continues from an adapter folder: the same check applies before any step."""
+    from skills import ChatExample, TrainConfig, train_lora
+
+    init = rewrite(qv_adapter(fresh_base, tmp_path / "init"), add={POISON: zeros_like_base(fresh_base, POISON)})
+    before = base_weights_digest(fresh_base.model)
+    with pytest.raises(InvalidAdapterError) as info:
+        train_lora(
+            fresh_base.model,
+            fresh_base.tokenizer,
+            [ChatExample.from_pair("ping", "pong")],
+            tmp_path / "out",
+            config=TrainConfig(steps=1, batch_size=1),
+            init_from=init,
+            progress=False,
+        )
+    assert_names(info.value, POISON)
+    assert base_weights_digest(fresh_base.model) == before

@@ -167,3 +167,17 @@ def test_pack_text_is_printed_inert(tmp_path: Path, adapter: Callable[[str], Pat
     shown = invoke(home, "packs", "show", "evil-pack").output
     _assert_inert(shown)
     assert json.loads(invoke(home, "packs", "show", "evil-pack", "--json").output)["description"] == HOSTILE
+
+
+def test_error_messages_are_printed_inert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An error quotes what the user or a file gave (here a skill name): rich must not read it as markup."""
+    from agent import cli
+
+    monkeypatch.setenv("HABITLOOP_HOME", str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["habitloop", "skills", "delete", "[bold red]B[/]", "--yes"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    err = capsys.readouterr().err
+    assert "[bold red]B[/]" in err, err
