@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from skills.errors import UserError
 
@@ -47,6 +47,9 @@ class ChatRequest(BaseModel):
     skills: list[tuple[str, int]] = []
     max_new_tokens: int = 256
     temperature: float = 0.0
+    # The prompt's length in tokens, as `LocalChatModel.fit` counted it: a request fitted once (the server, then the
+    # batcher, then generate_batch) is not rendered and tokenized again. Private: never set by a caller or a client.
+    _prompt_tokens: int | None = PrivateAttr(default=None)
 
 
 def fit_context(prompt_tokens: int, max_new_tokens: int, context_length: int | None, *, strict: bool = False) -> int:
@@ -192,9 +195,13 @@ class LocalChatModel:
         fit (what the server does for an explicit `max_tokens`, as OpenAI does). `BatchingChatModel` calls it when a
         request is queued, so one that cannot run is refused at once and never fails a batch.
         """
-        prompt_tokens = int(self._encode([self._render(request.messages)])["input_ids"].shape[1])
+        prompt_tokens = request._prompt_tokens
+        if prompt_tokens is None:
+            prompt_tokens = int(self._encode([self._render(request.messages)])["input_ids"].shape[1])
         budget = fit_context(prompt_tokens, request.max_new_tokens, self.context_length, strict=strict)
-        return request if budget == request.max_new_tokens else request.model_copy(update={"max_new_tokens": budget})
+        fitted = request.model_copy(update={"max_new_tokens": budget})
+        fitted._prompt_tokens = prompt_tokens
+        return fitted
 
     def adapter_for(self, skills: Sequence[tuple[str, int]]) -> str:
         """The adapter a skill set runs as, loaded (or built) in the shared model: `__base__` for none."""

@@ -18,7 +18,7 @@ DoRA's `lora_magnitude_vector` (out_features,) when the config says `use_dora`; 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from skills._files import ADAPTER_CONFIG
@@ -34,6 +34,8 @@ _SUFFIXES = {
     ".lora_magnitude_vector": "magnitude",
 }
 _PAIRS = (("A", "B"), ("embedding_A", "embedding_B"))
+# Children peft adds beside a model's own modules (a wrapped `modules_to_save` module keeps its original inside).
+_PEFT_CHILDREN = frozenset({"modules_to_save", "original_module"})
 # LoraConfig options of plain LoRA, honoured as given. Every other option must keep peft's default: each one adds
 # tensors or behaviour beyond "B A added to a frozen base" (modules_to_save, trainable tokens, layer replication...).
 _PLAIN_OPTIONS = frozenset(
@@ -209,16 +211,11 @@ def _check_against(lora: Any, found: dict[str, dict[str, Any]], base: Any, label
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     model: Any = base.base_model.model if isinstance(base, PeftModel) else base
+    layers = dict(_base_modules(model, BaseTunerLayer))
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    output_name = next((name for name, module in model.named_modules() if module is output), None)
+    output_name = next((name for name, layer in layers.items() if layer is output), None)
     expected: dict[str, dict[str, tuple[int, ...]]] = {}
-    for name, module in model.named_modules():
-        parts = name.split(".")
-        if not name or any(
-            p in ("base_layer", "modules_to_save", "original_module") or p.startswith("lora_") for p in parts
-        ):
-            continue  # peft's own wrappers and the adapters already loaded
-        layer = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+    for name, layer in layers.items():
         if not _targeted(lora, name, output_layer=output_name):
             continue
         rank = rank_of(lora, name)
@@ -251,6 +248,25 @@ def _check_against(lora: Any, found: dict[str, dict[str, Any]], base: Any, label
                     f"{label}: {_key(module, kind)!r} is missing: adapter_config.json targets {module!r}",
                     hint="the adapter is incomplete or was saved for another architecture; retrain it on this base",
                 )
+
+
+def _base_modules(model: Any, tuner_layer: type) -> Iterator[tuple[str, Any]]:
+    """(name, module) of the base's own modules, a peft-wrapped layer given as its base layer.
+
+    Never descends into what peft adds (`lora_A`, `base_layer`, ...): `named_modules()` would also walk every loaded
+    adapter's modules, so this check would cost more with every hot skill (64 hot: ~64x the base's module count).
+    """
+    stack = [("", model)]
+    while stack:
+        prefix, module = stack.pop()
+        if prefix:
+            yield prefix, module.get_base_layer() if isinstance(module, tuner_layer) else module
+        if isinstance(module, tuner_layer):
+            continue  # its children are the base layer and the adapters' own modules
+        for child_name, child in reversed(list(module.named_children())):
+            if child_name in _PEFT_CHILDREN:
+                continue
+            stack.append((f"{prefix}.{child_name}" if prefix else child_name, child))
 
 
 def _key(module: str, kind: str) -> str:
