@@ -175,10 +175,11 @@ class SkillStore:
     def scan(self) -> StoreScan:
         """Every usable skill, and every folder that is not one, with the reason and the fix.
 
-        Usable: a readable manifest naming this folder, and a readable record of its current revision with that
-        revision's files present. Cheap (two small reads and a few stats per skill; checksums are verified when an
-        adapter is loaded), so routing can afford it. A skill of another base is listed (listing needs no base);
-        the router leaves it out."""
+        Usable: a readable manifest naming this folder, and its current revision's files present. Cheap (one small
+        read and three stats per skill: the records, which carry routing vectors, are not parsed, and checksums are
+        verified when an adapter is loaded), because the router rescans after every store write (10,000 skills:
+        parsing every current record made that rebuild 6x slower). A skill of another base is listed (listing needs
+        no base); the router leaves it out."""
         skills: list[SkillManifest] = []
         problems: list[SkillProblem] = []
         for entry in sorted(self.root.iterdir()):
@@ -202,9 +203,10 @@ class SkillStore:
                 f"skill folder {name!r} has no {MANIFEST}", hint=f"remove it with `habitloop skills delete {name}`"
             )
         manifest = self.get(name)
-        record = self._read_revision(name, manifest.current, manifest)
         folder = self.skill_dir(name) / "revs" / str(manifest.current)
-        for file_name in record.files:
+        if not (folder / REVISION).is_file():
+            raise self._lost(name, manifest.current, manifest)
+        for file_name in ADAPTER_FILES:
             if not (folder / file_name).is_file():
                 raise CorruptSkillError(
                     f"skill {name!r} revision {manifest.current}: {file_name} is missing",
@@ -647,21 +649,17 @@ class SkillStore:
         return manifest
 
     def _read_revision(self, name: str, number: int, manifest: SkillManifest | None = None) -> RevisionRecord:
-        """The record of revision `number`; a `CorruptSkillError` whose hint is a fix that works: roll back when it
-        is the current revision, else drop it (export leaves lost revisions out, import --replace takes that)."""
+        """The record of revision `number`, or a `CorruptSkillError` with a fix that works (`_revision_fix`)."""
         path = self.skill_dir(name) / "revs" / str(number) / REVISION
-        if manifest is not None and number == manifest.current:
-            fix = f"roll back with `habitloop skills rollback {name}` (or --to N), or delete it"
-        else:
-            fix = (
-                f"drop it with `habitloop skills export {name} -o {name}.tar.gz` then "
-                f"`habitloop skills import {name}.tar.gz --replace`"
-            )
         if not path.is_file():
-            raise CorruptSkillError(
-                f"skill {name!r}: revision {number} is named in its manifest but missing on disk", hint=fix
-            )
-        return self._parse(RevisionRecord, path, name, hint=fix)
+            raise self._lost(name, number, manifest)
+        return self._parse(RevisionRecord, path, name, hint=_revision_fix(name, number, manifest))
+
+    def _lost(self, name: str, number: int, manifest: SkillManifest | None) -> CorruptSkillError:
+        return CorruptSkillError(
+            f"skill {name!r}: revision {number} is named in its manifest but missing on disk",
+            hint=_revision_fix(name, number, manifest),
+        )
 
     def _parse(self, model: type[_M], path: Path, name: str, *, hint: str | None = None) -> _M:
         try:
@@ -672,6 +670,17 @@ class SkillStore:
                 hint=hint
                 or f"import it again from an export with --replace, or remove it with `habitloop skills delete {name}`",
             ) from error
+
+
+def _revision_fix(name: str, number: int, manifest: SkillManifest | None) -> str:
+    """A fix for an unreadable revision that works: roll back from a lost current revision, else drop the lost one
+    (export leaves lost revisions out, import --replace takes that)."""
+    if manifest is not None and number == manifest.current:
+        return f"roll back with `habitloop skills rollback {name}` (or --to N), or delete it"
+    return (
+        f"drop it with `habitloop skills export {name} -o {name}.tar.gz` then "
+        f"`habitloop skills import {name}.tar.gz --replace`"
+    )
 
 
 def _one_line(error: Exception) -> str:
