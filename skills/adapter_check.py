@@ -256,7 +256,7 @@ def _base_modules(model: Any, tuner_layer: type) -> Iterator[tuple[str, Any]]:
     Never descends into what peft adds (`lora_A`, `base_layer`, ...): `named_modules()` would also walk every loaded
     adapter's modules, so this check would cost more with every hot skill (64 hot: ~64x the base's module count).
     """
-    stack = [("", model)]
+    stack: list[tuple[str, Any]] = [("", model)]
     while stack:
         prefix, module = stack.pop()
         if prefix:
