@@ -250,7 +250,7 @@ def _check_against(lora: Any, found: dict[str, dict[str, Any]], base: Any, label
                 )
 
 
-def _base_modules(model: Any, tuner_layer: type) -> Iterator[tuple[str, Any]]:
+def _base_modules(model: Any, tuner_layer: Any) -> Iterator[tuple[str, Any]]:
     """(name, module) of the base's own modules, a peft-wrapped layer given as its base layer.
 
     Never descends into what peft adds (`lora_A`, `base_layer`, ...): `named_modules()` would also walk every loaded
