@@ -14,7 +14,9 @@ import pytest
 
 from memory import HashingEmbedder, InMemoryBuffer, Outcome, Trajectory
 from memory.consolidate import (
+    CANDIDATES,
     ConsolidationConfig,
+    ConsolidationReport,
     Consolidator,
     Scores,
     derive_name,
@@ -177,7 +179,7 @@ _SCRIPT = textwrap.dedent(
         ])
     config = ConsolidationConfig(min_episodes=4, replay=2, epochs=1.0, min_steps=3, max_steps=3, max_new_tokens=4)
     reports = Consolidator(buffer, store, Residency(base.model, store), base.tokenizer, config=config,
-                           progress=False).run()
+                           reports_dir=root / "reports", progress=False).run()
     print("REPORTS", [(r.skill, r.revision, r.promoted, r.reason[:20]) for r in reports])
     """
 )
@@ -185,6 +187,8 @@ _SCRIPT = textwrap.dedent(
 
 def _consolidate_in_subprocess(root: Path, crash_at: str | None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "HABITLOOP_CRASH_AT"}
+    env["TMPDIR"] = str(root / "tmp")  # so a test can check that nothing of habitloop's is left there
+    (root / "tmp").mkdir(exist_ok=True)
     if crash_at:
         env["HABITLOOP_CRASH_AT"] = crash_at
     return subprocess.run(
@@ -227,3 +231,21 @@ def test_kill_9_during_consolidation_loses_nothing_and_a_rerun_finishes(tmp_path
     # and once more: nothing left to do, nothing changes
     assert _consolidate_in_subprocess(tmp_path, None).returncode == 0
     assert _state(tmp_path) == (skills, marks)
+
+
+@pytest.mark.parametrize("crash_at", ["training", "committed", "marked"])
+def test_a_killed_consolidation_leaves_no_candidate_and_its_report_is_written(tmp_path: Path, crash_at: str) -> None:
+    crashed = _consolidate_in_subprocess(tmp_path, crash_at)
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    assert not list((tmp_path / "tmp").glob("habitloop-candidate-*")), "nothing of habitloop's in $TMPDIR"
+
+    rerun = _consolidate_in_subprocess(tmp_path, None)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    candidates = tmp_path / "skills" / CANDIDATES
+    assert not candidates.exists() or not any(candidates.iterdir()), "the stale candidate is swept"
+    reports = [ConsolidationReport.model_validate_json(p.read_text()) for p in (tmp_path / "reports").glob("*.json")]
+    assert [(r.skill, r.revision, r.promoted) for r in reports] == [("number-ping", 1, True)], (
+        "exactly one report of the committed revision, however the first run ended"
+    )
+    if crash_at != "training":
+        assert "killed" in reports[0].reason and reports[0].losses, "written from the draft saved before the commit"

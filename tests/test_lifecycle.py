@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -447,60 +446,6 @@ def test_chroma_internal_errors_are_operator_errors_on_every_operation(
 
 
 # ------------------------------------------------------------------------------------------------------- kill -9
-
-_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    from pathlib import Path
-    from agent.testing import tiny_base
-    from memory import HashingEmbedder, Trajectory
-    from memory.chroma import ChromaBuffer
-    from memory.consolidate import ConsolidationConfig, Consolidator
-    from skills import Residency, SkillStore
-
-    root = Path(sys.argv[1])
-    base = tiny_base()
-    store = SkillStore(root / "skills", base_fingerprint=base.fingerprint)
-    buffer = ChromaBuffer(root / "buffer", embedder=HashingEmbedder())
-    if not buffer.list():
-        buffer.add_many([
-            Trajectory.demonstration(f"ping number {i}", f"pong {i}", system_prompt="You answer pings.")
-            for i in range(5)
-        ])
-    config = ConsolidationConfig(min_episodes=4, replay=2, epochs=1.0, min_steps=3, max_steps=3, max_new_tokens=4)
-    Consolidator(buffer, store, Residency(base.model, store), base.tokenizer, config=config,
-                 reports_dir=root / "reports", progress=False).run()
-    """
-)
-
-
-def _run(root: Path, crash_at: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "HABITLOOP_CRASH_AT"}
-    env["TMPDIR"] = str(root / "tmp")
-    (root / "tmp").mkdir(exist_ok=True)
-    if crash_at:
-        env["HABITLOOP_CRASH_AT"] = crash_at
-    return subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(root)], env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-@pytest.mark.parametrize("crash_at", ["training", "committed", "marked"])
-def test_a_killed_consolidation_leaves_no_candidate_and_its_report_is_written(tmp_path: Path, crash_at: str) -> None:
-    crashed = _run(tmp_path, crash_at)
-    assert crashed.returncode == -9, crashed.stderr[-2000:]
-    assert not list((tmp_path / "tmp").glob("habitloop-candidate-*")), "nothing of habitloop's in $TMPDIR"
-
-    rerun = _run(tmp_path, None)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    candidates = tmp_path / "skills" / CANDIDATES
-    assert not candidates.exists() or not any(candidates.iterdir()), "the stale candidate is swept"
-    reports = [ConsolidationReport.model_validate_json(p.read_text()) for p in (tmp_path / "reports").glob("*.json")]
-    assert [(r.skill, r.revision, r.promoted) for r in reports] == [("number-ping", 1, True)], (
-        "exactly one report of the committed revision, however the first run ended"
-    )
-    if crash_at != "training":
-        assert "killed" in reports[0].reason and reports[0].losses, "written from the draft saved before the commit"
 
 
 def test_the_cli_prints_a_skipped_consolidation_as_skipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
