@@ -278,17 +278,22 @@ def test_a_slow_client_is_disconnected_after_the_read_timeout(impatient_server: 
     assert ok.status_code == 200
 
 
+def _request_ok(sock: socket.socket) -> None:
+    """Send one whole request on a kept-alive connection and read its 200 answer."""
+    sock.sendall(HEAD + b"Content-Length: %d\r\n\r\n" % len(REQUEST) + REQUEST)
+    reply = b""
+    while b'"ok"' not in reply:
+        chunk = sock.recv(4096)
+        assert chunk, reply
+        reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200")
+
+
 def test_a_kept_alive_connection_that_stalls_in_its_next_request_is_closed(
     impatient_server: tuple[str, int],
 ) -> None:
     with socket.create_connection(impatient_server, timeout=10) as sock:
-        sock.sendall(HEAD + b"Content-Length: %d\r\n\r\n" % len(REQUEST) + REQUEST)
-        first = b""
-        while b'"ok"' not in first:
-            chunk = sock.recv(4096)
-            assert chunk, first
-            first += chunk
-        assert first.startswith(b"HTTP/1.1 200")
+        _request_ok(sock)
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHo")  # the next request stalls in its headers
         assert _closed_within(sock, 10.0)
 
@@ -297,13 +302,7 @@ def test_a_prompt_client_is_not_cut_off_by_the_read_timeout(impatient_server: tu
     """The timeout bounds receiving a request, not answering it, nor the idle time between requests."""
     with socket.create_connection(impatient_server, timeout=10) as sock:
         for _ in range(3):
-            sock.sendall(HEAD + b"Content-Length: %d\r\n\r\n" % len(REQUEST) + REQUEST)
-            reply = b""
-            while b'"ok"' not in reply:
-                chunk = sock.recv(4096)
-                assert chunk, reply
-                reply += chunk
-            assert reply.startswith(b"HTTP/1.1 200")
+            _request_ok(sock)
             time.sleep(0.6)  # idle between requests for longer than half the timeout, twice in a row
 
 
