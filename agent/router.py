@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field
 from memory.embed import TextEmbedder
 from memory.trajectory import SkillUse
 from skills.errors import CorruptSkillError, SkillNotFoundError, UserError
+from skills.manifest import RevisionRecord, RoutingVector
 from skills.store import SkillStore
 
 log = logging.getLogger("habitloop.router")
@@ -195,29 +196,34 @@ class RoutingIndex:
                 )
             else:
                 manifests.append(manifest)
+        keys = [(m.name, m.current, m.description or m.name.replace("-", " ").replace("_", " ")) for m in manifests]
+        # New or changed skills only: their current record (immutable, so read once) gives the centroid; one that
+        # cannot be read is not routed to. `scan` checked only that the files exist, to stay cheap at 10,000 skills.
+        records: dict[tuple[str, int, str], RevisionRecord] = {}
+        for key in keys:
+            if key not in self._cache:
+                try:
+                    records[key] = self.store.revision(key[0], key[1])
+                except (CorruptSkillError, SkillNotFoundError) as unreadable:
+                    self.skipped[key[0]] = str(unreadable)
+        keys = [key for key in keys if key[0] not in self.skipped]
         for name, error in self.skipped.items():
             if (name, error) not in self._warned:  # once per skill and problem, not at every rebuild
                 self._warned.add((name, error))
                 log.warning("not routing to skill %r: %s", name, error)
-        keys = [(m.name, m.current, m.description or m.name.replace("-", " ").replace("_", " ")) for m in manifests]
         missing = [key for key in keys if key not in self._cache]
         if missing:
             vectors = _unit_rows(np.asarray(self.embedder.embed([text for _, _, text in missing]), dtype=np.float32))
             for key, vector in zip(missing, vectors, strict=True):
-                self._cache[key] = _Vectors(vector, self._centroid(key[0], key[1], vector.shape[0]))
+                self._cache[key] = _Vectors(vector, self._centroid(records[key].routing, vector.shape[0]))
         live = set(keys)
         self._cache = {key: value for key, value in self._cache.items() if key in live}
         self._install([k[0] for k in keys], [k[1] for k in keys], [self._cache[k] for k in keys])
         self._token = token
 
-    def _centroid(self, name: str, revision: int, dim: int) -> np.ndarray | None:
-        assert self.store is not None
-        try:
-            routing = self.store.revision(name, revision).routing
-        except (CorruptSkillError, SkillNotFoundError):  # removed or damaged meanwhile: the description still routes
-            return None
+    def _centroid(self, routing: RoutingVector | None, dim: int) -> np.ndarray | None:
         if routing is None or routing.embedder != self.embedder.name or len(routing.vector) != dim:
-            return None  # made by another embedder: not comparable with this one's vectors
+            return None  # none stored, or made by another embedder: not comparable with this one's vectors
         return _unit_rows(np.asarray(routing.vector, dtype=np.float32)[None])[0]
 
     def _install(self, names: list[str], revisions: list[int], entries: list[_Vectors]) -> None:

@@ -275,6 +275,16 @@ def test_the_router_never_routes_to_a_broken_or_foreign_skill(
         router.decide("x", pinned=["numbers"])
 
 
+def test_the_router_never_routes_to_a_skill_whose_current_record_is_garbage(store: SkillStore, adapter: Any) -> None:
+    """`scan` only checks that the files exist (cheap at 10,000 skills); the router reads each new record once."""
+    store.create("files", adapter("alpha"), kind="domain", description="write notes into files")
+    store.create("notes", adapter("beta"), kind="domain", description="write notes into files quickly")
+    (store.revision_dir("notes") / "revision.json").write_text("{not json")
+    decision = Router(store, HashingEmbedder(), top_k=4, threshold=-1.0).decide("write my notes into files")
+    assert [c.name for c in decision.choices] == ["files"]
+    assert "revision.json" in decision.skipped["notes"]
+
+
 def test_skills_list_shows_broken_skills_as_problems(routed: SkillStore) -> None:
     home = routed.root.parent
     result = runner.invoke(app, ["skills", "list", "--json"], env={"HABITLOOP_HOME": str(home)})
