@@ -10,9 +10,10 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 
+from agent.backends.local import LocalChatModel
+from agent.backends.protocol import ChatModel
 from agent.config import Settings
 from agent.graph import Checker, RunContext, build_graph
-from agent.models import ChatModel, LocalChatModel
 from agent.router import RouteDecision, Router
 from memory.buffer import EpisodeBuffer
 from memory.consolidate import ConsolidationConfig, ConsolidationReport, Consolidator
@@ -314,7 +315,7 @@ class Agent:
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        from agent.batching import BatchingChatModel
+        from agent.backends.batching import BatchingChatModel
 
         items = [{"task": item} if isinstance(item, str) else dict(item) for item in tasks]
         if concurrency < 1:

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agent.models import ChatModel
+from agent.backends.protocol import ChatModel
 from agent.prompt import system_prompt, tool_result_message
 from memory.trajectory import Outcome, SkillUse, Step, Trajectory
 from tools import ToolContext, ToolRegistry, parse_tool_calls, validate_call

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.backends.protocol import ChatRequest, Generation, Message, generate_each
 from agent.base import Base, fingerprint_model
-from agent.models import ChatRequest, Generation, Message, generate_each
 from skills.errors import UserError
 
 CHATML_TEMPLATE = (

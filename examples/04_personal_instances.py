@@ -16,7 +16,7 @@ from pathlib import Path
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import Agent, Settings, load_base
-from agent.models import LocalChatModel
+from agent.backends.local import LocalChatModel
 from memory import HashingEmbedder, InMemoryBuffer, Trajectory
 from memory.consolidate import ConsolidationConfig
 from skills import Residency, SkillStore

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from agent import Agent, Settings, load_base
-from agent.arithmetic import arithmetic_items, demonstration
+from agent.bench.arithmetic import arithmetic_items, demonstration
 from agent.prompt import system_prompt
 from memory import InMemoryBuffer
 from memory.consolidate import example_from

@@ -7,8 +7,8 @@ anything else, answer as the base would. Anyone can rerun this (about 5 minutes 
     python examples/build_calculator_pack.py                      # rewrites skills/packs/calculator-habit/
     python examples/build_calculator_pack.py -o /tmp/calc-pack    # somewhere else
 
-The data reuses the demo's generators (`agent.demo`): demonstrations of the whole loop on arithmetic questions, plus
-the base's own answers to unrelated prompts (replay, so the habit does not leak into every answer). The measured
+The data comes from `agent.bench.arithmetic`: demonstrations of the whole loop on arithmetic questions, plus the
+base's own answers to unrelated prompts (replay, so the habit does not leak into every answer). The measured
 effect (held-out prompts, before and after) goes into the pack's description and its skill's evaluation record.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import Settings, load_base
-from agent.arithmetic import arithmetic_items, demonstration
+from agent.bench.arithmetic import arithmetic_items, demonstration
 from agent.prompt import system_prompt
 from memory.consolidate import example_from
 from memory.offtask import OFF_TASK_EVAL, OFF_TASK_TRAIN

@@ -9,9 +9,9 @@ import json
 import sys
 
 from agent.config import Settings
-from agent.demo import CATEGORY, bfcl_agent
-from agent.evals.data import load_cases
-from agent.evals.harness import evaluate
+from agent.evals.bfcl.data import load_cases
+from agent.evals.bfcl.harness import evaluate
+from agent.evals.demo import CATEGORY, bfcl_agent
 
 
 def main(n: int, mode: str) -> None:

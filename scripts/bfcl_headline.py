@@ -24,10 +24,10 @@ from typing import Any
 from rich.console import Console
 
 from agent.config import Settings
-from agent.demo import CATEGORY, SKILL, bfcl_agent, fresh_demonstrations, plot_demo
-from agent.evals.data import load_cases
-from agent.evals.harness import evaluate
-from agent.evals.practice import practice
+from agent.evals.bfcl.data import load_cases
+from agent.evals.bfcl.harness import evaluate
+from agent.evals.bfcl.practice import practice
+from agent.evals.demo import CATEGORY, SKILL, bfcl_agent, fresh_demonstrations, plot_demo
 from memory.consolidate import ConsolidationReport
 
 

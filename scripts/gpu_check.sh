@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 
 "$PY" -c "import vllm, torch; assert torch.cuda.is_available(), 'no CUDA GPU visible to torch'; print('vllm', vllm.__version__, torch.cuda.get_device_name(0), file=__import__('sys').stderr)"
 # random r=8 q,v adapters on the real base as skills bench-s0..3 (the conformance suite's vllm backend serves them)
-"$PY" -c "from agent.bench_serve import seed_store; print('skills:', seed_store(skills=4), file=__import__('sys').stderr)"
+"$PY" -c "from agent.bench.serve import seed_store; print('skills:', seed_store(skills=4), file=__import__('sys').stderr)"
 
 set +e
 "$PY" -m pytest tests/test_backends.py -q -rs -p no:cacheprovider --junitxml "$OUT/conformance.xml" >&2

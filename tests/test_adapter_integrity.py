@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 
+from agent.backends.local import LocalChatModel
+from agent.backends.protocol import ChatRequest
 from agent.base import base_weights_digest
-from agent.models import ChatRequest, LocalChatModel
 from agent.testing import random_adapter
 from skills import (
     Composer,

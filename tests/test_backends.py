@@ -24,10 +24,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.backends import BASE_MODEL, format_model_name, parse_model_name
+from agent.backends.batching import BatchingChatModel
+from agent.backends.local import LocalChatModel
 from agent.backends.openai_http import OpenAIChatModel
-from agent.batching import BatchingChatModel
-from agent.models import ChatModel, ChatRequest, Generation, LocalChatModel
-from agent.serve import ServeConfig, completion_text, create_app, running_server
+from agent.backends.protocol import ChatModel, ChatRequest, Generation
+from agent.serve.app import ServeConfig, completion_text, create_app, running_server
 from agent.testing import ScriptedChatModel, tiny_base
 from skills import Residency, SkillStore
 from skills.errors import SkillNotFoundError, UserError

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from agent.batching import BatchingChatModel
-from agent.models import ChatRequest, Generation
+from agent.backends.batching import BatchingChatModel
+from agent.backends.protocol import ChatRequest, Generation
 from agent.testing import ScriptedChatModel
 from skills.errors import SkillNotFoundError, UserError
 

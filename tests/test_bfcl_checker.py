@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.evals.checker import check_call, standardize_string
+from agent.evals.bfcl.checker import check_call, standardize_string
 
 AREA = {
     "name": "geometry.area_circle",

@@ -12,13 +12,13 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from typer.testing import CliRunner
 
-import agent.cli_bfcl as cli_bfcl
+import agent.cli.bfcl as cli_bfcl
 from agent import Agent, Settings
-from agent.cli import app
-from agent.evals.checker import check_call
-from agent.evals.data import WHEEL_ENV, load_cases, split_of
-from agent.evals.harness import case_tools, evaluate, json_schema
-from agent.evals.practice import demonstration, practice, record_demonstrations
+from agent.cli.app import app
+from agent.evals.bfcl.checker import check_call
+from agent.evals.bfcl.data import WHEEL_ENV, load_cases, split_of
+from agent.evals.bfcl.harness import case_tools, evaluate, json_schema
+from agent.evals.bfcl.practice import demonstration, practice, record_demonstrations
 from agent.prompt import system_prompt
 from agent.testing import ScriptedChatModel
 from memory import HashingEmbedder, InMemoryBuffer
@@ -405,7 +405,7 @@ TINY_RECIPE = {"epochs": 1.0, "min_steps": 1, "max_steps": 2, "max_new_tokens": 
 
 def tiny_agent(home: Path, base: Any) -> Agent:
     """An agent on the tiny base, as `bfcl_agent` builds one on the real base but with in-memory buffer/checkpoints."""
-    from agent.demo import MAX_NEW_TOKENS
+    from agent.evals.demo import MAX_NEW_TOKENS
 
     return Agent(
         settings=Settings(home=home),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.app import app
 from agent.testing import tiny_base
 from skills import ChatExample, SkillStore, TrainConfig, train_lora
 
@@ -138,7 +138,8 @@ def wide(monkeypatch: pytest.MonkeyPatch) -> None:
     """Consoles wide enough that table cells do not wrap (the checks look for whole strings)."""
     from rich.console import Console
 
-    from agent import cli, cli_packs
+    from agent.cli import app as cli
+    from agent.cli import packs as cli_packs
 
     monkeypatch.setattr(cli, "console", Console(width=1000))
     monkeypatch.setattr(cli_packs, "console", Console(width=1000))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import Agent, Settings
-from agent.models import LocalChatModel
+from agent.backends.local import LocalChatModel
 from agent.testing import ScriptedChatModel
 from memory import HashingEmbedder, InMemoryBuffer, Trajectory
 from memory.consolidate import ConsolidationConfig
@@ -238,7 +238,7 @@ def test_consolidation_of_an_instance_writes_only_its_own_store(tmp_path: Path, 
 
 
 def test_the_instance_benchmark_runs_on_the_tiny_base(fresh_base: Any, tmp_path: Path) -> None:
-    from agent.bench_instances import run_instance_bench
+    from agent.bench.instances import run_instance_bench
 
     result = run_instance_bench(fresh_base, tmp_path, instances=6, requests=12, hot_users=2, max_hot=2, max_warm=1)
     assert result.instances == 6 and result.hot.count + result.warm.count + result.cold.count == 12

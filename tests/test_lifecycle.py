@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 import memory.consolidate as consolidate_module
-from agent.cli import app
+from agent.cli.app import app
 from agent.router import Router
 from agent.testing import tiny_base
 from memory import HashingEmbedder, InMemoryBuffer, Trajectory

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-from agent.models import ChatRequest, LocalChatModel
+from agent.backends.local import LocalChatModel
+from agent.backends.protocol import ChatRequest
 from agent.testing import random_adapter, tiny_base
 from skills import Residency, SkillStore, UserError
 from skills.compose import CompositionSpec

@@ -38,7 +38,7 @@ def test_wheel_installs_and_imports_in_isolation(tmp_path: Path) -> None:
     # -I: ignore the repo (cwd), PYTHONPATH and user site; the wheel's folder goes first on the path.
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
-        "import agent, skills, tools, memory, agent.cli, agent.serve; "
+        "import agent, skills, tools, memory, agent.cli.app, agent.serve.app; "
         "print('\\n'.join(m.__file__ for m in (agent, skills, tools, memory)))"
     )
     out = subprocess.run(

@@ -588,8 +588,8 @@ def test_cli_packs_round_trip(
     src: SkillStore, tmp_path: Path, tool_file: Path, tiny: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """create -> install -> list -> show -> remove through `habitloop packs`, with --json everywhere."""
-    from agent import cli_packs
-    from agent.cli import app
+    from agent.cli import packs as cli_packs
+    from agent.cli.app import app
 
     runner = CliRunner()
     monkeypatch.setattr(cli_packs, "base_fingerprint", lambda settings: tiny.fingerprint)

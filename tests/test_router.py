@@ -319,8 +319,8 @@ def test_settings_turn_routing_on(skills: SkillStore, tmp_path: Path) -> None:
 
 
 def test_cli_route_json(skills: SkillStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent import cli_route
-    from agent.cli import app
+    from agent.cli import route as cli_route
+    from agent.cli.app import app
 
     monkeypatch.setattr(cli_route, "_embedder", lambda: HashingEmbedder(256))
     home = skills.root.parent  # the store fixture lives in HOME/skills
@@ -386,7 +386,7 @@ def test_consolidation_stores_the_centroid_of_the_trained_tasks(tmp_path: Path, 
 
 
 def test_routing_benchmark_reports_its_figures() -> None:
-    from agent.bench_route import measure_index_refresh, measure_routing
+    from agent.bench.route import measure_index_refresh, measure_routing
 
     figures = measure_routing(HashingEmbedder(32), skills=300, repeats=3, warmup=1)
     assert set(figures) == {"routing_latency_300_ms", "routing_embed_ms", "routing_score_300_ms"}

@@ -26,9 +26,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from agent.batching import BatchingChatModel
-from agent.models import ChatRequest, ContextLengthError, LocalChatModel
-from agent.serve import ServeConfig, create_app, running_server
+from agent.backends.batching import BatchingChatModel
+from agent.backends.local import LocalChatModel
+from agent.backends.protocol import ChatRequest, ContextLengthError
+from agent.serve.app import ServeConfig, create_app, running_server
 from agent.testing import ScriptedChatModel, tiny_base
 from skills import Residency, SkillStore, UserError
 
@@ -309,13 +310,13 @@ def test_a_prompt_client_is_not_cut_off_by_the_read_timeout(impatient_server: tu
 def test_the_read_timeout_is_a_serve_option(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.cli.app import app
 
     assert ServeConfig().read_timeout == 10.0
     with pytest.raises(ValueError):
         ServeConfig(read_timeout=0)
     seen: list[ServeConfig] = []
-    monkeypatch.setattr("agent.serve.serve_local", lambda settings, *, config, **kwargs: seen.append(config))
+    monkeypatch.setattr("agent.serve.app.serve_local", lambda settings, *, config, **kwargs: seen.append(config))
     result = CliRunner().invoke(app, ["serve", "--read-timeout", "2.5"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert seen[0].read_timeout == 2.5
@@ -366,7 +367,7 @@ def test_a_base_without_a_chat_template_is_one_line_with_the_fix(
     templateless_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from agent import cli
-    from agent.evals.data import WHEEL_ENV
+    from agent.evals.bfcl.data import WHEEL_ENV
 
     monkeypatch.setenv("HABITLOOP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HABITLOOP_BASE", str(templateless_base))

@@ -4,7 +4,7 @@
 - `openai_http.OpenAIChatModel`: any OpenAI-compatible server (`habitloop serve`, vLLM's, LoRAX's).
 - `vllm_backend.VLLMChatModel`: vLLM in this process, the store's adapters through its multi-LoRA (optional extra).
 
-The in-process transformers/peft backend is `agent.models.LocalChatModel`. Backends import lazily: `import
+The in-process transformers/peft backend is `agent.backends.local.LocalChatModel`. Backends import lazily: `import
 agent.backends` pulls in neither httpx nor vllm.
 """
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from agent.backends.naming import format_model_name
-from agent.models import ChatRequest, Generation, Message
+from agent.backends.protocol import ChatRequest, Generation, Message
 from skills.errors import OperatorError, SkillNotFoundError, UserError
 
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.models import ChatRequest, Generation, Message
+from agent.backends.protocol import ChatRequest, Generation, Message
 from skills.errors import UserError
 from skills.store import SkillStore
 

@@ -1,6 +1,1 @@
-"""Evaluation harnesses: BFCL (data from the bfcl-eval wheel, BFCL's AST checker, the harness over the agent loop)."""
-
-from agent.evals.checker import Verdict, check_call
-from agent.evals.data import CATEGORIES, BfclCase, load_cases, split_of
-
-__all__ = ["CATEGORIES", "BfclCase", "Verdict", "check_call", "load_cases", "split_of"]
+"""Evaluations and experiments: BFCL (`agent.evals.bfcl`), the demo, and the learning curve, rank sweep and transfer."""

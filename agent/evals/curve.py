@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from agent.config import Settings
-from agent.evals.data import load_cases
+from agent.evals.bfcl.data import load_cases
 
 SKILL_PREFIX = "tool-habits-n"  # the skill trained on n demonstrations is tool-habits-n<n>
 
@@ -90,9 +90,9 @@ def run_curve(
     case, BFCL's checker as the judge), consolidates the successes into a new revision of that skill and measures
     it again: the loop's second half, demonstrations then practice.
     """
-    from agent.demo import experiment_agent, fresh_demonstrations
-    from agent.evals.harness import evaluate
-    from agent.evals.practice import practice
+    from agent.evals.bfcl.harness import evaluate
+    from agent.evals.bfcl.practice import practice
+    from agent.evals.demo import experiment_agent, fresh_demonstrations
 
     console = console or Console()
     started = time.perf_counter()

@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from agent.config import Settings
-from agent.evals.data import load_cases
+from agent.evals.bfcl.data import load_cases
 from skills._files import ADAPTER_WEIGHTS
 from skills.manifest import LoraSpec
 
@@ -87,8 +87,8 @@ def run_sweep(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Measure every shape; returns what is written to `reports/bfcl-sweep.json`."""
-    from agent.demo import bfcl_consolidation, experiment_agent, fresh_demonstrations
-    from agent.evals.harness import evaluate
+    from agent.evals.bfcl.harness import evaluate
+    from agent.evals.demo import bfcl_consolidation, experiment_agent, fresh_demonstrations
 
     console = console or Console()
     started = time.perf_counter()

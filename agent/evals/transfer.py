@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import Console
 
 from agent.config import Settings
-from agent.evals.data import load_cases
+from agent.evals.bfcl.data import load_cases
 
 FIRST, SECOND = "simple_python", "multiple"
 SKILL, OTHER = "tool-habits", "multiple-habits"
@@ -63,8 +63,8 @@ def run_transfer(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Run the four steps; returns what is written to `reports/bfcl-transfer.json`."""
-    from agent.demo import experiment_agent, fresh_demonstrations
-    from agent.evals.harness import evaluate
+    from agent.evals.bfcl.harness import evaluate
+    from agent.evals.demo import experiment_agent, fresh_demonstrations
 
     console = console or Console()
     started = time.perf_counter()

@@ -13,8 +13,8 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import Agent, Settings
-from agent.arithmetic import arithmetic_items, demonstration
-from agent.models import LocalChatModel
+from agent.backends.local import LocalChatModel
+from agent.bench.arithmetic import arithmetic_items, demonstration
 from agent.prompt import system_prompt
 from memory import HashingEmbedder, InMemoryBuffer
 from memory.consolidate import example_from

@@ -19,8 +19,9 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 
+from agent.backends.local import LocalChatModel
+from agent.backends.protocol import ChatRequest
 from agent.base import base_weights_digest
-from agent.models import ChatRequest, LocalChatModel
 from skills import CorruptSkillError, InvalidAdapterError, Residency, SkillStore
 
 pytestmark = pytest.mark.filterwarnings("ignore:Adapter .* was active which is now deleted:UserWarning")

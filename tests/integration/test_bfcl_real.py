@@ -7,11 +7,11 @@ from typing import Any
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import Agent, Settings
-from agent.evals.checker import check_call
-from agent.evals.data import CATEGORIES, load_cases
-from agent.evals.harness import evaluate
-from agent.evals.practice import record_demonstrations
-from agent.models import LocalChatModel
+from agent.backends.local import LocalChatModel
+from agent.evals.bfcl.checker import check_call
+from agent.evals.bfcl.data import CATEGORIES, load_cases
+from agent.evals.bfcl.harness import evaluate
+from agent.evals.bfcl.practice import record_demonstrations
 from memory import HashingEmbedder, InMemoryBuffer
 from skills import Residency, SkillStore
 

@@ -11,7 +11,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from peft import PeftModel
 
 from agent import Agent, Settings
-from agent.models import ChatRequest, LocalChatModel
+from agent.backends.local import LocalChatModel
+from agent.backends.protocol import ChatRequest
 from agent.testing import random_adapter
 from memory import HashingEmbedder, InMemoryBuffer
 from skills import Residency, SkillStore

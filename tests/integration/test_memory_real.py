@@ -13,7 +13,7 @@ from typing import Any
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import Agent, Settings
-from agent.models import LocalChatModel
+from agent.backends.local import LocalChatModel
 from memory import HashingEmbedder, InMemoryBuffer, Trajectory
 from memory.consolidate import ConsolidationConfig
 from skills import Residency, SkillStore

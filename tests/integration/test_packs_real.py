@@ -12,7 +12,7 @@ from typing import Any
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import Agent, Settings
-from agent.models import LocalChatModel
+from agent.backends.local import LocalChatModel
 from memory import HashingEmbedder, InMemoryBuffer
 from skills import Residency, SkillStore
 from skills.packs import builtin_packs, read_manifest

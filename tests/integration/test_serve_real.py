@@ -14,7 +14,7 @@ import httpx
 import openai
 
 from agent import Settings
-from agent.models import LocalChatModel
+from agent.backends.local import LocalChatModel
 from agent.testing import random_adapter
 from skills import Residency, SkillStore
 

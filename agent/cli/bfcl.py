@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agent.config import Settings
-from agent.evals.data import Split
+from agent.evals.bfcl.data import Split
 
 eval_app = typer.Typer(help="Evaluations (BFCL, single-turn Python categories).")
 practice_app = typer.Typer(help="Collect training episodes (BFCL train split).")
@@ -42,7 +42,7 @@ def _progress(quiet: bool) -> Progress:
 
 
 def _console(stderr: bool = False) -> Any:
-    from agent.cli import console, err_console
+    from agent.cli.app import console, err_console
 
     return err_console if stderr else console
 
@@ -62,9 +62,9 @@ def eval_bfcl(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")] = False,
 ) -> None:
     """Run BFCL cases through the agent (tools = each case's functions, never executed); judge the first call."""
-    from agent.cli import _print_json
-    from agent.evals.data import check_category, load_cases
-    from agent.evals.harness import evaluate
+    from agent.cli.app import _print_json
+    from agent.evals.bfcl.data import check_category, load_cases
+    from agent.evals.bfcl.harness import evaluate
     from skills.errors import UserError
 
     if split not in ("train", "test", "all"):
@@ -133,9 +133,9 @@ def practice_bfcl(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")] = False,
 ) -> None:
     """Collect successful episodes from the train split: sampled and judged by BFCL's checker, or demonstrated."""
-    from agent.cli import _print_json
-    from agent.evals.data import check_category, load_cases
-    from agent.evals.practice import practice, record_demonstrations
+    from agent.cli.app import _print_json
+    from agent.evals.bfcl.data import check_category, load_cases
+    from agent.evals.bfcl.practice import practice, record_demonstrations
     from skills.errors import UserError
 
     if split != "train":

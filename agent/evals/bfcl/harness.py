@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agent.evals.checker import Verdict, check_call
-from agent.evals.data import BfclCase, Split, load_cases
+from agent.evals.bfcl.checker import Verdict, check_call
+from agent.evals.bfcl.data import BfclCase, Split, load_cases
 from skills.errors import UserError
 from tools import Tool, ToolRegistry, parse_tool_calls
 

@@ -12,10 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agent import cli_route, cli_serve
-from agent.cli_bfcl import eval_app, practice_app
-from agent.cli_packs import packs_app
-from agent.cli_text import terminal_text
+from agent.cli import route as cli_route
+from agent.cli import serve as cli_serve
+from agent.cli.bfcl import eval_app, practice_app
+from agent.cli.packs import packs_app
+from agent.cli.text import terminal_text
 from agent.config import Settings
 from skills.errors import HabitloopError, UserError
 
@@ -451,7 +452,7 @@ def bench(
 ) -> None:
     """Measure base load, decoding with composed skills, mixed-skill batches, hot switch / cold load against plain
     peft, routing and consolidation; print a table (or JSON) and save it under reports/bench.json."""
-    from agent.bench import render_table, run_bench
+    from agent.bench.runner import render_table, run_bench
 
     sizes = [int(s) for s in skills.split(",") if s.strip()]
     result = run_bench(
@@ -480,7 +481,7 @@ def bench(
 @app.command("demo")
 def demo() -> None:
     """Demonstrations -> buffer -> retrieval -> consolidation into a skill, measured end to end on the real base."""
-    from agent.demo import run_demo
+    from agent.evals.demo import run_demo
 
     run_demo(Settings(), console=console)
 
@@ -506,7 +507,3 @@ def main() -> None:
             error.show()
             sys.exit(error.exit_code)
         raise
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """`habitloop serve` (an OpenAI-compatible server over the shared base) and `habitloop bench-serve` (its load test).
 
-Registered in `agent/cli.py` with one line each; the heavy imports happen inside the commands.
+Registered in `agent/cli/app.py` with one line each; the heavy imports happen inside the commands.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def serve(
     """
     from rich.console import Console
 
-    from agent.serve import ServeConfig, serve_local
+    from agent.serve.app import ServeConfig, serve_local
 
     if not _is_loopback(host) and api_key is None:
         Console(stderr=True).print(
@@ -80,7 +80,7 @@ def bench_serve(
     from rich.console import Console
     from rich.table import Table
 
-    from agent import bench_serve as bench
+    from agent.bench import serve as bench
 
     settings = Settings()
     if compare_vllm:

@@ -47,7 +47,7 @@ class BenchResult(BaseModel):
     composed_vs_base_decode_ratio: float | None = Field(
         None, description="decode tokens/s with 3 skills composed over the base alone (goal >= 0.95)"
     )
-    instances: dict[str, Any] | None = Field(None, description="personal instances: agent.bench_instances")
+    instances: dict[str, Any] | None = Field(None, description="personal instances: agent.bench.instances")
     mixed_vs_serial_ratio: float | None = Field(
         None, description="8 requests with 8 skills: one at a time (the faster way) over one mixed batch (goal >= 4)"
     )
@@ -83,7 +83,7 @@ def consolidation_child(home: str, episodes: int) -> None:
     """
     import json
 
-    from agent.arithmetic import arithmetic_items, demonstration
+    from agent.bench.arithmetic import arithmetic_items, demonstration
     from agent.prompt import system_prompt
     from memory.chroma import ChromaBuffer
     from memory.consolidate import Consolidator
@@ -116,7 +116,7 @@ def _measure_consolidation(settings: Settings, episodes: int) -> dict[str, Figur
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         (home / "models").symlink_to(settings.models_dir.resolve())  # reuse the converted base
-        code = f"from agent.bench import consolidation_child; consolidation_child({str(home)!r}, {episodes})"
+        code = f"from agent.bench.runner import consolidation_child; consolidation_child({str(home)!r}, {episodes})"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600)
         if out.returncode != 0:
             raise RuntimeError(f"the consolidation benchmark failed:\n{out.stderr[-3000:]}")
@@ -171,7 +171,7 @@ def run_bench(
 
     composed_ratio = mixed_ratio = None
     with tempfile.TemporaryDirectory() as tmp:
-        from agent.bench_compose import measure_decode, measure_mixed, measure_residency_matrix
+        from agent.bench.compose import measure_decode, measure_mixed, measure_residency_matrix
 
         root = Path(tmp)
         if decode_tokens:
@@ -188,7 +188,7 @@ def run_bench(
             )
 
     if routing_skills:
-        from agent.bench_route import measure_index_refresh, measure_routing
+        from agent.bench.route import measure_index_refresh, measure_routing
         from memory.embed import Embedder
 
         say(f"routing with {routing_skills} skills (synthetic vectors, real MiniLM embedding)...")
@@ -197,7 +197,7 @@ def run_bench(
 
     instance_result = None
     if instances:
-        from agent.bench_instances import run_instance_bench
+        from agent.bench.instances import run_instance_bench
 
         say(f"{instances} personal instances (rank-4 adapters) on one base: disk, latency hot/warm/cold, RAM...")
         instance_result = run_instance_bench(base, instances=instances, requests=60).model_dump(mode="json")

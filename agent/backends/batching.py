@@ -24,7 +24,7 @@ from types import TracebackType
 
 from pydantic import BaseModel
 
-from agent.models import ChatModel, ChatRequest, Generation, Message, fit_request
+from agent.backends.protocol import ChatModel, ChatRequest, Generation, Message, fit_request
 from skills.errors import OperatorError, UserError
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class BatchingChatModel:
     # ------------------------------------------------------------------------------------------------ ChatModel
 
     def fit(self, request: ChatRequest, *, strict: bool = False) -> ChatRequest:
-        """The inner model's `fit` (`agent.models.fit_request`): `request` cut to its context, or `ContextLengthError`.
+        """The inner model's `fit` (`protocol.fit_request`): `request` cut to its context, or `ContextLengthError`.
 
         Runs in the caller's thread. The server calls it with `strict` for an explicit `max_tokens`.
         """

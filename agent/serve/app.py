@@ -40,9 +40,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from agent.backends.batching import BatchingChatModel
 from agent.backends.naming import BASE_MODEL, SkillRef, format_model_name, parse_model_name
-from agent.batching import BatchingChatModel
-from agent.models import ChatModel, ChatRequest, ContextLengthError, Generation
+from agent.backends.protocol import ChatModel, ChatRequest, ContextLengthError, Generation
 from skills.errors import HabitloopError, InvalidSkillNameError, OperatorError, SkillNotFoundError, UserError
 from skills.store import SkillStore
 
@@ -562,8 +562,8 @@ def local_app(
     settings: Any, *, config: ServeConfig | None = None, max_batch: int = 8, max_wait_ms: float = 10.0
 ) -> Any:
     """The app over this process's base model (`LocalChatModel` on a `Residency`) and the configured store."""
+    from agent.backends.local import LocalChatModel
     from agent.base import load_base
-    from agent.models import LocalChatModel
     from skills.residency import Residency
 
     base = load_base(settings=settings)

@@ -29,9 +29,9 @@ from rich.table import Table
 from agent.api import Agent
 from agent.base import load_base
 from agent.config import Settings
-from agent.evals.data import BfclCase, load_cases
-from agent.evals.harness import CaseResult, EvalReport, Mode, evaluate
-from agent.evals.practice import practice, record_demonstrations
+from agent.evals.bfcl.data import BfclCase, load_cases
+from agent.evals.bfcl.harness import CaseResult, EvalReport, Mode, evaluate
+from agent.evals.bfcl.practice import practice, record_demonstrations
 from memory.consolidate import ConsolidationConfig, ConsolidationReport
 
 SKILL = "tool-habits"

@@ -253,9 +253,10 @@ def compare_backends(
     Runs where vLLM runs (a CUDA GPU); the transformers backend runs as habitloop runs it (`LocalChatModel`, on the
     device `load_base` puts the base on), batched 8 at a time through `generate_batch`.
     """
+    from agent.backends.local import LocalChatModel
+    from agent.backends.protocol import ChatRequest
     from agent.backends.vllm_backend import VLLMChatModel
     from agent.base import load_base
-    from agent.models import ChatRequest, LocalChatModel
     from skills.residency import Residency
     from skills.store import SkillStore
 

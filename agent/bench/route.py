@@ -1,4 +1,4 @@
-"""Routing latency with a large registry: `habitloop bench` calls `measure_routing`; `python -m agent.bench_route`
+"""Routing latency with a large registry: `habitloop bench` calls `measure_routing`; `python -m agent.bench.route`
 runs it alone and prints the figures as JSON.
 
 What a routed run pays is one task embedding plus one matrix-vector product and a top-k over every skill. The
@@ -34,7 +34,7 @@ TASKS = (
 
 
 def _figure(samples_s: list[float], note: str) -> Any:
-    from agent.bench import Figure
+    from agent.bench.runner import Figure
 
     values = [round(s * 1000, 4) for s in samples_s]
     return Figure(median=round(statistics.median(values), 4), unit="ms", samples=values, note=note)

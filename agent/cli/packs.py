@@ -1,6 +1,6 @@
 """`habitloop packs ...`: install, list, show, remove and create skill packs (see `skills.packs`).
 
-Its own module so that `agent/cli.py` only registers it; it does not import `agent.cli` (that would be circular
+Its own module so that `agent/cli/app.py` only registers it; it does not import `agent.cli.app` (that would be circular
 under `python -m agent.cli`), so it keeps its own two output helpers in the same style.
 """
 
@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli_text import terminal_text
+from agent.cli.text import terminal_text
 from agent.config import Settings
 
 packs_app = typer.Typer(help="Skill packs: skills (and tools) shipped together ($HABITLOOP_HOME/packs).")

@@ -7,7 +7,7 @@ mixing a small set of active users (hot) with users not seen for a while (cold: 
 
 Figures: store size on disk, bytes per instance against a full copy of the base (the paper's Scale Out contrast),
 per-request latency p50/p99 for hot, cold and all requests, peak RSS. Measured, never asserted.
-The lead hooks it into `habitloop bench`; `python -m agent.bench_instances --instances 1000` runs it alone.
+The lead hooks it into `habitloop bench`; `python -m agent.bench.instances --instances 1000` runs it alone.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def run_instance_bench(
     """Create `instances` personal adapters under `home` (a temp folder by default) and serve mixed requests."""
     import torch
 
-    from agent.models import LocalChatModel
+    from agent.backends.local import LocalChatModel
 
     owned = home is None
     root = Path(tempfile.mkdtemp(prefix="habitloop-instances-")) if owned else Path(home)  # type: ignore[arg-type]

@@ -14,7 +14,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agent.models import ChatRequest, LocalChatModel
+from agent.backends.local import LocalChatModel
+from agent.backends.protocol import ChatRequest
 from agent.testing import random_adapter
 from skills import Residency, SkillStore
 from skills.manifest import LoraSpec
@@ -223,13 +224,13 @@ def measure_residency_matrix(
 
 
 def _figure(samples: list[float], unit: str, note: str = "") -> Any:
-    from agent.bench import _figure as figure
+    from agent.bench.runner import _figure as figure
 
     return figure(samples, unit, note)
 
 
 def _ratio(numerators: list[float], denominators: list[float]) -> Any:
-    from agent.bench import Figure
+    from agent.bench.runner import Figure
 
     ratios = [round(n / d, 3) for n, d in zip(numerators, denominators, strict=True)]
     return Figure(median=round(statistics.median(ratios), 3), unit="x", samples=ratios, note="per-round ratio")

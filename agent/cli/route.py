@@ -1,6 +1,6 @@
 """`habitloop route "TASK"`: which skills the router would choose, and why, without loading the base model.
 
-Registered in `agent/cli.py` with one line; same style as its commands (`--json`, rich tables), defined here rather
+Registered in `agent/cli/app.py` with one line; same style as its commands (`--json`, rich tables), defined here rather
 than imported from it so that neither module imports the other at load time.
 """
 

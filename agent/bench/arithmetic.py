@@ -1,7 +1,7 @@
 """Arithmetic tasks for the calculator habit: drawn deterministically, with the whole loop as a demonstration.
 
-The data of the consolidation benchmark (`agent.bench`) and of the real-base calculator tests; it was the data of the
-first demo, before the demo moved to BFCL.
+The data of the consolidation benchmark (`agent.bench.runner`) and of the real-base calculator tests; it was the data
+of the first demo, before the demo moved to BFCL.
 """
 
 from __future__ import annotations

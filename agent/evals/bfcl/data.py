@@ -225,7 +225,9 @@ def load_cases(
     return cases[:limit] if limit is not None else cases
 
 
-if __name__ == "__main__":  # `python -m agent.evals.data`: fetch and extract now (make setup), so nothing waits later
+if (
+    __name__ == "__main__"
+):  # `python -m agent.evals.bfcl.data`: fetch and extract now (make setup), so nothing waits later
     from agent.config import Settings
 
     folder = extract(Settings().home)

@@ -18,8 +18,8 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 
-from agent.evals.data import BfclCase
-from agent.evals.harness import CaseResult, Mode, call_text, case_tools, chunks, run_cases, tool_name
+from agent.evals.bfcl.data import BfclCase
+from agent.evals.bfcl.harness import CaseResult, Mode, call_text, case_tools, chunks, run_cases, tool_name
 from agent.prompt import system_prompt
 from memory.trajectory import Outcome, Trajectory
 from skills.errors import UserError

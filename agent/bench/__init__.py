@@ -1,0 +1,1 @@
+"""`habitloop bench`: the runner (`runner`), one module per subject (compose, route, serve, instances) and the data."""

@@ -1,0 +1,5 @@
+"""`python -m agent.cli`: the `habitloop` command."""
+
+from agent.cli.app import main
+
+main()
