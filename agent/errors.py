@@ -1,11 +1,18 @@
-"""habitloop's errors, re-exported from `skills.errors` (the lowest package) so users import them from one place."""
+"""habitloop's errors in one place: the root and the store's (`skills.errors`), memory's, the agent's own.
 
+Every package keeps its errors in its own `errors` module under the one root (`HabitloopError`, with a hint);
+this module re-exports them all, so users import any of them from here.
+"""
+
+from memory.errors import EpisodeNotFoundError
 from skills.errors import (
     BaseMismatchError,
     BaseModelMissingError,
     CorruptSkillError,
     HabitloopError,
+    InstanceAccessError,
     InvalidAdapterError,
+    InvalidInstanceNameError,
     InvalidSkillNameError,
     OperatorError,
     SkillExistsError,
@@ -15,12 +22,24 @@ from skills.errors import (
     UserError,
 )
 
+
+class ContextLengthError(UserError):
+    """A conversation, with the completion asked for, does not fit the base's context window.
+
+    The server answers it with OpenAI's 400 `context_length_exceeded`.
+    """
+
+
 __all__ = [
     "BaseMismatchError",
     "BaseModelMissingError",
+    "ContextLengthError",
     "CorruptSkillError",
+    "EpisodeNotFoundError",
     "HabitloopError",
+    "InstanceAccessError",
     "InvalidAdapterError",
+    "InvalidInstanceNameError",
     "InvalidSkillNameError",
     "OperatorError",
     "SkillExistsError",

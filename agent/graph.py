@@ -232,7 +232,7 @@ def finish(state: AgentState, runtime: Runtime[RunContext]) -> AgentState:
 
 
 def record(state: AgentState, runtime: Runtime[RunContext]) -> AgentState:
-    """Build the trajectory and hand it to the recorder (the episode buffer, once memory lands)."""
+    """Build the trajectory and hand it to the recorder (the episode buffer)."""
     trajectory = _trajectory(state, runtime.context, Outcome.model_validate(state["outcome"]))
     if runtime.context.recorder is not None:
         runtime.context.recorder(trajectory)

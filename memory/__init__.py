@@ -9,7 +9,6 @@ from memory.buffer import (
     ALL_INSTANCES,
     BufferStats,
     EpisodeBuffer,
-    EpisodeNotFoundError,
     EpisodeSummary,
     InMemoryBuffer,
     plan_evictions,
@@ -22,6 +21,7 @@ from memory.embed import (
     register_embedder,
     routing_vector,
 )
+from memory.errors import EpisodeNotFoundError
 from memory.trajectory import Outcome, SkillUse, Step, Trajectory
 
 if TYPE_CHECKING:

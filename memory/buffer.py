@@ -33,6 +33,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from memory.embed import TextEmbedder
+from memory.errors import EpisodeNotFoundError
 from memory.trajectory import OutcomeStatus, Trajectory
 from skills.errors import UserError
 
@@ -51,10 +52,6 @@ InstanceFilter: TypeAlias = str | None | Literal[_AllInstances.ALL]
 STATUSES: tuple[OutcomeStatus, ...] = ("success", "failure", "unknown")
 _CONSOLIDATED_INTO = re.compile(r"^[^@\s]+@\d+$")
 _SECONDS_PER_DAY = 86_400.0
-
-
-class EpisodeNotFoundError(UserError, LookupError):
-    """No episode with that id in the buffer."""
 
 
 class BufferStats(BaseModel):

@@ -21,8 +21,8 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from skills._files import ADAPTER_CONFIG
 from skills.errors import InvalidAdapterError
+from skills.files import ADAPTER_CONFIG
 
 PREFIX = "base_model.model."  # peft's names: the PeftModel's `base_model` (LoraModel), then its `model`
 # The tensor names peft saves for one adapted module (the adapter's own name removed), by kind.

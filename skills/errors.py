@@ -35,6 +35,14 @@ class InvalidSkillNameError(UserError, ValueError):
     """A skill name that is not a safe slug (it could escape the store or clash on disk)."""
 
 
+class InvalidInstanceNameError(UserError, ValueError):
+    """An instance name that is not a safe slug (it could escape its folder, or pass for another instance)."""
+
+
+class InstanceAccessError(UserError):
+    """An instance named another instance's skill."""
+
+
 class SkillNotFoundError(UserError, LookupError):
     """No skill (or no such revision) of that name in the store."""
 

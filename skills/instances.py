@@ -21,20 +21,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from skills.errors import SkillNotFoundError, UserError
+from skills.errors import InstanceAccessError, InvalidInstanceNameError, SkillNotFoundError, UserError
 from skills.manifest import SkillManifest, validate_skill_name
 from skills.store import AdapterWeights, SkillStore
 
 _INSTANCE_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?")
 SEPARATOR = "/"
-
-
-class InvalidInstanceNameError(UserError, ValueError):
-    """An instance name that is not a safe slug (it could escape its folder, or pass for another instance)."""
-
-
-class InstanceAccessError(UserError):
-    """An instance named another instance's skill."""
 
 
 def validate_instance_name(name: object) -> str:

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from skills._files import ADAPTER_FILES
 from skills.errors import InvalidSkillNameError, UserError
+from skills.files import ADAPTER_FILES
 
 SCHEMA_VERSION = 1
 

@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from skills._files import ADAPTER_WEIGHTS, check_adapter_dir, read_safetensors
 from skills.adapter_check import check_adapter
 from skills.errors import CorruptSkillError, InvalidAdapterError, UserError
+from skills.files import ADAPTER_WEIGHTS, check_adapter_dir, read_safetensors
 from skills.store import AdapterWeights, SkillStore
 
 State = Literal["hot", "warm", "cold"]

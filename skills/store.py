@@ -34,7 +34,19 @@ from typing import Any, Literal, TypeVar
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ValidationError
 
-from skills._files import (
+from skills.adapter_check import check_adapter
+from skills.errors import (
+    BaseMismatchError,
+    CorruptSkillError,
+    InvalidAdapterError,
+    InvalidSkillNameError,
+    SkillExistsError,
+    SkillNotFoundError,
+    StoreLockedError,
+    UnsafeArchiveError,
+    UserError,
+)
+from skills.files import (
     ADAPTER_CONFIG,
     ADAPTER_FILES,
     ADAPTER_WEIGHTS,
@@ -51,18 +63,6 @@ from skills._files import (
     open_archive,
     read_safetensors,
     sha256_file,
-)
-from skills.adapter_check import check_adapter
-from skills.errors import (
-    BaseMismatchError,
-    CorruptSkillError,
-    InvalidAdapterError,
-    InvalidSkillNameError,
-    SkillExistsError,
-    SkillNotFoundError,
-    StoreLockedError,
-    UnsafeArchiveError,
-    UserError,
 )
 from skills.manifest import (
     Evaluation,

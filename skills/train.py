@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from skills._files import ADAPTER_WEIGHTS, check_adapter_dir, library_versions, read_safetensors
 from skills.adapter_check import check_adapter
 from skills.errors import UserError
+from skills.files import ADAPTER_WEIGHTS, check_adapter_dir, library_versions, read_safetensors
 from skills.manifest import LoraSpec, Provenance
 
 IGNORE_INDEX = -100  # label value that torch's cross-entropy skips

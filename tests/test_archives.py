@@ -24,7 +24,7 @@ import pytest
 import skills.packs._core as core
 import skills.store as store_module
 from skills import SkillStore, UnsafeArchiveError, UserError
-from skills._files import ArchiveBudget, extract_member
+from skills.files import ArchiveBudget, extract_member
 from skills.packs import create_pack, dump_manifest, install_pack, load_pack_tools, read_manifest
 
 Adapter = Callable[[str], Path]

@@ -1,4 +1,4 @@
-"""A skill's lifecycle under concurrency, damage and kill -9 (issue 16): per-skill consolidation locks, broken skills
+"""A skill's lifecycle under concurrency, damage and kill -9: per-skill consolidation locks, broken skills
 skipped everywhere (consolidation, routing, listing), deleting and repairing damaged skills by following the hints,
 chroma's two-writer error, and what a killed consolidation leaves behind."""
 

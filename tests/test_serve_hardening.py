@@ -1,4 +1,4 @@
-"""`habitloop serve` and the local model against hostile or careless input (issue 16).
+"""`habitloop serve` and the local model against hostile or careless input.
 
 - the context window: a conversation longer than the base's context is refused by the model itself (Python API and
   batcher: `ContextLengthError`; over HTTP: 400 `context_length_exceeded`), and the completion is capped to what the
@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 from agent.backends.batching import BatchingChatModel
 from agent.backends.local import LocalChatModel
-from agent.backends.protocol import ChatRequest, ContextLengthError
+from agent.backends.protocol import ChatRequest
+from agent.errors import ContextLengthError
 from agent.serve.app import ServeConfig, create_app, running_server
 from agent.testing import ScriptedChatModel, tiny_base
 from skills import Residency, SkillStore, UserError

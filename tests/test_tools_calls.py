@@ -442,7 +442,7 @@ def test_deeply_nested_input_does_not_crash() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Complexity: parse time is linear in the text whatever its shape (issue 16: 176 KB of `'name': 1,` in a fence took
+# Complexity: parse time is linear in the text whatever its shape (176 KB of `'name': 1,` in a fence took
 # 16 s). The budget is CPU time (not wall time: the suite shares its cores), and generous: 0.05 s per KB + 1 s.
 
 # (prefix, unit repeated to the size, suffix): the shapes that made some stage quadratic, or could.

@@ -12,16 +12,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field, PrivateAttr
 
-from skills.errors import UserError
+from agent.errors import ContextLengthError
 
 Message = dict[str, Any]
-
-
-class ContextLengthError(UserError):
-    """A conversation, with the completion asked for, does not fit the base's context window.
-
-    The server answers it with OpenAI's 400 `context_length_exceeded`.
-    """
 
 
 class Generation(BaseModel):

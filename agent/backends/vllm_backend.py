@@ -4,7 +4,7 @@ vLLM loads the converted base folder (`$HABITLOOP_HOME/models/<base>/`, the same
 `enable_lora=True`; each request carries a `LoRARequest(name, int_id, path)` whose path is the skill revision's own
 folder in the store: revisions are PEFT adapter folders, so vLLM reads them unchanged. `max_loras` adapters run in
 one batch on the GPU, `max_cpu_loras` are kept in host memory (vLLM's own hot/warm residency). A composition of
-several skills is materialized once into one adapter folder (the lead's `Composer.materialize`: the exact sum,
+several skills is materialized once into one adapter folder (`Composer.materialize`: the exact sum,
 concatenated ranks) under `$HABITLOOP_HOME/cache/compositions/` and served like a skill; building it needs the
 base in transformers on the CPU, loaded only when the first composition is asked for.
 

@@ -1,4 +1,4 @@
-"""Benchmarks of issue 4: decoding with composed skills, mixed-skill batches, and residency against plain peft.
+"""Benchmarks: decoding with composed skills, mixed-skill batches, and residency against plain peft.
 
 Every comparison is measured side by side in one run, alternating A B A B ..., and reported as the median of the
 per-round ratios, because this machine's speed drifts with other jobs. Each function leaves the shared base as it

@@ -7,7 +7,7 @@ mixing a small set of active users (hot) with users not seen for a while (cold: 
 
 Figures: store size on disk, bytes per instance against a full copy of the base (the paper's Scale Out contrast),
 per-request latency p50/p99 for hot, cold and all requests, peak RSS. Measured, never asserted.
-The lead hooks it into `habitloop bench`; `python -m agent.bench.instances --instances 1000` runs it alone.
+`habitloop bench` runs it (`--instances`); `python -m agent.bench.instances --instances 1000` runs it alone.
 """
 
 from __future__ import annotations

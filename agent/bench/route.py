@@ -20,7 +20,7 @@ import numpy as np
 
 from agent.router import Router, RoutingIndex
 from memory.embed import HashingEmbedder, TextEmbedder
-from skills._files import atomic_write_json
+from skills.files import atomic_write_json
 from skills.manifest import HistoryEvent, LoraSpec, RevisionRecord, RoutingVector, SkillManifest
 from skills.store import MANIFEST, REVISION, SkillStore
 

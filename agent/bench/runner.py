@@ -24,7 +24,7 @@ from rich.table import Table
 from agent.base import load_base
 from agent.config import Settings
 from skills import Residency, SkillStore
-from skills._files import library_versions
+from skills.files import library_versions
 
 
 class Figure(BaseModel):

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from agent.config import Settings
 from agent.evals.bfcl.data import load_cases
-from skills._files import ADAPTER_WEIGHTS
+from skills.files import ADAPTER_WEIGHTS
 from skills.manifest import LoraSpec
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")

@@ -42,7 +42,8 @@ from starlette.routing import Route
 
 from agent.backends.batching import BatchingChatModel
 from agent.backends.naming import BASE_MODEL, SkillRef, format_model_name, parse_model_name
-from agent.backends.protocol import ChatModel, ChatRequest, ContextLengthError, Generation
+from agent.backends.protocol import ChatModel, ChatRequest, Generation
+from agent.errors import ContextLengthError
 from skills.errors import HabitloopError, InvalidSkillNameError, OperatorError, SkillNotFoundError, UserError
 from skills.store import SkillStore
 

@@ -57,7 +57,18 @@ from typing import Any, Literal
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from skills._files import (
+from skills.errors import (
+    BaseMismatchError,
+    CorruptSkillError,
+    InvalidSkillNameError,
+    OperatorError,
+    SkillExistsError,
+    SkillNotFoundError,
+    StoreLockedError,
+    UnsafeArchiveError,
+    UserError,
+)
+from skills.files import (
     ARCHIVE_ERRORS,
     PICKLE_SUFFIXES,
     ArchiveBudget,
@@ -70,17 +81,6 @@ from skills._files import (
     is_bytecode,
     open_archive,
     sha256_file,
-)
-from skills.errors import (
-    BaseMismatchError,
-    CorruptSkillError,
-    InvalidSkillNameError,
-    OperatorError,
-    SkillExistsError,
-    SkillNotFoundError,
-    StoreLockedError,
-    UnsafeArchiveError,
-    UserError,
 )
 from skills.manifest import validate_skill_name
 from skills.store import SkillStore

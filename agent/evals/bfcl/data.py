@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from skills._files import atomic_write_bytes
 from skills.errors import OperatorError, UserError
+from skills.files import atomic_write_bytes
 
 BFCL_VERSION = "2026.3.23"
 WHEEL_NAME = f"bfcl_eval-{BFCL_VERSION}-py3-none-any.whl"
