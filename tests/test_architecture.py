@@ -3,6 +3,7 @@
 - The dependency rule: agent -> skills, tools, memory; memory -> skills; skills and tools import no other habitloop
   package, except that tools may raise the one error root (`skills.errors`).
 - No import circle between modules, counting imports inside functions (a lazy import still ties two modules).
+- No private name crosses a module: `from x import _y` (or from a private module) is how a seam hides; make it public.
 - Size: no module over 500 lines, no function over 80 (the training loop is the one exception).
 """
 
@@ -131,6 +132,23 @@ def test_no_import_circle() -> None:
 def test_the_circle_finder_finds_a_circle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_private_name_is_imported_from_another_module() -> None:
+    """Code, tests, examples and scripts use the public names; a shared helper is public where it lives."""
+    crossings = []
+    for folder in (*PACKAGES, "tests", "examples", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0):
+                    continue
+                if node.module.split(".")[0] not in PACKAGES:
+                    continue
+                private_module = any(part.startswith("_") for part in node.module.split("."))
+                for alias in node.names:
+                    if private_module or (alias.name.startswith("_") and not alias.name.startswith("__")):
+                        crossings.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{alias.name}")
+    assert not crossings, "\n".join(crossings)
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
