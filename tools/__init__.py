@@ -11,14 +11,17 @@
 Importing this package does not import langchain-core.
 """
 
-from tools.base import Tool, ToolContext, ToolError, ToolRegistry, ToolResult, tool, valid_text, validate_tool_name
 from tools.builtins import builtin_tools, calculator, recall, workspace_list, workspace_read, workspace_write
-from tools.calls import CallError, ParseFailure, ParseResult, ToolCall, parse_tool_calls, validate_call
+from tools.calls import CallError, ParseResult, ToolCall, validate_call
+from tools.context import ToolContext
+from tools.errors import ToolError
 from tools.langchain import from_langchain
+from tools.parser import parse_tool_calls
+from tools.registry import ToolRegistry
+from tools.tool import Tool, ToolResult, tool, valid_text, validate_tool_name
 
 __all__ = [
     "CallError",
-    "ParseFailure",
     "ParseResult",
     "Tool",
     "ToolCall",
