@@ -1,4 +1,8 @@
-"""The errors a tool raises on purpose. The developer's mistakes are `skills.errors.UserError` (the one error root)."""
+"""The error a tool raises on purpose, for the model to read.
+
+`ToolError` is not a `HabitloopError`: it never leaves `Tool.invoke`, which turns it into the result's error. The
+developer's mistakes in defining or registering a tool are `skills.errors.UserError`.
+"""
 
 from __future__ import annotations
 
