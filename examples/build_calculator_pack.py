@@ -1,10 +1,10 @@
-"""Train the built-in `calculator-habit` pack on the real base, measure it, and write it to skills/packs/.
+"""Train the built-in `calculator-habit` pack on the real base, measure it, and write it to skills/packs/builtin/.
 
 The habit: for arithmetic, call the calculator in the exact format
 `<tool_call>{"name": "calculator", "arguments": {"expression": "..."}}</tool_call>`, read the result, answer; for
 anything else, answer as the base would. Anyone can rerun this (about 5 minutes on 2 CPU cores):
 
-    python examples/build_calculator_pack.py                      # rewrites skills/packs/calculator-habit/
+    python examples/build_calculator_pack.py                      # rewrites skills/packs/builtin/calculator-habit/
     python examples/build_calculator_pack.py -o /tmp/calc-pack    # somewhere else
 
 The data comes from `agent.bench.arithmetic`: demonstrations of the whole loop on arithmetic questions, plus the
@@ -71,7 +71,7 @@ def measure(model: Any, tokenizer: Any, held_out: list[tuple[str, str]]) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("-o", "--output", type=Path, default=ROOT / "skills" / "packs" / NAME)
+    parser.add_argument("-o", "--output", type=Path, default=ROOT / "skills" / "packs" / "builtin" / NAME)
     args = parser.parse_args()
     settings = Settings()
     base = load_base(settings=settings)

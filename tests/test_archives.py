@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-import skills.packs._core as core
+import skills.packs.install as core
 import skills.store as store_module
 from skills import SkillStore, UnsafeArchiveError, UserError
 from skills.files import ArchiveBudget, extract_member

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tarfile
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import skills.packs._core as core
+import skills
+import skills.packs.install
 from skills import (
     BaseMismatchError,
     HabitloopError,
@@ -30,6 +32,7 @@ from skills import (
     UnsafeArchiveError,
     UserError,
 )
+from skills.files import sha256_file
 from skills.packs import (
     PackManifest,
     PackSkill,
@@ -328,7 +331,7 @@ def test_a_failure_after_importing_skills_rolls_them_back(
         assert store.exists("alpha") and store.exists("beta"), "the skills were imported before the record"
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(core, "atomic_write_json", disk_full)
+    monkeypatch.setattr(skills.packs.install, "atomic_write_json", disk_full)
     with pytest.raises(OSError, match="No space"):
         install_pack(tmp_path / "p", store, packs_dir)
     nothing_left(store, packs_dir)
@@ -435,7 +438,7 @@ def test_a_skill_archive_with_pickle_weights_inside_is_refused(
         members = [(m, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]  # type: ignore[union-attr]
     write_tar(inner, [*members, file_member("alpha/revs/1/adapter_model.bin", b"\x80\x04K.")])
     manifest = read_manifest(out)
-    skill = manifest.skills[0].model_copy(update={"sha256": core.sha256_file(inner)})
+    skill = manifest.skills[0].model_copy(update={"sha256": sha256_file(inner)})
     (out / "pack.toml").write_text(dump_manifest(manifest.model_copy(update={"skills": (skill,)})))
     with pytest.raises(UnsafeArchiveError, match="pickle"):
         install_pack(out, store, packs_dir)
@@ -573,12 +576,18 @@ def test_task_checkers() -> None:
     assert not TaskChecker(kind="tool_call", value="calculator").check("x", [])
 
 
-def test_builtin_packs_parse() -> None:
-    for name, folder in builtin_packs().items():
+def test_builtin_packs_parse_and_ship_as_package_data() -> None:
+    packs = builtin_packs()
+    assert {"calculator-habit"} <= set(packs), packs  # the packs the README promises
+    skills_dir = Path(skills.__file__).parent
+    patterns = tomllib.loads((skills_dir.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = {path for pattern in patterns["skills"] for path in skills_dir.glob(pattern) if path.is_file()}
+    for name, folder in packs.items():
+        assert {path for path in folder.rglob("*") if path.is_file()} <= shipped, f"{name} is not package data"
         manifest = read_manifest(folder)
         assert manifest.name == name and manifest.skills and manifest.description
         for skill in manifest.skills:
-            assert core.sha256_file(folder / skill.archive) == skill.sha256
+            assert sha256_file(folder / skill.archive) == skill.sha256
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -11,7 +11,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from tools import CallError, ParseResult, ToolCall, ToolRegistry, calculator, parse_tool_calls, tool, validate_call
-from tools.calls import _PARSE_BUDGET_CHARS
+from tools.parser import PARSE_BUDGET_CHARS
 
 
 @tool
@@ -524,7 +524,7 @@ def test_fuzz_parse_time_is_linear_in_the_text(shape: tuple[str, str, str], size
 def test_text_past_the_parse_budget_is_not_read_and_says_so() -> None:
     """What the decoders may read of one message is capped; calls past the cap come back as one error, not silence."""
     one = '<tool_call>{"name": "get_weather", "arguments": {"city": "' + "x" * 1000 + '"}}</tool_call>\n'
-    count = _PARSE_BUDGET_CHARS // len(one) + 50
+    count = PARSE_BUDGET_CHARS // len(one) + 50
     result = parse_tool_calls(one * count)
     assert 0 < len(result.calls) < count
     assert len(result.errors) == 1 and "too long" in result.errors[0].reason

@@ -21,7 +21,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from tools.base import Tool, ToolContext, ToolError, tool
+from tools.context import ToolContext
+from tools.errors import ToolError
+from tools.tool import Tool, tool
 
 # Limits of the calculator: the text, the nesting of the expression, and every intermediate result.
 MAX_EXPRESSION_CHARS = 1_000

@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from skills.errors import UserError
-from tools.base import Tool, _clean_schema
+from tools.schema import clean_schema
+from tools.tool import Tool
 
 
 def is_langchain_tool(obj: object) -> bool:
@@ -62,7 +63,7 @@ def from_langchain(base_tool: Any, *, name: str | None = None, description: str 
     return Tool(
         name=name if name is not None else base_tool.name,
         description=description if description is not None else inspect.cleandoc(function.get("description") or ""),
-        parameters=_clean_schema(parameters),
+        parameters=clean_schema(parameters),
         # A tool built from a coroutine alone cannot run synchronously in LangChain: `invoke` then runs `ainvoke`.
         func=None if _async_only(base_tool) else run,
         afunc=arun,

@@ -1,11 +1,11 @@
-"""Tools as data: the `@tool` decorator, the `Tool` it builds, its `ToolResult`, and the `ToolRegistry`.
+"""Tools as data: the `@tool` decorator, the `Tool` it builds, and the `ToolResult` of running one.
 
 A tool is a typed Python function whose signature and Google-style docstring become a JSON schema the model reads
 (smolagents' `@tool`). Arguments are validated by a pydantic model built from the signature before the function
 runs, and everything that can go wrong while running a tool (bad arguments, an exception, a timeout) comes back as a
 `ToolResult` with `ok=False` and a message for the model: the model's mistakes are data, not crashes. Only the
 developer's mistakes (an untyped parameter, a duplicate name) raise, as `UserError`, when the tool is defined or
-registered.
+registered. The schema is built in `tools.schema`, the context is `tools.context`, the registry `tools.registry`.
 
 Tools receive their dependencies (the workspace folder, the run id, anything else) through a `ToolContext`
 parameter that is injected and never shown to the model (pydantic-ai's `RunContext`), not through globals.
@@ -20,18 +20,16 @@ import inspect
 import re
 import threading
 import time
-import types
-import typing
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, overload
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, overload
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from skills.errors import UserError
+from tools.context import ToolContext
+from tools.errors import ToolError
+from tools.schema import arguments_model, clean_schema, parse_docstring
 
 # Tool names: what OpenAI-style function calling accepts, so that schemas work unchanged with other engines.
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
@@ -66,34 +64,6 @@ def valid_text(text: str) -> str:
     if text.isascii() or _SURROGATE.search(text) is None:
         return text
     return _SURROGATE.sub(_escape_surrogate, text)
-
-
-@dataclass(frozen=True)
-class ToolContext:
-    """What a tool may depend on during one run, passed in by the caller of `invoke` (never a global).
-
-    A tool asks for it with a parameter annotated `ToolContext` (by convention named `ctx`); that parameter is
-    filled in by `invoke` and does not appear in the schema the model sees.
-    """
-
-    workspace: Path | None = None
-    """The folder the workspace file tools are confined to; `None` means file tools refuse to run."""
-    run_id: str | None = None
-    """An identifier of the current agent run, for tools that log or cache per run."""
-    extras: dict[str, Any] = field(default_factory=dict)
-    """Anything else a custom tool needs (a database handle, a client, ...), by name."""
-
-    def __post_init__(self) -> None:
-        if self.workspace is not None and not isinstance(self.workspace, Path):
-            object.__setattr__(self, "workspace", Path(self.workspace))
-
-
-class ToolError(Exception):
-    """Raise inside a tool to tell the model what went wrong: the message becomes the result's `error` as is.
-
-    Any other exception also becomes an error result, but prefixed with its type name; use `ToolError` for
-    messages written for the model ("no such file: notes.txt").
-    """
 
 
 class ToolResult(BaseModel):
@@ -193,13 +163,13 @@ class Tool:
         if not callable(func):
             raise UserError(f"@tool needs a function, got {type(func).__name__}")
         tool_name = validate_tool_name(name if name is not None else getattr(func, "__name__", ""))
-        doc = _parse_docstring(inspect.getdoc(func) or "")
-        args_model, fields, ctx_param = _arguments_model(func, tool_name, doc.args)
+        doc = parse_docstring(inspect.getdoc(func) or "")
+        args_model, fields, ctx_param = arguments_model(func, tool_name, doc.args)
         is_async = inspect.iscoroutinefunction(func)
         return cls(
             name=tool_name,
             description=description if description is not None else doc.description,
-            parameters=_clean_schema(args_model.model_json_schema(by_alias=True)),
+            parameters=clean_schema(args_model.model_json_schema(by_alias=True)),
             func=None if is_async else func,
             afunc=func if is_async else None,
             args_model=args_model,
@@ -398,264 +368,6 @@ def tool(
         return Tool.from_function(function, name=name, description=description)
 
     return decorate
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The registry.
-
-
-class ToolRegistry:
-    """The tools one agent may call, by name. Tools join through `register`, which refuses duplicates.
-
-    `register` also accepts a LangChain `BaseTool` (converted with `from_langchain`); langchain-core is only
-    imported when such an object is registered.
-    """
-
-    def __init__(self, tools: Iterable[Any] = ()) -> None:
-        self._tools: dict[str, Tool] = {}
-        for item in tools:
-            self.register(item)
-
-    def register(self, item: Any) -> Tool:
-        """Add a `Tool` (or a LangChain `BaseTool`) and return the `Tool` registered; refuses a taken name."""
-        if not isinstance(item, Tool):
-            from tools.langchain import is_langchain_tool
-
-            if not is_langchain_tool(item):
-                hint = "decorate the function with @tool first" if callable(item) else "pass a Tool"
-                raise UserError(f"cannot register {item!r}: it is not a Tool", hint=hint)
-            from tools.langchain import from_langchain
-
-            item = from_langchain(item)
-        validate_tool_name(item.name)
-        if item.name in self._tools:
-            raise UserError(f"a tool named {item.name!r} is already registered", hint="rename one of them")
-        self._tools[item.name] = item
-        return item
-
-    def get(self, name: str) -> Tool:
-        """The tool called `name`; `UserError` listing the known names if there is none."""
-        try:
-            return self._tools[name]
-        except (KeyError, TypeError):
-            known = ", ".join(self._tools) or "none"
-            raise UserError(f"unknown tool {name!r}; registered tools: {known}") from None
-
-    def names(self) -> list[str]:
-        """Names of the registered tools, in registration order."""
-        return list(self._tools)
-
-    def schemas(self) -> list[dict[str, Any]]:
-        """Every tool's `openai_schema()`, in registration order: what the system prompt lists."""
-        return [registered.openai_schema() for registered in self._tools.values()]
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self._tools
-
-    def __iter__(self) -> Iterator[Tool]:
-        return iter(list(self._tools.values()))
-
-    def __len__(self) -> int:
-        return len(self._tools)
-
-    def __repr__(self) -> str:
-        return f"ToolRegistry({self.names()!r})"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Signature and docstring -> pydantic model and JSON schema.
-
-
-@dataclass
-class _Docstring:
-    description: str
-    args: dict[str, str]
-
-
-_SECTION_RE = re.compile(
-    r"(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|Returns?|Yields?|Raises|Examples?|Notes?"
-    r"|Attributes|Todo|Warnings?|See Also|References)\s*:\s*"
-)
-_ARG_SECTIONS = {"Args", "Arguments", "Parameters", "Params", "Keyword Args", "Keyword Arguments"}
-# `name: text`, `name (type): text`, `name (type, optional): text`; `*args` style names are caught later.
-_ARG_RE = re.compile(r"(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)")
-
-
-def _parse_docstring(doc: str) -> _Docstring:
-    """Split a Google-style docstring into its description (the text before any section) and its Args entries."""
-    lines = doc.expandtabs().splitlines()
-    description: list[str] = []
-    args: dict[str, str] = {}
-    index = 0
-    while index < len(lines) and not _SECTION_RE.fullmatch(lines[index].strip()):
-        description.append(lines[index])
-        index += 1
-    while index < len(lines):
-        header = lines[index]
-        header_indent = len(header) - len(header.lstrip())
-        section = _SECTION_RE.fullmatch(header.strip())
-        index += 1
-        body: list[str] = []
-        while index < len(lines):
-            line = lines[index]
-            stripped = line.strip()
-            indent = len(line) - len(line.lstrip())
-            if stripped and indent <= header_indent:
-                break
-            body.append(line)
-            index += 1
-        if section is not None and section.group(1) in _ARG_SECTIONS:
-            args.update(_parse_args_section(body))
-        while index < len(lines) and not _SECTION_RE.fullmatch(lines[index].strip()):
-            index += 1  # text after a section that is not itself a section: ignored, like sphinx's napoleon
-    return _Docstring(description=_paragraphs(description), args=args)
-
-
-def _parse_args_section(body: list[str]) -> dict[str, str]:
-    entries: dict[str, list[str]] = {}
-    entry_indent: int | None = None
-    current: str | None = None
-    for line in body:
-        stripped = line.strip()
-        if not stripped:
-            continue
-        indent = len(line) - len(line.lstrip())
-        if entry_indent is None:
-            entry_indent = indent
-        match = _ARG_RE.fullmatch(stripped) if indent <= entry_indent else None
-        if match is not None:
-            current = match.group(1)
-            entries[current] = [match.group(2)]
-        elif current is not None:
-            entries[current].append(stripped)
-    return {name: " ".join(" ".join(parts).split()) for name, parts in entries.items()}
-
-
-def _paragraphs(lines: list[str]) -> str:
-    """Join wrapped lines into one line per paragraph; paragraphs stay separated by a blank line."""
-    paragraphs: list[list[str]] = [[]]
-    for line in lines:
-        if line.strip():
-            paragraphs[-1].append(line.strip())
-        elif paragraphs[-1]:
-            paragraphs.append([])
-    return "\n\n".join(" ".join(paragraph) for paragraph in paragraphs if paragraph)
-
-
-def _is_context_type(annotation: Any) -> bool:
-    """True for `ToolContext`, a subclass of it, or either of those `| None`."""
-    if isinstance(annotation, type):
-        return issubclass(annotation, ToolContext)
-    if typing.get_origin(annotation) is Annotated:
-        return _is_context_type(typing.get_args(annotation)[0])
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-        return len(members) == 1 and _is_context_type(members[0])
-    return False
-
-
-def _has_description(annotation: Any, default: Any) -> bool:
-    """Whether the developer already described the parameter with `Field(description=...)`."""
-    if isinstance(default, FieldInfo) and default.description:
-        return True
-    if typing.get_origin(annotation) is Annotated:
-        return any(isinstance(meta, FieldInfo) and meta.description for meta in annotation.__metadata__)
-    return False
-
-
-def _arguments_model(
-    func: Callable[..., Any], tool_name: str, documented: dict[str, str]
-) -> tuple[type[BaseModel], dict[str, str], str | None]:
-    """The pydantic model of `func`'s arguments, parameter name -> model attribute, and the context parameter."""
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError) as error:
-        raise UserError(f"tool {tool_name!r}: cannot read the signature of {func!r}: {error}") from error
-    try:
-        hints = typing.get_type_hints(func, include_extras=True)
-    except Exception as error:  # NameError for an undefined name; anything else the annotations evaluate to
-        raise UserError(
-            f"tool {tool_name!r}: cannot resolve the type annotations of {func.__qualname__}: {error}",
-            hint="define the types the signature names at module level",
-        ) from error
-
-    definitions: dict[str, Any] = {}
-    fields: dict[str, str] = {}
-    ctx_param: str | None = None
-    for index, (param_name, param) in enumerate(signature.parameters.items()):
-        where = f"tool {tool_name!r}: parameter {param_name!r}"
-        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-            raise UserError(
-                f"{where}: *args and **kwargs cannot be described to the model",
-                hint="list every argument as a named, typed parameter",
-            )
-        if param.kind is inspect.Parameter.POSITIONAL_ONLY:
-            raise UserError(f"{where} is positional-only", hint="the model passes arguments by name; drop the '/'")
-        if param_name not in hints:
-            raise UserError(f"{where} has no type annotation", hint=f"annotate it, e.g. `{param_name}: str`")
-        annotation = hints[param_name]
-        if _is_context_type(annotation):
-            if ctx_param is not None:
-                raise UserError(f"{where}: only one parameter may receive the ToolContext")
-            ctx_param = param_name
-            continue
-        default = ... if param.default is inspect.Parameter.empty else param.default
-        extra: dict[str, Any] = {}
-        if param_name in documented and not _has_description(annotation, default):
-            extra["description"] = documented[param_name]
-        # Names pydantic reserves (BaseModel attributes, leading underscores) get an internal name and keep the
-        # parameter's own name as alias, which is what the schema shows and what validation reads.
-        attr = param_name
-        if param_name.startswith(("_", "model_")) or hasattr(BaseModel, param_name):
-            attr = f"arg{index}_{param_name.lstrip('_')}"
-            extra["alias"] = param_name
-        if extra:
-            annotation = Annotated[annotation, Field(**extra)]
-        definitions[attr] = (annotation, default)
-        fields[param_name] = attr
-
-    unknown = sorted(set(documented) - set(signature.parameters))
-    if unknown:
-        raise UserError(
-            f"tool {tool_name!r}: the docstring's Args section describes {', '.join(unknown)}, "
-            "which the function does not take",
-            hint="fix the docstring so that the model is not told about arguments that do not exist",
-        )
-    model_name = "".join(part.capitalize() for part in re.split(r"[_\-]+", tool_name) if part) + "Arguments"
-    try:
-        model = create_model(model_name or "Arguments", __config__=ConfigDict(extra="forbid"), **definitions)
-        model.model_json_schema(by_alias=True)
-    except Exception as error:  # pydantic's schema errors: a type it cannot validate or describe
-        raise UserError(
-            f"tool {tool_name!r}: its parameter types cannot be described as JSON schema: {error}",
-            hint="use JSON-compatible types (str, int, float, bool, list, dict, Literal, pydantic models)",
-        ) from error
-    return model, fields, ctx_param
-
-
-# Keys whose values are data, not schemas: never rewritten.
-_DATA_KEYS = {"default", "examples", "const", "enum"}
-# Keys whose values map names to schemas: the names are kept even when a property is called "title".
-_MAPPING_KEYS = {"properties", "$defs", "definitions", "patternProperties"}
-
-
-def _clean_schema(schema: Any) -> Any:
-    """Drop pydantic's generated `title`s: they repeat the names and cost a small model's context for nothing."""
-    if isinstance(schema, list):
-        return [_clean_schema(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    cleaned: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "title" and isinstance(value, str):
-            continue
-        if key in _DATA_KEYS:
-            cleaned[key] = value
-        elif key in _MAPPING_KEYS and isinstance(value, dict):
-            cleaned[key] = {name: _clean_schema(sub) for name, sub in value.items()}
-        else:
-            cleaned[key] = _clean_schema(value)
-    return cleaned
 
 
 # ---------------------------------------------------------------------------------------------------------------
