@@ -216,12 +216,12 @@ def test_a_pack_budget_counts_its_skill_archives_unpacked(
     pack = create_pack("budget", ["alpha"], [], tmp_path / "budget", store=src)
     own = sum(p.stat().st_size for p in pack.rglob("*") if p.is_file())
     inner = unpacked_size(pack / "skills" / "alpha.tar.gz")
-    monkeypatch.setattr(core, "_MAX_PACK_BYTES", own + inner // 2)
+    monkeypatch.setattr(core, "MAX_PACK_BYTES", own + inner // 2)
     source = write_tar(tmp_path / "budget.tar.gz", members_of(pack, "budget")) if as_archive else pack
     with pytest.raises(UnsafeArchiveError, match=r"takes pack budget.* past .* unpacked"):
         install_pack(source, store, packs_dir)
     nothing_landed(store, set())
-    monkeypatch.setattr(core, "_MAX_PACK_BYTES", own + inner)  # the whole pack, its skills unpacked once
+    monkeypatch.setattr(core, "MAX_PACK_BYTES", own + inner)  # the whole pack, its skills unpacked once
     install_pack(source, store, packs_dir)
     assert store.exists("alpha")
 

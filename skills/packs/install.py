@@ -47,8 +47,8 @@ from skills.store import SkillStore
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 # What installing one pack may unpack, its files and the skill archives in them (unpacked by the store) together:
 # a pack of LoRA adapters is a few MB; this stops a tar bomb, however deeply it is nested.
-_MAX_PACK_BYTES = 512 << 20
-_MAX_PACK_FILES = 10_000
+MAX_PACK_BYTES = 512 << 20
+MAX_PACK_FILES = 10_000
 
 
 def builtin_packs() -> dict[str, Path]:
@@ -148,7 +148,7 @@ def install_pack(
         staging.mkdir(parents=True)
         try:
             # One budget for everything this install unpacks: the pack's files and the skill archives inside them.
-            budget = ArchiveBudget(label, max_bytes=_MAX_PACK_BYTES, max_members=_MAX_PACK_FILES)
+            budget = ArchiveBudget(label, max_bytes=MAX_PACK_BYTES, max_members=MAX_PACK_FILES)
             root, source_sha = _stage(source_path, staging / "pack", label, budget)
             manifest = read_manifest(root / PACK_FILE)
             _check_pack(root, manifest, store, packs_dir)
