@@ -253,16 +253,13 @@ def compare_backends(
     Runs where vLLM runs (a CUDA GPU); the transformers backend runs as habitloop runs it (`LocalChatModel`, on the
     device `load_base` puts the base on), batched 8 at a time through `generate_batch`.
     """
-    from agent.backends.local import LocalChatModel
     from agent.backends.protocol import ChatRequest
     from agent.backends.vllm_backend import VLLMChatModel
-    from agent.base import load_base
-    from skills.residency import Residency
-    from skills.store import SkillStore
+    from agent.runtime import local_runtime
 
     settings = settings or Settings()
-    base = load_base(settings=settings)
-    store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
+    local = local_runtime(settings)
+    store = local.store
     names = [m.name for m in store.list()][:skills]
     choices: list[list[tuple[str, int]]] = [[], *[[(n, store.get(n).current)] for n in names]]
     requests = [
@@ -284,8 +281,7 @@ def compare_backends(
         tokens = sum(r.completion_tokens for r in results)
         return {"seconds": round(wall, 3), "completion_tokens": tokens, "tokens_per_s": round(tokens / wall, 1)}
 
-    local = LocalChatModel(base, Residency(base.model, store))
-    figures = {"transformers": {**measure(local, 8), "device": str(next(base.model.parameters()).device)}}
+    figures = {"transformers": {**measure(local.model, 8), "device": str(next(local.base.model.parameters()).device)}}
     vllm_model = VLLMChatModel.from_settings(settings)
     figures["vllm"] = {**measure(vllm_model, len(requests)), "device": "cuda"}
     figures["speedup"] = round(figures["vllm"]["tokens_per_s"] / max(figures["transformers"]["tokens_per_s"], 1e-9), 2)

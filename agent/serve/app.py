@@ -563,14 +563,10 @@ def local_app(
     settings: Any, *, config: ServeConfig | None = None, max_batch: int = 8, max_wait_ms: float = 10.0
 ) -> Any:
     """The app over this process's base model (`LocalChatModel` on a `Residency`) and the configured store."""
-    from agent.backends.local import LocalChatModel
-    from agent.base import load_base
-    from skills.residency import Residency
+    from agent.runtime import local_runtime
 
-    base = load_base(settings=settings)
-    store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
-    residency = Residency(base.model, store, max_hot=settings.max_hot, max_warm=settings.max_warm)
-    return create_app(LocalChatModel(base, residency), store, config, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    runtime = local_runtime(settings)
+    return create_app(runtime.model, runtime.store, config, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
 
 def completion_text(events: Sequence[str]) -> str:
