@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -15,6 +15,7 @@ from agent.backends.protocol import ChatModel
 from agent.config import Settings
 from agent.graph import Checker, RunContext, build_graph
 from agent.router import RouteDecision, Router
+from agent.runtime import local_runtime
 from memory.buffer import EpisodeBuffer
 from memory.consolidate import ConsolidationConfig, ConsolidationReport, Consolidator
 from memory.trajectory import Outcome, OutcomeStatus, SkillUse, Step, Trajectory, new_id
@@ -105,17 +106,10 @@ class Agent:
         # (skills.instances). Every buffer query passes it, so one instance never sees another's episodes.
         self.instance: str | None = None if instance is None else validate_instance_name(instance)
         if model is None:
-            from agent.base import load_base
-            from skills.residency import Residency
-
-            base = base or load_base(settings=self.settings)
-            store = store or SkillStore(self.settings.skills_dir, base_fingerprint=base.fingerprint)
-            # An instance's residency reads personal skills too (by `alice/x` names); the shared view is a no-op.
-            view = LayeredStore(store, self.settings.instances_dir) if self.instance else store
-            self.residency = Residency(
-                base.model, cast(SkillStore, view), max_hot=self.settings.max_hot, max_warm=self.settings.max_warm
-            )
-            model = LocalChatModel(base, self.residency)
+            # An instance's residency reads personal skills too (by `alice/x` names); the shared one reads the store.
+            personal = self.settings.instances_dir if self.instance else None
+            runtime = local_runtime(self.settings, base=base, store=store, instances_dir=personal)
+            base, store, self.residency, model = runtime.base, runtime.store, runtime.residency, runtime.model
         elif isinstance(model, LocalChatModel):
             self.residency = model.residency
         self.base = base

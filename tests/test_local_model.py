@@ -103,7 +103,7 @@ def test_mixed_batch_splits_what_does_not_fit_the_hot_set(
     )
     requests = [ChatRequest(messages=chat("ping"), skills=[(n, 1)], max_new_tokens=4) for n in ("a", "b", "c", "a")]
     serial = [local.generate(r.messages, skills=r.skills, max_new_tokens=4).tokens for r in requests]
-    chunks = list(local._chunks(list(range(4)), requests))
+    chunks = list(local.batches_that_fit(list(range(4)), requests))
     assert chunks == [[0, 1], [2, 3]]  # a, b | c, a: never more distinct skills than stay hot
     assert [g.tokens for g in local.generate_batch(requests)] == serial
 
@@ -145,7 +145,7 @@ def test_merged_decoding_computes_the_same_and_restores_the_base_bit_for_bit(
         with residency.merged(name) as model, torch.no_grad():
             folded = model(input_ids=ids).logits
         assert residency.merged_adapter == name
-        with plain._activated(skills) as model, torch.no_grad():  # restores, then peft's LoRA path
+        with plain.activated(skills) as model, torch.no_grad():  # restores, then peft's LoRA path
             unfolded = model(input_ids=ids).logits
         assert residency.merged_adapter is None
         torch.testing.assert_close(folded, unfolded, rtol=1e-4, atol=1e-4)

@@ -82,22 +82,16 @@ def test_the_completion_is_capped_to_what_the_context_leaves(local: LocalChatMod
     assert local.fit(ChatRequest(messages=chat("hi"), max_new_tokens=8), strict=True).max_new_tokens == 8
 
 
-def test_a_fitted_request_is_not_tokenized_again(local: LocalChatModel, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fitted_request_is_not_tokenized_again(local: LocalChatModel) -> None:
     """The server fits, the batcher fits at submit, generate_batch fits: the prompt is counted once, not three times."""
-    encoded: list[int] = []
-    encode = local._encode
-
-    def counting(prompts: list[str], **options: Any) -> Any:
-        encoded.append(len(prompts))
-        return encode(prompts, **options)
-
-    monkeypatch.setattr(local, "_encode", counting)
+    before = local.stats.tokenizations
     fitted = local.fit(ChatRequest(messages=chat("y" * (CONTEXT - 60)), max_new_tokens=256))
     again = local.fit(fitted)
-    assert encoded == [1]
+    assert local.stats.tokenizations == before + 1
+    assert fitted.counted_prompt_tokens is not None and again.counted_prompt_tokens == fitted.counted_prompt_tokens
     assert again.max_new_tokens == fitted.max_new_tokens < 60
     local.fit(ChatRequest(messages=chat("hi"), max_new_tokens=8))  # a new request is counted
-    assert encoded == [1, 1]
+    assert local.stats.tokenizations == before + 2
 
 
 def test_the_server_refuses_what_does_not_fit_with_openais_code(local: LocalChatModel, store: SkillStore) -> None:

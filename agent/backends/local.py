@@ -11,8 +11,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
+from pydantic import BaseModel
+
 from agent.backends.protocol import ChatRequest, Generation, Message, fit_context, generate_each
 from skills.errors import UserError
+
+
+class LocalModelStats(BaseModel):
+    """Counters, for tests and benchmarks (read them; do not write them)."""
+
+    tokenizations: int = 0  # tokenizer calls: rendering a prompt and counting it is the cost `fit` saves once done
 
 
 class LocalChatModel:
@@ -42,6 +50,7 @@ class LocalChatModel:
         config = getattr(base.model, "config", None)
         self.context_length: int | None = getattr(config, "max_position_embeddings", None)
         self._tokenizing = threading.Lock()
+        self.stats = LocalModelStats()
 
     def generate(
         self,
@@ -60,7 +69,7 @@ class LocalChatModel:
         tokenizer = self.base.tokenizer
         inputs = self._encode([self._render(messages)])
         max_new_tokens = fit_context(int(inputs["input_ids"].shape[1]), max_new_tokens, self.context_length)
-        with self._activated(skills) as model, torch.inference_mode():
+        with self.activated(skills) as model, torch.inference_mode():
             output = model.generate(
                 **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **_sampling(temperature)
             )
@@ -83,7 +92,7 @@ class LocalChatModel:
         for index, request in enumerate(requests):
             groups.setdefault(request.temperature, []).append(index)
         for temperature, indices in groups.items():
-            for chunk in self._chunks(indices, requests):
+            for chunk in self.batches_that_fit(indices, requests):
                 replies = self._generate_mixed([requests[i] for i in chunk], temperature)
                 for index, reply in zip(chunk, replies, strict=True):
                     results[index] = reply
@@ -97,13 +106,11 @@ class LocalChatModel:
         fit (what the server does for an explicit `max_tokens`, as OpenAI does). `BatchingChatModel` calls it when a
         request is queued, so one that cannot run is refused at once and never fails a batch.
         """
-        prompt_tokens = request._prompt_tokens
+        prompt_tokens = request.counted_prompt_tokens
         if prompt_tokens is None:
             prompt_tokens = int(self._encode([self._render(request.messages)])["input_ids"].shape[1])
         budget = fit_context(prompt_tokens, request.max_new_tokens, self.context_length, strict=strict)
-        fitted = request.model_copy(update={"max_new_tokens": budget})
-        fitted._prompt_tokens = prompt_tokens
-        return fitted
+        return request.fitted(budget, prompt_tokens=prompt_tokens)
 
     def adapter_for(self, skills: Sequence[tuple[str, int]]) -> str:
         """The adapter a skill set runs as, loaded (or built) in the shared model: `__base__` for none."""
@@ -112,6 +119,53 @@ class LocalChatModel:
         if len(skills) == 1:
             return str(self.residency.load(*skills[0]))
         return str(self.composer.build(self._spec(skills)))
+
+    @contextmanager
+    def activated(self, skills: Sequence[tuple[str, int]]) -> Iterator[Any]:
+        """The shared model with `skills` active, as `generate` runs them: the base alone, folded into the weights
+        (an agent's next turn with the same skills, when `merge_for_decode`), one adapter, or their composition."""
+        if not skills:
+            with self.residency.base_only() as model:
+                yield model
+        elif self.merge_for_decode and self._repeated(skills):
+            key, last = self._key(skills), self._merged_for
+            if last is not None and last[0] == key and self.residency.merged_adapter == last[1]:
+                name = last[1]  # still folded in since the last turn: nothing to load or merge
+            else:
+                name = self.adapter_for(skills)
+            self._merged_for = (key, name)
+            with self.residency.merged(name) as model:
+                yield model
+        elif len(skills) == 1:
+            self.residency.activate(*skills[0])
+            yield self.residency.model
+        else:
+            self.composer.activate(self._spec(skills))
+            yield self.residency.model
+
+    def batches_that_fit(self, indices: list[int], requests: Sequence[ChatRequest]) -> Iterator[list[int]]:
+        """`indices` (of `requests`) split into batches that fit: at most `max_batch` rows, and no more distinct single
+        skills than stay hot together (nor compositions than the composer caches), so loading one adapter never evicts
+        a batch-mate. `generate_batch` runs each batch as one mixed-adapter generation."""
+        chunk: list[int] = []
+        hot: set[tuple[str, int]] = set()  # every single skill the chunk loads (a composition's parts too)
+        composed: set[tuple[tuple[str, int], ...]] = set()
+        for index in indices:
+            skills = [(str(name), int(revision)) for name, revision in requests[index].skills]
+            combo = {tuple(sorted(skills))} if len(skills) > 1 else set()
+            fits = (
+                len(chunk) < self.max_batch
+                and len(hot | set(skills)) <= self.residency.max_hot
+                and len(composed | combo) <= self.composer.max_cached
+            )
+            if chunk and not fits:
+                yield chunk
+                chunk, hot, composed = [], set(), set()
+            chunk.append(index)
+            hot |= set(skills)
+            composed |= combo
+        if chunk:
+            yield chunk
 
     # ------------------------------------------------------------------------------------------------ internals
 
@@ -133,33 +187,13 @@ class LocalChatModel:
         """Token ids (pt tensors) of `prompts`, under a lock: a fast tokenizer reconfigures itself for padding, and
         `fit` runs in the callers' threads while the batching worker tokenizes batches."""
         with self._tokenizing:
+            self.stats.tokenizations += 1
             return self.base.tokenizer(prompts, return_tensors="pt", add_special_tokens=False, **options)
 
     def _spec(self, skills: Sequence[tuple[str, int]]) -> Any:
         from skills.compose import CompositionSpec
 
         return CompositionSpec.of(*[(name, revision) for name, revision in skills])
-
-    @contextmanager
-    def _activated(self, skills: Sequence[tuple[str, int]]) -> Iterator[Any]:
-        if not skills:
-            with self.residency.base_only() as model:
-                yield model
-        elif self.merge_for_decode and self._repeated(skills):
-            key, last = self._key(skills), self._merged_for
-            if last is not None and last[0] == key and self.residency.merged_adapter == last[1]:
-                name = last[1]  # still folded in since the last turn: nothing to load or merge
-            else:
-                name = self.adapter_for(skills)
-            self._merged_for = (key, name)
-            with self.residency.merged(name) as model:
-                yield model
-        elif len(skills) == 1:
-            self.residency.activate(*skills[0])
-            yield self.residency.model
-        else:
-            self.composer.activate(self._spec(skills))
-            yield self.residency.model
 
     @staticmethod
     def _key(skills: Sequence[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
@@ -171,29 +205,6 @@ class LocalChatModel:
         key, previous = self._key(skills), self._previous
         self._previous = key
         return key == previous
-
-    def _chunks(self, indices: list[int], requests: Sequence[ChatRequest]) -> Iterator[list[int]]:
-        """Split into batches that fit: at most `max_batch` rows, and no more distinct single skills than stay hot
-        together (nor compositions than the composer caches), so loading one adapter never evicts a batch-mate."""
-        chunk: list[int] = []
-        hot: set[tuple[str, int]] = set()  # every single skill the chunk loads (a composition's parts too)
-        composed: set[tuple[tuple[str, int], ...]] = set()
-        for index in indices:
-            skills = [(str(name), int(revision)) for name, revision in requests[index].skills]
-            combo = {tuple(sorted(skills))} if len(skills) > 1 else set()
-            fits = (
-                len(chunk) < self.max_batch
-                and len(hot | set(skills)) <= self.residency.max_hot
-                and len(composed | combo) <= self.composer.max_cached
-            )
-            if chunk and not fits:
-                yield chunk
-                chunk, hot, composed = [], set(), set()
-            chunk.append(index)
-            hot |= set(skills)
-            composed |= combo
-        if chunk:
-            yield chunk
 
     def _generate_mixed(self, requests: list[ChatRequest], temperature: float) -> list[Generation]:
         import torch

@@ -95,12 +95,7 @@ class OpenAIChatModel:
             futures = [pool.submit(self._one, r) for r in requests]
         return [future.result() for future in futures]
 
-    # ------------------------------------------------------------------------------------------------ other calls
-
-    def list_models(self) -> list[str]:
-        """The model names the server lists (`GET /models`)."""
-        response = self._request("GET", "/models")
-        return [str(entry["id"]) for entry in response.get("data", [])]
+    # ------------------------------------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         self._client.close()

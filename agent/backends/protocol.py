@@ -43,6 +43,17 @@ class ChatRequest(BaseModel):
     # batcher, then generate_batch) is not rendered and tokenized again. Private: never set by a caller or a client.
     _prompt_tokens: int | None = PrivateAttr(default=None)
 
+    @property
+    def counted_prompt_tokens(self) -> int | None:
+        """The prompt's length as a backend's `fit` counted it; None for a request never fitted."""
+        return self._prompt_tokens
+
+    def fitted(self, max_new_tokens: int, *, prompt_tokens: int) -> ChatRequest:
+        """This request with the completion budget a backend's `fit` allows, remembering the prompt's count."""
+        fitted = self.model_copy(update={"max_new_tokens": max_new_tokens})
+        fitted._prompt_tokens = prompt_tokens
+        return fitted
+
 
 def fit_context(prompt_tokens: int, max_new_tokens: int, context_length: int | None, *, strict: bool = False) -> int:
     """The completion budget of a prompt of `prompt_tokens`: `max_new_tokens`, cut to what the context leaves.

@@ -66,8 +66,9 @@ class VLLMChatModel:
         self.store = store
         self.max_lora_rank = max_lora_rank
         self.compositions_dir = Path(compositions_dir) if compositions_dir else None
-        self._composer = composer  # a skills.compose.Composer, built lazily by `_composer_or_load`
-        self._base: Any = None  # the transformers base, only for building compositions
+        # A skills.compose.Composer on the transformers base, only for building compositions: the one given, or one
+        # built (loading the base) when the first composition is asked for (`_composer_or_load`).
+        self._composer = composer
         self._lora_ids: dict[str, int] = {}  # adapter folder -> vLLM's integer id (unique per adapter, never reused)
         self._lock = threading.Lock()
         self.llm = vllm.LLM(
@@ -83,21 +84,19 @@ class VLLMChatModel:
     @classmethod
     def from_settings(cls, settings: Any = None, **kwargs: Any) -> VLLMChatModel:
         """The configured base (converted into `models/` on first use) and store, served through vLLM."""
-        from agent.base import load_base
         from agent.config import Settings
+        from agent.runtime import local_runtime
 
         settings = settings or Settings()
-        base = load_base(settings=settings)  # makes sure the converted HF folder exists; vLLM reads that folder
-        if base.cache_path is None:
+        local = local_runtime(settings)  # loading the base makes sure the converted HF folder exists: vLLM reads it
+        if local.base.cache_path is None:
             raise UserError(
-                f"the base {base.name!r} has no model folder vLLM can load",
+                f"the base {local.base.name!r} has no model folder vLLM can load",
                 hint="configure a GGUF or Hugging Face folder as HABITLOOP_BASE (habitloop converts it once)",
             )
-        store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
         kwargs.setdefault("compositions_dir", settings.home / "cache" / "compositions")
-        model = cls(base.cache_path, store, **kwargs)
-        model._base = base  # reused if a composition must be built
-        return model
+        kwargs.setdefault("composer", local.model.composer)  # compositions are built on the base already loaded
+        return cls(local.base.cache_path, local.store, **kwargs)
 
     # ------------------------------------------------------------------------------------------------ ChatModel
 
@@ -170,10 +169,7 @@ class VLLMChatModel:
 
     def _composer_or_load(self) -> Any:
         if self._composer is None:
-            from agent.base import load_base
-            from skills.compose import Composer
-            from skills.residency import Residency
+            from agent.runtime import local_runtime
 
-            base = self._base or load_base()
-            self._composer = Composer(Residency(base.model, self.store))
+            self._composer = local_runtime(store=self.store).model.composer
         return self._composer

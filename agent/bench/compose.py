@@ -72,7 +72,7 @@ def measure_decode(base: Any, root: Path, *, repeats: int, tokens: int) -> tuple
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
 
     def turn(model: LocalChatModel, skills: list[tuple[str, int]], new_tokens: int) -> None:
-        with model._activated(skills) as active, torch.inference_mode():
+        with model.activated(skills) as active, torch.inference_mode():
             active.generate(
                 **ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,

@@ -24,8 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from skills import LoraSpec, Residency, SkillStore
-from skills.instances import LayeredStore, instance_store, qualify
+from agent.runtime import local_runtime
+from skills import LoraSpec, SkillStore
+from skills.instances import instance_store, qualify
 
 PERSONAL_LORA = LoraSpec(r=4, alpha=8, target_modules=("q_proj", "v_proj"))
 
@@ -127,8 +128,6 @@ def run_instance_bench(
     """Create `instances` personal adapters under `home` (a temp folder by default) and serve mixed requests."""
     import torch
 
-    from agent.backends.local import LocalChatModel
-
     owned = home is None
     root = Path(tempfile.mkdtemp(prefix="habitloop-instances-")) if owned else Path(home)  # type: ignore[arg-type]
     try:
@@ -136,9 +135,10 @@ def run_instance_bench(
         started = time.perf_counter()
         users = make_instances(base, instances_dir, instances, seed=seed)
         create_seconds = time.perf_counter() - started
+        # one process-wide residency over the (empty) shared store and every user's personal one
         shared = SkillStore(root / "skills", base_fingerprint=base.fingerprint)
-        residency = Residency(base.model, LayeredStore(shared, instances_dir), max_hot=max_hot, max_warm=max_warm)  # type: ignore[arg-type]
-        model = LocalChatModel(base, residency)
+        local = local_runtime(base=base, store=shared, instances_dir=instances_dir, max_hot=max_hot, max_warm=max_warm)
+        residency, model = local.residency, local.model
         rng = random.Random(seed)
         hot_set = users[: min(hot_users, len(users))]
         cold_pool = users[len(hot_set) :] or users

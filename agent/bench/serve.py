@@ -131,30 +131,33 @@ def _wait_until_up(url: str, server: subprocess.Popen[str], timeout: float) -> N
     raise OperatorError(f"habitloop serve did not answer on {url} within {timeout:.0f} s")
 
 
-def _drive(
-    url: str, store: Any, models: list[str], deleted: str, clients: int, seconds: float, max_tokens: int
-) -> LoadResult:
-    latencies: list[float] = []
-    errors: list[str] = []
-    gone_404 = 0
-    requests = 0
-    lock = threading.Lock()
-    load_before = os.getloadavg()[0]
-    started = time.monotonic()
-    deadline = started + seconds
-    deleted_at: list[float] = []
+class _Load:
+    """One load run's clients and faults, and what they saw (shared between their threads, under `lock`)."""
 
-    def client(index: int) -> None:
-        nonlocal gone_404, requests
-        with httpx.Client(base_url=f"{url}/v1", timeout=max(300.0, seconds)) as http:
+    def __init__(self, url: str, store: Any, models: list[str], deleted: str, seconds: float, max_tokens: int) -> None:
+        self.url, self.store, self.models, self.deleted = url, store, models, deleted
+        self.seconds, self.max_tokens = seconds, max_tokens
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self.gone_404 = 0
+        self.requests = 0
+        self.stream_disconnects = 0
+        self.deleted_at: list[float] = []
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.deadline = self.started + seconds
+
+    def client(self, index: int) -> None:
+        """Chat completions until the deadline, naming base and the skills round robin."""
+        with httpx.Client(base_url=f"{self.url}/v1", timeout=max(300.0, self.seconds)) as http:
             turn = index
-            while time.monotonic() < deadline:
-                model = models[turn % len(models)]
+            while time.monotonic() < self.deadline:
+                model = self.models[turn % len(self.models)]
                 turn += 1
                 body = {
                     "model": model,
                     "messages": [{"role": "user", "content": f"Client {index}, question {turn}: name a fruit."}],
-                    "max_tokens": max_tokens,
+                    "max_tokens": self.max_tokens,
                 }
                 sent = time.monotonic()
                 try:
@@ -162,75 +165,86 @@ def _drive(
                     status, text = response.status_code, response.text[:200]
                 except httpx.HTTPError as error:
                     status, text = -1, repr(error)
-                elapsed = time.monotonic() - sent
-                with lock:
-                    requests += 1
-                    if status == 200:
-                        latencies.append(elapsed * 1000)
-                    elif status == 404 and model == deleted and deleted_at:
-                        gone_404 += 1  # answered after the skill was deleted (queued before or sent after): expected
-                    else:
-                        errors.append(f"{model}: {status} {text}")
+                self.record(model, status, text, time.monotonic() - sent)
 
-    def disconnecting_streams() -> int:
-        done = 0
-        time.sleep(seconds / 4)
+    def record(self, model: str, status: int, text: str, elapsed: float) -> None:
+        with self.lock:
+            self.requests += 1
+            if status == 200:
+                self.latencies.append(elapsed * 1000)
+            elif status == 404 and model == self.deleted and self.deleted_at:
+                self.gone_404 += 1  # answered after the skill was deleted (queued before or sent after): expected
+            else:
+                self.errors.append(f"{model}: {status} {text}")
+
+    def disconnecting_streams(self) -> None:
+        """Three streams, a quarter into the run, each closed after its first event."""
+        time.sleep(self.seconds / 4)
         for _ in range(3):
             body = {
-                "model": models[1],
+                "model": self.models[1],
                 "messages": [{"role": "user", "content": "Tell me a long story."}],
-                "max_tokens": max_tokens,
+                "max_tokens": self.max_tokens,
                 "stream": True,
             }
             try:
                 with (
-                    httpx.Client(timeout=max(300.0, seconds)) as http,
-                    http.stream("POST", f"{url}/v1/chat/completions", json=body) as response,
+                    httpx.Client(timeout=max(300.0, self.seconds)) as http,
+                    http.stream("POST", f"{self.url}/v1/chat/completions", json=body) as response,
                 ):
                     next(response.iter_lines())  # one event, then hang up
-                done += 1
+                self.stream_disconnects += 1
             except (httpx.HTTPError, StopIteration) as error:
-                with lock:
-                    errors.append(f"stream: {error!r}")
-        return done
+                with self.lock:
+                    self.errors.append(f"stream: {error!r}")
 
-    def delete_one() -> None:
-        time.sleep(seconds / 2)
-        deleted_at.append(time.monotonic())
-        store.delete(deleted)
+    def delete_one(self) -> None:
+        """Halfway through, delete a skill from the store, as an operator would, while requests for it are queued."""
+        time.sleep(self.seconds / 2)
+        self.deleted_at.append(time.monotonic())
+        self.store.delete(self.deleted)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    streams: list[int] = []
-    threads.append(threading.Thread(target=lambda: streams.append(disconnecting_streams())))
-    threads.append(threading.Thread(target=delete_one))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.monotonic() - started
+    def run(self, clients: int) -> float:
+        """Every client and fault in its thread, until all are done; returns the wall time."""
+        threads = [threading.Thread(target=self.client, args=(i,)) for i in range(clients)]
+        threads.append(threading.Thread(target=self.disconnecting_streams))
+        threads.append(threading.Thread(target=self.delete_one))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return time.monotonic() - self.started
+
+
+def _drive(
+    url: str, store: Any, models: list[str], deleted: str, clients: int, seconds: float, max_tokens: int
+) -> LoadResult:
+    load_before = os.getloadavg()[0]
+    load = _Load(url, store, models, deleted, seconds, max_tokens)
+    wall = load.run(clients)
     after = httpx.post(
         f"{url}/v1/chat/completions",
         json={"model": models[0], "messages": [{"role": "user", "content": "still there?"}], "max_tokens": 4},
         timeout=120,
     )
     health = httpx.get(f"{url}/health", timeout=10).json()
-    ordered = sorted(latencies)
+    ordered = sorted(load.latencies)
     return LoadResult(
         clients=clients,
         seconds=round(wall, 1),
         max_tokens=max_tokens,
         models=models,
-        requests=requests,
-        ok=len(latencies),
-        requests_per_s=round(len(latencies) / wall, 2),
+        requests=load.requests,
+        ok=len(ordered),
+        requests_per_s=round(len(ordered) / wall, 2),
         p50_ms=round(statistics.median(ordered), 1) if ordered else 0.0,
         p99_ms=round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1) if ordered else 0.0,
-        errors=len(errors),
-        error_samples=errors[:5],
+        errors=len(load.errors),
+        error_samples=load.errors[:5],
         deleted_skill=deleted,
-        deleted_at_s=round(deleted_at[0] - started, 1) if deleted_at else -1,
-        deleted_skill_404=gone_404,
-        stream_disconnects=streams[0] if streams else 0,
+        deleted_at_s=round(load.deleted_at[0] - load.started, 1) if load.deleted_at else -1,
+        deleted_skill_404=load.gone_404,
+        stream_disconnects=load.stream_disconnects,
         served_after=after.status_code == 200,
         batching=health.get("batching", {}),
         machine={
@@ -253,16 +267,13 @@ def compare_backends(
     Runs where vLLM runs (a CUDA GPU); the transformers backend runs as habitloop runs it (`LocalChatModel`, on the
     device `load_base` puts the base on), batched 8 at a time through `generate_batch`.
     """
-    from agent.backends.local import LocalChatModel
     from agent.backends.protocol import ChatRequest
     from agent.backends.vllm_backend import VLLMChatModel
-    from agent.base import load_base
-    from skills.residency import Residency
-    from skills.store import SkillStore
+    from agent.runtime import local_runtime
 
     settings = settings or Settings()
-    base = load_base(settings=settings)
-    store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
+    local = local_runtime(settings)
+    store = local.store
     names = [m.name for m in store.list()][:skills]
     choices: list[list[tuple[str, int]]] = [[], *[[(n, store.get(n).current)] for n in names]]
     requests = [
@@ -284,8 +295,7 @@ def compare_backends(
         tokens = sum(r.completion_tokens for r in results)
         return {"seconds": round(wall, 3), "completion_tokens": tokens, "tokens_per_s": round(tokens / wall, 1)}
 
-    local = LocalChatModel(base, Residency(base.model, store))
-    figures = {"transformers": {**measure(local, 8), "device": str(next(base.model.parameters()).device)}}
+    figures = {"transformers": {**measure(local.model, 8), "device": str(next(local.base.model.parameters()).device)}}
     vllm_model = VLLMChatModel.from_settings(settings)
     figures["vllm"] = {**measure(vllm_model, len(requests)), "device": "cuda"}
     figures["speedup"] = round(figures["vllm"]["tokens_per_s"] / max(figures["transformers"]["tokens_per_s"], 1e-9), 2)

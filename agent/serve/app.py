@@ -2,8 +2,9 @@
 
 Routes: `POST /v1/chat/completions` (plain and `stream: true`), `GET /v1/models`, `GET /v1/models/{model}`,
 `GET /health`. The `model` of a request names the skills (`agent.backends.naming`): `base`, `tool-habits`,
-`tool-habits@3`, `tool-habits+other`. Names are resolved against the skill store at request time (a skill created
-while the server runs is served at once; an unpinned name follows promotions and rollbacks).
+`tool-habits@3`, `tool-habits+other`. Names are resolved against the skill store at request time
+(`agent.serve.catalog`: a skill created while the server runs is served at once; an unpinned name follows promotions
+and rollbacks). The request, reply and error bodies are the models of `agent.serve.wire`.
 
 Every request goes through one `BatchingChatModel`, so concurrent requests of different skills are answered in one
 mixed batch. Streaming is not token by token: the reply is generated whole (in its batch) and then sent as OpenAI
@@ -22,18 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
-import re
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -41,62 +39,31 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agent.backends.batching import BatchingChatModel
-from agent.backends.naming import BASE_MODEL, SkillRef, format_model_name, parse_model_name
 from agent.backends.protocol import ChatModel, ChatRequest, Generation
 from agent.errors import ContextLengthError
-from skills.errors import HabitloopError, InvalidSkillNameError, OperatorError, SkillNotFoundError, UserError
+from agent.runtime import local_runtime
+from agent.serve.catalog import ModelCatalog
+from agent.serve.wire import (
+    DONE_EVENT,
+    AssistantMessage,
+    BadRequestBody,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionIn,
+    Choice,
+    ChunkChoice,
+    ErrorBody,
+    Usage,
+    completion_text,
+    parse_request,
+    stream_pieces,
+)
+from skills.errors import HabitloopError, OperatorError, SkillNotFoundError, UserError
 from skills.store import SkillStore
 
+__all__ = ["ServeConfig", "completion_text", "create_app", "local_app", "running_server", "serve_local"]
+
 log = logging.getLogger("habitloop.serve")
-
-# --------------------------------------------------------------------------------------------------------- wire types
-
-
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: str = "text"
-    text: str = ""
-
-
-class ChatMessageIn(BaseModel):
-    """One message of a request. `developer` (OpenAI's newer name for system) is read as `system`."""
-
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
-
-    def as_message(self) -> dict[str, Any]:
-        content = self.content
-        if isinstance(content, list):
-            content = "".join(part.text for part in content if part.type == "text")
-        return {"role": "system" if self.role == "developer" else self.role, "content": content or ""}
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    include_usage: bool = False
-
-
-class ChatCompletionIn(BaseModel):
-    """The part of OpenAI's chat completion request this server honours; other fields are ignored.
-
-    `temperature` defaults to 0 (greedy, reproducible), not OpenAI's 1: pass it to sample.
-    """
-
-    model_config = ConfigDict(extra="ignore")
-    model: str
-    messages: list[ChatMessageIn] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="one choice per request (ask again for more)")
-
-    @field_validator("model")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        return value.strip()
 
 
 class ServeConfig(BaseModel):
@@ -115,90 +82,14 @@ class ServeConfig(BaseModel):
     )
 
 
-# --------------------------------------------------------------------------------------------------------- names
-
-
-class ModelCatalog:
-    """Resolves model names against the store and remembers the compositions requested, for `/v1/models`."""
-
-    def __init__(self, store: SkillStore, *, max_compositions: int = 256) -> None:
-        self.store = store
-        self.max_compositions = max_compositions
-        self.compositions: OrderedDict[str, float] = OrderedDict()  # name -> first request time
-
-    def resolve(self, model: str) -> list[tuple[str, int]]:
-        """(skill, revision) for each component, current revision where none is pinned.
-
-        Raises `SkillNotFoundError` for an unknown skill or revision, `UserError` for a malformed name.
-        """
-        try:
-            refs: list[SkillRef] = parse_model_name(model)
-        except UserError as error:  # not even a name: as unknown as any other (OpenAI answers 404 too)
-            raise SkillNotFoundError(f"the model {model!r} does not exist: {error.message}", hint=error.hint) from error
-        resolved: list[tuple[str, int]] = []
-        for name, revision in refs:
-            try:
-                record = self.store.revision(name, revision)
-            except InvalidSkillNameError as error:  # owner/skill: personal instances are not in this store
-                raise SkillNotFoundError(
-                    f"the model {model!r} does not exist: {name!r} is not a skill of this server's store",
-                    hint="GET /v1/models lists what this server serves",
-                ) from error
-            except SkillNotFoundError as error:
-                raise SkillNotFoundError(
-                    f"the model {model!r} does not exist: {error.message}",
-                    hint="GET /v1/models lists what this server serves",
-                ) from error
-            resolved.append((name, record.number))
-        if len(refs) > 1:
-            key = format_model_name(refs, pin=True)
-            if key not in self.compositions and len(self.compositions) < self.max_compositions:
-                self.compositions[key] = time.time()
-        return resolved
-
-    def listing(self) -> list[dict[str, Any]]:
-        """OpenAI model objects: the base, every skill of the store (current revision), the compositions asked."""
-        entries: list[dict[str, Any]] = [
-            {"id": BASE_MODEL, "object": "model", "created": 0, "owned_by": "habitloop", "skills": []}
-        ]
-        for manifest in sorted(self.store.list(), key=lambda m: m.name):
-            entries.append(
-                {
-                    "id": manifest.name,
-                    "object": "model",
-                    "created": int(manifest.created_at.timestamp()),
-                    "owned_by": "habitloop",
-                    "kind": manifest.kind,
-                    "description": manifest.description,
-                    "revision": manifest.current,
-                    "skills": [manifest.name],
-                }
-            )
-        for name, created in self.compositions.items():
-            entries.append(
-                {
-                    "id": name,
-                    "object": "model",
-                    "created": int(created),
-                    "owned_by": "habitloop",
-                    "skills": [skill for skill, _ in parse_model_name(name)],
-                }
-            )
-        return entries
-
-
 # --------------------------------------------------------------------------------------------------------- errors
-
-
-_MAX_ERROR_CHARS = 2000  # an error echoes parts of the request (a model name): never megabytes of it
 
 
 def _error(
     status: int, message: str, *, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None
 ) -> JSONResponse:
-    if len(message) > _MAX_ERROR_CHARS:
-        message = message[: _MAX_ERROR_CHARS - 1] + "…"
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
+    body = ErrorBody.of(message, kind=kind, code=code, param=param)
+    return JSONResponse(body.model_dump(), status_code=status)
 
 
 def _error_for(error: BaseException) -> JSONResponse:
@@ -214,33 +105,25 @@ def _error_for(error: BaseException) -> JSONResponse:
     return _error(500, f"the model failed: {type(error).__name__}: {error}", kind="server_error")
 
 
+def _unauthorized() -> JSONResponse:
+    return _error(
+        401,
+        "missing or wrong API key: send it as `Authorization: Bearer KEY`",
+        kind="authentication_error",
+        code="invalid_api_key",
+    )
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    return _error(error.status_code, f"{request.method} {request.url.path}: {error.detail}", code="not_found")
+
+
+# --------------------------------------------------------------------------------------------------------- transport
+
+
 class _BodyTooLarge(Exception):
     pass
-
-
-class _BadBody(Exception):
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _parse_body(raw: bytes) -> ChatCompletionIn:
-    """The request, parsed and validated in one pass by pydantic's JSON parser (jiter), or `_BadBody`.
-
-    Not `json.loads`: jiter refuses what would break later instead of passing it on. It bounds nesting (a body of
-    400k `[` is an error, not a RecursionError), refuses lone surrogates (`"\\ud800"` would fail in the tokenizer or
-    when the reply is encoded), invalid UTF-8 (RFC 8259: JSON on the wire is UTF-8) and numbers out of range.
-    """
-    try:
-        return ChatCompletionIn.model_validate_json(raw)
-    except ValidationError as error:
-        problems = error.errors(include_url=False, include_input=False)
-        invalid_json = next((e for e in problems if e["type"] == "json_invalid"), None)
-        if invalid_json is not None:
-            raise _BadBody(f"the request body is not valid JSON: {invalid_json['msg']}", "invalid_json") from None
-        listed = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in problems[:5])
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise _BadBody(f"invalid request: {listed}{more}", "invalid_request") from None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -278,14 +161,129 @@ async def _wait_or_disconnect(future: Future[Generation], request: Request) -> G
     return None
 
 
+# --------------------------------------------------------------------------------------------------------- replies
+
+
+def _reply(body: ChatCompletionIn, generation: Generation, max_tokens: int) -> Response:
+    """The answer as one JSON object, or (`stream: true`) as `chat.completion.chunk` events, a word at a time."""
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    finish = "length" if generation.completion_tokens >= max_tokens else "stop"
+    usage = Usage.of(generation.prompt_tokens, generation.completion_tokens)
+    if not body.stream:
+        choice = Choice(message=AssistantMessage(content=generation.text), finish_reason=finish)
+        whole = ChatCompletion(id=completion_id, created=created, model=body.model, choices=[choice], usage=usage)
+        return JSONResponse(whole.model_dump())
+    include_usage = body.include_usage
+
+    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> str:
+        choice = ChunkChoice(delta=delta, finish_reason=finish_reason)
+        event = ChatCompletionChunk(id=completion_id, created=created, model=body.model, choices=[choice])
+        return event.event(include_usage=include_usage)
+
+    async def events() -> AsyncIterator[str]:
+        yield chunk({"role": "assistant", "content": ""})
+        for piece in stream_pieces(generation.text):
+            yield chunk({"content": piece})
+            await asyncio.sleep(0)  # let a disconnect be noticed between chunks
+        yield chunk({}, finish)
+        if include_usage:
+            tail = ChatCompletionChunk(id=completion_id, created=created, model=body.model, choices=[], usage=usage)
+            yield tail.event(include_usage=True)
+        yield DONE_EVENT
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
 # --------------------------------------------------------------------------------------------------------- the app
 
-_PIECE = re.compile(r"\s*\S+\s*|\s+")
 
+class _Routes:
+    """The endpoints, over one batcher, one catalog and one config."""
 
-def _pieces(text: str) -> list[str]:
-    """Stream deltas: a word each, with its surrounding spaces, so that joining them gives the text back."""
-    return _PIECE.findall(text) or [""]
+    def __init__(self, batcher: BatchingChatModel, catalog: ModelCatalog, config: ServeConfig) -> None:
+        self.batcher = batcher
+        self.catalog = catalog
+        self.config = config
+
+    def authorized(self, request: Request) -> bool:
+        if self.config.api_key is None:
+            return True
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.config.api_key.encode())
+
+    async def read_request(self, request: Request) -> ChatCompletionIn | Response:
+        """The parsed request, or the response that refuses it (413, 400, or 499 when the client left)."""
+        try:
+            raw = await _read_body(request, self.config.max_body_bytes)
+        except _BodyTooLarge:
+            return _error(413, f"the request body is larger than {self.config.max_body_bytes} bytes", code="too_large")
+        except ClientDisconnect:
+            return Response(status_code=499)
+        try:
+            return parse_request(raw)
+        except BadRequestBody as error:
+            return _error(400, str(error), code=error.code)
+
+    async def fitted(self, body: ChatCompletionIn, max_tokens: int, *, strict: bool) -> ChatRequest:
+        """The model request: skills resolved, the completion budget fitted to the context.
+
+        OpenAI's rule: an explicit max_tokens (`strict`) that does not fit after the prompt is a 400; without one, the
+        completion gets what the context leaves. Counting tokens takes a thread, not the event loop.
+        """
+        request = ChatRequest(
+            messages=[m.as_message() for m in body.messages],
+            skills=self.catalog.resolve(body.model),
+            max_new_tokens=max_tokens,
+            temperature=body.temperature or 0.0,
+        )
+        return await asyncio.to_thread(self.batcher.fit, request, strict=strict)
+
+    async def chat_completions(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return _unauthorized()
+        body = await self.read_request(request)
+        if isinstance(body, Response):
+            return body
+        asked = body.max_completion_tokens or body.max_tokens
+        max_tokens = asked or self.config.default_max_tokens
+        if max_tokens > self.config.max_tokens_limit:
+            return _error(
+                400,
+                f"max_tokens {max_tokens} is above this server's limit {self.config.max_tokens_limit}",
+                param="max_tokens",
+            )
+        try:
+            fitted = await self.fitted(body, max_tokens, strict=asked is not None)
+            future = self.batcher.submit(fitted)
+        except UserError as error:  # SkillNotFoundError (404) and ContextLengthError (400) included
+            return _error_for(error)
+        try:
+            generation = await _wait_or_disconnect(future, request)
+        except Exception as error:  # the model's failure for this request only: the batcher isolated it
+            return _error_for(error)
+        if generation is None:
+            return Response(status_code=499)  # nobody reads it; nginx's "client closed request"
+        return _reply(body, generation, fitted.max_new_tokens)
+
+    async def models(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return _unauthorized()
+        return JSONResponse({"object": "list", "data": self.catalog.listing()})
+
+    async def one_model(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return _unauthorized()
+        try:
+            return JSONResponse(self.catalog.card(request.path_params["model"]))
+        except UserError as error:
+            return _error_for(error)
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "batching": self.batcher.stats.model_dump()})
 
 
 def create_app(
@@ -301,154 +299,7 @@ def create_app(
     owns_batcher = not isinstance(model, BatchingChatModel)
     batcher = BatchingChatModel(model, max_batch=max_batch, max_wait_ms=max_wait_ms) if owns_batcher else model
     assert isinstance(batcher, BatchingChatModel)
-    catalog = ModelCatalog(store, max_compositions=config.max_listed_compositions)
-
-    def authorized(request: Request) -> bool:
-        if config.api_key is None:
-            return True
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), config.api_key.encode())
-
-    def unauthorized() -> JSONResponse:
-        return _error(
-            401,
-            "missing or wrong API key: send it as `Authorization: Bearer KEY`",
-            kind="authentication_error",
-            code="invalid_api_key",
-        )
-
-    async def chat_completions(request: Request) -> Response:
-        if not authorized(request):
-            return unauthorized()
-        try:
-            raw = await _read_body(request, config.max_body_bytes)
-        except _BodyTooLarge:
-            return _error(413, f"the request body is larger than {config.max_body_bytes} bytes", code="too_large")
-        except ClientDisconnect:
-            return Response(status_code=499)
-        try:
-            body = _parse_body(raw)
-        except _BadBody as error:
-            return _error(400, str(error), code=error.code)
-        asked = body.max_completion_tokens or body.max_tokens
-        max_tokens = asked or config.default_max_tokens
-        if max_tokens > config.max_tokens_limit:
-            return _error(
-                400,
-                f"max_tokens {max_tokens} is above this server's limit {config.max_tokens_limit}",
-                param="max_tokens",
-            )
-        try:
-            skills = catalog.resolve(body.model)
-            request_in = ChatRequest(
-                messages=[m.as_message() for m in body.messages],
-                skills=skills,
-                max_new_tokens=max_tokens,
-                temperature=body.temperature or 0.0,
-            )
-            # OpenAI's rule: an explicit max_tokens that does not fit after the prompt is a 400; without one, the
-            # completion gets what the context leaves. Counting tokens takes a thread, not the event loop.
-            fitted = await asyncio.to_thread(batcher.fit, request_in, strict=asked is not None)
-            max_tokens = fitted.max_new_tokens
-            future = batcher.submit(fitted)
-        except UserError as error:  # SkillNotFoundError (404) and ContextLengthError (400) included
-            return _error_for(error)
-        try:
-            generation = await _wait_or_disconnect(future, request)
-        except Exception as error:  # the model's failure for this request only: the batcher isolated it
-            return _error_for(error)
-        if generation is None:
-            return Response(status_code=499)  # nobody reads it; nginx's "client closed request"
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        finish = "length" if generation.completion_tokens >= max_tokens else "stop"
-        usage = {
-            "prompt_tokens": generation.prompt_tokens,
-            "completion_tokens": generation.completion_tokens,
-            "total_tokens": generation.prompt_tokens + generation.completion_tokens,
-        }
-        if not body.stream:
-            return JSONResponse(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": body.model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": generation.text},
-                            "finish_reason": finish,
-                            "logprobs": None,
-                        }
-                    ],
-                    "usage": usage,
-                }
-            )
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-        async def events() -> AsyncIterator[str]:
-            def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
-                choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-                event: dict[str, Any] = {
-                    "id": completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": body.model,
-                    "choices": [choice],
-                }
-                if include_usage:
-                    event["usage"] = None
-                return f"data: {json.dumps(event)}\n\n"
-
-            yield chunk({"role": "assistant", "content": ""})
-            for piece in _pieces(generation.text):
-                yield chunk({"content": piece})
-                await asyncio.sleep(0)  # let a disconnect be noticed between chunks
-            yield chunk({}, finish)
-            if include_usage:
-                tail = {
-                    "id": completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": body.model,
-                    "choices": [],
-                    "usage": usage,
-                }
-                yield f"data: {json.dumps(tail)}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        )
-
-    async def models(request: Request) -> Response:
-        if not authorized(request):
-            return unauthorized()
-        return JSONResponse({"object": "list", "data": catalog.listing()})
-
-    async def one_model(request: Request) -> Response:
-        if not authorized(request):
-            return unauthorized()
-        name = request.path_params["model"]
-        try:
-            catalog.resolve(name)
-        except UserError as error:
-            return _error_for(error)
-        listed = {entry["id"]: entry for entry in catalog.listing()}
-        return JSONResponse(
-            listed.get(name)
-            or {"id": name, "object": "model", "created": 0, "owned_by": "habitloop", "skills": parse_model_name(name)}
-        )
-
-    async def health(request: Request) -> Response:
-        stats = batcher.stats.model_dump()
-        return JSONResponse({"status": "ok", "batching": stats})
-
-    async def http_error(request: Request, error: Exception) -> Response:
-        assert isinstance(error, HTTPException)
-        return _error(error.status_code, f"{request.method} {request.url.path}: {error.detail}", code="not_found")
+    routes = _Routes(batcher, ModelCatalog(store, max_compositions=config.max_listed_compositions), config)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -460,16 +311,16 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-            Route("/v1/models", models, methods=["GET"]),
-            Route("/v1/models/{model:path}", one_model, methods=["GET"]),
-            Route("/health", health, methods=["GET"]),
+            Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
+            Route("/v1/models", routes.models, methods=["GET"]),
+            Route("/v1/models/{model:path}", routes.one_model, methods=["GET"]),
+            Route("/health", routes.health, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
     app.state.batcher = batcher
-    app.state.catalog = catalog
+    app.state.catalog = routes.catalog
     app.state.config = config
     return app
 
@@ -563,24 +414,8 @@ def local_app(
     settings: Any, *, config: ServeConfig | None = None, max_batch: int = 8, max_wait_ms: float = 10.0
 ) -> Any:
     """The app over this process's base model (`LocalChatModel` on a `Residency`) and the configured store."""
-    from agent.backends.local import LocalChatModel
-    from agent.base import load_base
-    from skills.residency import Residency
-
-    base = load_base(settings=settings)
-    store = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
-    residency = Residency(base.model, store, max_hot=settings.max_hot, max_warm=settings.max_warm)
-    return create_app(LocalChatModel(base, residency), store, config, max_batch=max_batch, max_wait_ms=max_wait_ms)
-
-
-def completion_text(events: Sequence[str]) -> str:
-    """Join the content deltas of `data: ...` SSE lines (for tests and clients without an SSE parser)."""
-    text = []
-    for line in events:
-        if line.startswith("data: ") and line != "data: [DONE]":
-            for choice in json.loads(line[6:]).get("choices", []):
-                text.append(choice.get("delta", {}).get("content") or "")
-    return "".join(text)
+    runtime = local_runtime(settings)
+    return create_app(runtime.model, runtime.store, config, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
 
 @contextmanager
