@@ -405,7 +405,7 @@ TINY_RECIPE = {"epochs": 1.0, "min_steps": 1, "max_steps": 2, "max_new_tokens": 
 
 def tiny_agent(home: Path, base: Any) -> Agent:
     """An agent on the tiny base, as `bfcl_agent` builds one on the real base but with in-memory buffer/checkpoints."""
-    from agent.evals.demo import MAX_NEW_TOKENS
+    from agent.evals.bfcl.recipe import MAX_NEW_TOKENS
 
     return Agent(
         settings=Settings(home=home),

@@ -92,7 +92,7 @@ def run_curve(
     """
     from agent.evals.bfcl.harness import evaluate
     from agent.evals.bfcl.practice import practice
-    from agent.evals.demo import experiment_agent, fresh_demonstrations
+    from agent.evals.bfcl.recipe import experiment_agent, fresh_demonstrations
 
     console = console or Console()
     started = time.perf_counter()

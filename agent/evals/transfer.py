@@ -64,7 +64,7 @@ def run_transfer(
 ) -> dict[str, Any]:
     """Run the four steps; returns what is written to `reports/bfcl-transfer.json`."""
     from agent.evals.bfcl.harness import evaluate
-    from agent.evals.demo import experiment_agent, fresh_demonstrations
+    from agent.evals.bfcl.recipe import experiment_agent, fresh_demonstrations
 
     console = console or Console()
     started = time.perf_counter()
