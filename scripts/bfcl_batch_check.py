@@ -11,7 +11,7 @@ import sys
 from agent.config import Settings
 from agent.evals.bfcl.data import load_cases
 from agent.evals.bfcl.harness import evaluate
-from agent.evals.demo import CATEGORY, bfcl_agent
+from agent.evals.bfcl.recipe import CATEGORY, bfcl_agent
 
 
 def main(n: int, mode: str) -> None:

@@ -27,7 +27,8 @@ from agent.config import Settings
 from agent.evals.bfcl.data import load_cases
 from agent.evals.bfcl.harness import evaluate
 from agent.evals.bfcl.practice import practice
-from agent.evals.demo import CATEGORY, SKILL, bfcl_agent, fresh_demonstrations, plot_demo
+from agent.evals.bfcl.recipe import CATEGORY, SKILL, bfcl_agent, fresh_demonstrations
+from agent.evals.demo import plot_demo
 from memory.consolidate import ConsolidationReport
 
 

@@ -168,7 +168,10 @@ def test_base_mode_runs_each_case_through_the_agent_with_its_own_tools(wheel: Pa
     agent = make_agent(tmp_path / "home", lambda c: right(c) if next(replies) else "The area is pi r squared.")
     report = evaluate(agent, "simple_python", "test", limit=4, mode="base")
     assert (report.n, report.correct, report.accuracy, report.tool_call_rate) == (4, 3, 0.75, 0.75)
-    assert report.prompt_tokens_mean > 0 and report.seconds_per_case >= 0
+    # both measured, per case and as the mean (a time of 0 would mean the cases were not timed at all)
+    assert all(c.prompt_tokens > 0 and c.seconds > 0 for c in report.cases)
+    assert report.prompt_tokens_mean == sum(c.prompt_tokens for c in report.cases) / 4
+    assert report.seconds_per_case == pytest.approx(sum(c.seconds for c in report.cases) / 4)
     prompts = agent.model.calls  # type: ignore[attr-defined]
     assert len(prompts) == 4, "one model call per case: max_steps=1, the tools never run"
     system = prompts[0][0]["content"]
@@ -405,7 +408,7 @@ TINY_RECIPE = {"epochs": 1.0, "min_steps": 1, "max_steps": 2, "max_new_tokens": 
 
 def tiny_agent(home: Path, base: Any) -> Agent:
     """An agent on the tiny base, as `bfcl_agent` builds one on the real base but with in-memory buffer/checkpoints."""
-    from agent.evals.demo import MAX_NEW_TOKENS
+    from agent.evals.bfcl.recipe import MAX_NEW_TOKENS
 
     return Agent(
         settings=Settings(home=home),

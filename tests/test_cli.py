@@ -135,14 +135,12 @@ def _assert_inert(output: str, shown_at_least: int = len(INERT)) -> None:
 
 @pytest.fixture
 def wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Consoles wide enough that table cells do not wrap (the checks look for whole strings)."""
+    """A console wide enough that table cells do not wrap (the checks look for whole strings)."""
     from rich.console import Console
 
-    from agent.cli import app as cli
-    from agent.cli import packs as cli_packs
+    from agent.cli import output
 
-    monkeypatch.setattr(cli, "console", Console(width=1000))
-    monkeypatch.setattr(cli_packs, "console", Console(width=1000))
+    monkeypatch.setattr(output, "console", Console(width=1000))
 
 
 def test_skill_text_is_printed_inert(tmp_path: Path, adapter: Callable[[str], Path], tiny: Any, wide: None) -> None:

@@ -597,11 +597,11 @@ def test_cli_packs_round_trip(
     src: SkillStore, tmp_path: Path, tool_file: Path, tiny: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """create -> install -> list -> show -> remove through `habitloop packs`, with --json everywhere."""
-    from agent.cli import packs as cli_packs
+    from agent.cli import resources as cli_resources
     from agent.cli.app import app
 
     runner = CliRunner()
-    monkeypatch.setattr(cli_packs, "base_fingerprint", lambda settings: tiny.fingerprint)
+    monkeypatch.setattr(cli_resources, "base_fingerprint", lambda settings: tiny.fingerprint)
     shutil.copytree(src.root, tmp_path / "home" / "skills")
     env = {"HABITLOOP_HOME": str(tmp_path / "home")}
 

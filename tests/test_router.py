@@ -319,10 +319,10 @@ def test_settings_turn_routing_on(skills: SkillStore, tmp_path: Path) -> None:
 
 
 def test_cli_route_json(skills: SkillStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.cli import route as cli_route
+    from agent.cli import resources as cli_resources
     from agent.cli.app import app
 
-    monkeypatch.setattr(cli_route, "_embedder", lambda: HashingEmbedder(256))
+    monkeypatch.setattr(cli_resources, "embedder", lambda: HashingEmbedder(256))
     home = skills.root.parent  # the store fixture lives in HOME/skills
     runner = CliRunner()
     env = {"HABITLOOP_HOME": str(home)}

@@ -8,7 +8,6 @@ found it (every LoRA layer taken out again).
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from agent.backends.local import LocalChatModel
 from agent.backends.protocol import ChatRequest
+from agent.bench.figures import figure, ratio_figure, timed
 from agent.testing import random_adapter
 from skills import Residency, SkillStore
 from skills.manifest import LoraSpec
@@ -24,12 +24,6 @@ ALL_LINEAR = LoraSpec().target_modules  # what consolidation trains: the realist
 SERVING = ("q_proj", "v_proj")  # the small common serving shape, for stores of 1,000 skills
 STORY = "Write a long story about a {}, with many details."
 TOPICS = ("dog", "ship", "robot", "garden", "city", "river", "train", "mountain")
-
-
-def _seconds(fn: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def _median_ratio(numerators: list[float], denominators: list[float]) -> float:
@@ -83,7 +77,7 @@ def measure_decode(base: Any, root: Path, *, repeats: int, tokens: int) -> tuple
         a conversation with these skills runs in (switched, composed, merged); that switch is measured apart."""
         turn(model, skills, 1)
         turn(model, skills, 1)  # merged from the second turn with the same skills on
-        return tokens / _seconds(partial(turn, model, skills, tokens))
+        return tokens / timed(partial(turn, model, skills, tokens))
 
     cases = {
         "base": partial(decode, merged, []),
@@ -101,17 +95,17 @@ def measure_decode(base: Any, root: Path, *, repeats: int, tokens: int) -> tuple
         for name, case in cases.items():  # A B C D E, A B C D E, ...: drift hits every case alike
             samples[name].append(case())
         residency.restore()
-        merge_ms.append(_seconds(partial(_enter, residency, composed_name)))
+        merge_ms.append(timed(partial(_enter, residency, composed_name)))
     _plain_base(residency)
     figures = {
-        f"decode_tokens_per_s_{name}": _figure(values, "tokens/s", f"{tokens} new tokens, batch 1, steady state")
+        f"decode_tokens_per_s_{name}": figure(values, "tokens/s", f"{tokens} new tokens, batch 1, steady state")
         for name, values in samples.items()
     }
-    figures["decode_ratio_3_composed_unmerged"] = _ratio(samples["3_composed_unmerged"], samples["base"])
-    figures["merge_3_composed"] = _figure(
+    figures["decode_ratio_3_composed_unmerged"] = ratio_figure(samples["3_composed_unmerged"], samples["base"])
+    figures["merge_3_composed"] = figure(
         merge_ms, "ms", "once per conversation: fold the composed adapter into the weights (copy + W += dW)"
     )
-    figures["decode_ratio_1_skill"] = _ratio(samples["1_skill"], samples["base"])
+    figures["decode_ratio_1_skill"] = ratio_figure(samples["1_skill"], samples["base"])
     return (
         figures,
         _median_ratio(samples["3_composed"], samples["base"]),
@@ -159,13 +153,13 @@ def measure_mixed(
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
-            seconds[name].append(_seconds(run))
+            seconds[name].append(timed(run))
     _plain_base(residency)
     note = f"{requests} requests x {tokens} new tokens, {requests} different all-linear r=8 skills"
     figures = {
-        "mixed_batch_seconds": _figure(seconds["mixed"], "s", note + f"; {produced['mixed']} tokens"),
-        "serial_seconds": _figure(seconds["serial"], "s", note + f"; {produced['serial']} tokens, LoRA path"),
-        "serial_merged_seconds": _figure(
+        "mixed_batch_seconds": figure(seconds["mixed"], "s", note + f"; {produced['mixed']} tokens"),
+        "serial_seconds": figure(seconds["serial"], "s", note + f"; {produced['serial']} tokens, LoRA path"),
+        "serial_merged_seconds": figure(
             seconds["serial_merged"], "s", note + f"; {produced['serial_merged']} tokens, merged per request"
         ),
     }
@@ -193,16 +187,16 @@ def measure_residency_matrix(
             for name in names[:hot]:
                 residency.activate(name)
             rounds = max(repeats, 2 * hot) if hot > 1 else repeats
-            switch = [_seconds(partial(residency.activate, names[i % hot])) for i in range(rounds)]
-            figures[f"hot_switch_{size}_skills_{hot}_hot"] = _figure(switch, "ms", "ours: set_adapter among the hot")
+            switch = [timed(partial(residency.activate, names[i % hot])) for i in range(rounds)]
+            figures[f"hot_switch_{size}_skills_{hot}_hot"] = figure(switch, "ms", "ours: set_adapter among the hot")
             if size > hot:
                 cold = []
                 for index in range(repeats):
                     name = names[hot + index % (size - hot)]
                     if residency.state(name) == "hot":
                         residency.evict(name)
-                    cold.append(_seconds(partial(residency.activate, name)))
-                figures[f"cold_load_{size}_skills_{hot}_hot"] = _figure(cold, "ms", "ours: disk -> model, LRU out")
+                    cold.append(timed(partial(residency.activate, name)))
+                figures[f"cold_load_{size}_skills_{hot}_hot"] = figure(cold, "ms", "ours: disk -> model, LRU out")
             _plain_base(residency)
     # plain peft: every adapter it was given stays loaded; its calls walk all of them
     folder = str(template)
@@ -211,26 +205,13 @@ def measure_residency_matrix(
         for index in range(1, loaded):
             model.load_adapter(folder, adapter_name=f"p{index}")
         rounds = max(repeats, 2 * loaded) if loaded > 1 else repeats
-        switch = [_seconds(partial(model.set_adapter, f"p{i % loaded}")) for i in range(rounds)]
-        figures[f"peft_switch_{loaded}_loaded"] = _figure(switch, "ms", "plain peft set_adapter")
+        switch = [timed(partial(model.set_adapter, f"p{i % loaded}")) for i in range(rounds)]
+        figures[f"peft_switch_{loaded}_loaded"] = figure(switch, "ms", "plain peft set_adapter")
         load = []
         for _ in range(repeats):
-            load.append(_seconds(partial(model.load_adapter, folder, adapter_name="extra")))
+            load.append(timed(partial(model.load_adapter, folder, adapter_name="extra")))
             model.set_adapter("p0")
             model.delete_adapter("extra")
-        figures[f"peft_load_{loaded}_loaded"] = _figure(load, "ms", "plain peft load_adapter from disk")
+        figures[f"peft_load_{loaded}_loaded"] = figure(load, "ms", "plain peft load_adapter from disk")
         model.unload()
     return figures
-
-
-def _figure(samples: list[float], unit: str, note: str = "") -> Any:
-    from agent.bench.runner import _figure as figure
-
-    return figure(samples, unit, note)
-
-
-def _ratio(numerators: list[float], denominators: list[float]) -> Any:
-    from agent.bench.runner import Figure
-
-    ratios = [round(n / d, 3) for n, d in zip(numerators, denominators, strict=True)]
-    return Figure(median=round(statistics.median(ratios), 3), unit="x", samples=ratios, note="per-round ratio")

@@ -10,7 +10,6 @@ that many skills (manifests and revision records only): the cost of the first ro
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -18,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from agent.bench.figures import Figure, figure
 from agent.router import Router, RoutingIndex
 from memory.embed import HashingEmbedder, TextEmbedder
+from skills.errors import OperatorError
 from skills.files import atomic_write_json
 from skills.manifest import HistoryEvent, LoraSpec, RevisionRecord, RoutingVector, SkillManifest
 from skills.store import MANIFEST, REVISION, SkillStore
@@ -33,11 +34,8 @@ TASKS = (
 )
 
 
-def _figure(samples_s: list[float], note: str) -> Any:
-    from agent.bench.runner import Figure
-
-    values = [round(s * 1000, 4) for s in samples_s]
-    return Figure(median=round(statistics.median(values), 4), unit="ms", samples=values, note=note)
+def _ms(samples_s: list[float], note: str) -> Figure:
+    return figure(samples_s, "ms", note)
 
 
 def measure_routing(
@@ -64,11 +62,11 @@ def measure_routing(
         embed.append(decision.embed_ms / 1000)
         score.append(decision.score_ms / 1000)
     return {
-        f"routing_latency_{skills}_ms": _figure(
+        f"routing_latency_{skills}_ms": _ms(
             total, f"{skills} skills ({skills // 2} with centroids), {embedder.name}: embed + score + top-k (goal 100)"
         ),
-        "routing_embed_ms": _figure(embed, f"one task through {embedder.name}"),
-        f"routing_score_{skills}_ms": _figure(score, f"matrix-vector product over {2 * skills} vectors + top-k"),
+        "routing_embed_ms": _ms(embed, f"one task through {embedder.name}"),
+        f"routing_score_{skills}_ms": _ms(score, f"matrix-vector product over {2 * skills} vectors + top-k"),
     }
 
 
@@ -125,10 +123,13 @@ def measure_index_refresh(*, skills: int = 10_000, repeats: int = 3, seed: int =
             (store.root / ".generation").write_text(str(store.generation() + 1))  # as a store write would
             started = time.perf_counter()
             if not index.refresh():
-                raise RuntimeError("the routing index missed a store change")
+                raise OperatorError(
+                    "the routing index missed a store change: a route after this write would use stale skills",
+                    hint="a bug in agent/router.py's change detection (RoutingIndex.refresh); please report it",
+                )
             samples.append(time.perf_counter() - started)
     return {
-        f"routing_refresh_{skills}_ms": _figure(
+        f"routing_refresh_{skills}_ms": _ms(
             samples, f"index rebuild after one write: {skills} manifests rescanned, one description embedded"
         )
     }

@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,11 @@ from pydantic import BaseModel, Field
 from rich.table import Table
 
 from agent.base import load_base
+from agent.bench.figures import Figure, figure, timed
 from agent.config import Settings
 from skills import Residency, SkillStore
+from skills.errors import OperatorError
 from skills.files import library_versions
-
-
-class Figure(BaseModel):
-    """One measured quantity: the median of `samples` (seconds or milliseconds, as `unit` says)."""
-
-    median: float
-    unit: str
-    samples: list[float]
-    note: str = ""
 
 
 class BenchResult(BaseModel):
@@ -53,6 +45,9 @@ class BenchResult(BaseModel):
     )
 
 
+Say = Callable[[str], None]  # a progress line for the operator (stderr)
+
+
 def _machine() -> dict[str, Any]:
     pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return {
@@ -62,18 +57,6 @@ def _machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "processor": platform.processor() or platform.machine(),
     }
-
-
-def _timed(fn: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
-def _figure(samples: list[float], unit: str, note: str = "") -> Figure:
-    scale = 1000.0 if unit == "ms" else 1.0
-    values = [round(s * scale, 4) for s in samples]
-    return Figure(median=round(statistics.median(values), 4), unit=unit, samples=values, note=note)
 
 
 def consolidation_child(home: str, episodes: int) -> None:
@@ -119,14 +102,17 @@ def _measure_consolidation(settings: Settings, episodes: int) -> dict[str, Figur
         code = f"from agent.bench.runner import consolidation_child; consolidation_child({str(home)!r}, {episodes})"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600)
         if out.returncode != 0:
-            raise RuntimeError(f"the consolidation benchmark failed:\n{out.stderr[-3000:]}")
+            raise OperatorError(
+                f"the consolidation benchmark failed:\n{out.stderr[-3000:]}",
+                hint="its own process's error is above; `habitloop bench --consolidation 0` skips this benchmark",
+            )
         line = next(line for line in out.stdout.splitlines() if line.startswith("CONSOLIDATION "))
         report = json.loads(line.removeprefix("CONSOLIDATION "))
     note = (
         f"{episodes} episodes, {report['n_train']} trained + {report['n_replay']} replay, {len(report['losses'])} steps"
     )
     return {
-        f"consolidate_{episodes}_wall": _figure([report["wall_seconds"]], "s", note + ", incl. evaluation"),
+        f"consolidate_{episodes}_wall": figure([report["wall_seconds"]], "s", note + ", incl. evaluation"),
         f"consolidate_{episodes}_train_tokens_per_s": Figure(
             median=round(report["train_tokens_per_second"], 1),
             unit="tokens/s",
@@ -137,6 +123,62 @@ def _measure_consolidation(settings: Settings, episodes: int) -> dict[str, Figur
             median=report["peak_rss_mb"], unit="MB", samples=[report["peak_rss_mb"]], note="the whole process"
         ),
     }
+
+
+def _base_load(settings: Settings, *, repeats: int, cold_gguf: bool, say: Say) -> tuple[Any, dict[str, Figure]]:
+    """The base loaded (cached), and the figures of loading it: cold from the GGUF once, cached `repeats` times."""
+    figures: dict[str, Figure] = {}
+    if cold_gguf:
+        say("base load, cold (GGUF parse + dequantize + save to a fresh cache)...")
+        with tempfile.TemporaryDirectory() as tmp:
+            cold_settings = settings.model_copy(update={"home": Path(tmp)})
+            figures["base_load_cold_gguf"] = figure([timed(lambda: load_base(settings=cold_settings))], "s")
+    say("base load, cached...")
+    base = load_base(settings=settings)  # also makes sure the cache exists
+    samples = [timed(lambda: load_base(settings=settings)) for _ in range(repeats)]
+    figures["base_load_cached"] = figure(samples, "s", "from $HABITLOOP_HOME/models, incl. fingerprint")
+    return base, figures
+
+
+def _skills_on_the_base(
+    base: Any,
+    *,
+    decode_tokens: int | None,
+    store_sizes: Sequence[int],
+    hot_sizes: Sequence[int],
+    repeats: int,
+    say: Say,
+) -> tuple[dict[str, Figure], float | None, float | None]:
+    """Decoding with composed skills, mixed-skill batches and the residency matrix (`agent.bench.compose`), on
+    adapters written to a temporary folder; with the composed-vs-base and mixed-vs-serial ratios."""
+    from agent.bench.compose import measure_decode, measure_mixed, measure_residency_matrix
+
+    figures: dict[str, Figure] = {}
+    composed_ratio = mixed_ratio = None
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if decode_tokens:
+            say(f"decode: base, 1 skill, 3 composed ({decode_tokens} tokens, A B C A B C ...)...")
+            decode_figures, composed_ratio, _ = measure_decode(base, root, repeats=repeats, tokens=decode_tokens)
+            figures |= decode_figures
+            say("8 requests with 8 skills: one mixed batch vs one at a time...")
+            mixed_figures, mixed_ratio = measure_mixed(base, root, repeats=max(3, repeats // 2), tokens=decode_tokens)
+            figures |= mixed_figures
+        if store_sizes:
+            say(f"hot switch / cold load, {list(store_sizes)} skills x {list(hot_sizes)} hot, ours vs plain peft...")
+            figures |= measure_residency_matrix(
+                base, root, sizes=list(store_sizes), hots=list(hot_sizes), repeats=repeats
+            )
+    return figures, composed_ratio, mixed_ratio
+
+
+def _routing(skills: int, *, repeats: int, say: Say) -> dict[str, Figure]:
+    """Routing latency and the index's rebuild with `skills` skills (`agent.bench.route`)."""
+    from agent.bench.route import measure_index_refresh, measure_routing
+    from memory.embed import Embedder
+
+    say(f"routing with {skills} skills (synthetic vectors, real MiniLM embedding)...")
+    return measure_routing(Embedder(), skills=skills, repeats=max(repeats, 21)) | measure_index_refresh(skills=skills)
 
 
 def run_bench(
@@ -152,48 +194,20 @@ def run_bench(
     instances: int | None = 1000,
     progress: bool = True,
 ) -> BenchResult:
+    """Every benchmark in turn (a falsy size skips one), with a line on stderr before each when `progress`."""
     import torch
 
     def say(text: str) -> None:
         if progress:  # on stderr: `--json` keeps stdout for the one JSON object
             print(text, file=sys.stderr, flush=True)
 
-    figures: dict[str, Figure] = {}
-    if cold_gguf:
-        say("base load, cold (GGUF parse + dequantize + save to a fresh cache)...")
-        with tempfile.TemporaryDirectory() as tmp:
-            cold_settings = settings.model_copy(update={"home": Path(tmp)})
-            figures["base_load_cold_gguf"] = _figure([_timed(lambda: load_base(settings=cold_settings))], "s")
-    say("base load, cached...")
-    base = load_base(settings=settings)  # also makes sure the cache exists
-    samples = [_timed(lambda: load_base(settings=settings)) for _ in range(repeats)]
-    figures["base_load_cached"] = _figure(samples, "s", "from $HABITLOOP_HOME/models, incl. fingerprint")
-
-    composed_ratio = mixed_ratio = None
-    with tempfile.TemporaryDirectory() as tmp:
-        from agent.bench.compose import measure_decode, measure_mixed, measure_residency_matrix
-
-        root = Path(tmp)
-        if decode_tokens:
-            say(f"decode: base, 1 skill, 3 composed ({decode_tokens} tokens, A B C A B C ...)...")
-            decode_figures, composed_ratio, _ = measure_decode(base, root, repeats=repeats, tokens=decode_tokens)
-            figures |= decode_figures
-            say("8 requests with 8 skills: one mixed batch vs one at a time...")
-            mixed_figures, mixed_ratio = measure_mixed(base, root, repeats=max(3, repeats // 2), tokens=decode_tokens)
-            figures |= mixed_figures
-        if store_sizes:
-            say(f"hot switch / cold load, {list(store_sizes)} skills x {list(hot_sizes)} hot, ours vs plain peft...")
-            figures |= measure_residency_matrix(
-                base, root, sizes=list(store_sizes), hots=list(hot_sizes), repeats=repeats
-            )
-
+    base, figures = _base_load(settings, repeats=repeats, cold_gguf=cold_gguf, say=say)
+    skill_figures, composed_ratio, mixed_ratio = _skills_on_the_base(
+        base, decode_tokens=decode_tokens, store_sizes=store_sizes, hot_sizes=hot_sizes, repeats=repeats, say=say
+    )
+    figures |= skill_figures
     if routing_skills:
-        from agent.bench.route import measure_index_refresh, measure_routing
-        from memory.embed import Embedder
-
-        say(f"routing with {routing_skills} skills (synthetic vectors, real MiniLM embedding)...")
-        figures |= measure_routing(Embedder(), skills=routing_skills, repeats=max(repeats, 21))
-        figures |= measure_index_refresh(skills=routing_skills)
+        figures |= _routing(routing_skills, repeats=repeats, say=say)
 
     instance_result = None
     if instances:
@@ -223,8 +237,8 @@ def render_table(result: BenchResult) -> Table:
     table = Table(title=f"habitloop bench: {result.model['name']}, {result.torch_threads} threads")
     for column in ("figure", "median", "unit", "samples", "note"):
         table.add_column(column)
-    for name, figure in result.figures.items():
-        table.add_row(name, f"{figure.median:g}", figure.unit, str(len(figure.samples)), figure.note)
+    for name, measured in result.figures.items():
+        table.add_row(name, f"{measured.median:g}", measured.unit, str(len(measured.samples)), measured.note)
     if result.instances:
         inst = result.instances
         table.add_row(

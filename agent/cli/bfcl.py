@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+import agent.cli.output as output
+from agent.cli.output import JsonFlag
 from agent.config import Settings
 from agent.evals.bfcl.data import Split
 
@@ -28,25 +29,6 @@ def make_agent(settings: Settings, max_new_tokens: int) -> Any:
     return Agent(settings=settings, tools=[], max_steps=1, max_new_tokens=max_new_tokens)
 
 
-def _progress(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        disable=quiet,
-        transient=True,
-        console=_console(stderr=True),
-    )
-
-
-def _console(stderr: bool = False) -> Any:
-    from agent.cli.app import console, err_console
-
-    return err_console if stderr else console
-
-
 @eval_app.command("bfcl")
 def eval_bfcl(
     category: Category = "simple_python",
@@ -59,10 +41,9 @@ def eval_bfcl(
     k: Annotated[int, typer.Option("--k", min=1, help="worked examples in retrieval mode")] = 3,
     out: Annotated[Path | None, typer.Option("--out", help="write one JSON line per case here")] = None,
     max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Run BFCL cases through the agent (tools = each case's functions, never executed); judge the first call."""
-    from agent.cli.app import _print_json
     from agent.evals.bfcl.data import check_category, load_cases
     from agent.evals.bfcl.harness import evaluate
     from skills.errors import UserError
@@ -74,7 +55,7 @@ def eval_bfcl(
     cases = load_cases(settings.home, check_category(category), chosen, limit=limit)
     agent = make_agent(settings, max_new_tokens)
     correct = 0
-    with _progress(as_json) as progress:
+    with output.progress_bar(as_json) as progress:
         bar = progress.add_task(f"{category}/{split} {mode}", total=len(cases), status="")
 
         def advance(result: Any) -> None:
@@ -96,7 +77,7 @@ def eval_bfcl(
     if out is not None:
         report.write_cases(out)
     if as_json:
-        _print_json(report.summary() | ({"out": str(out)} if out else {}))
+        output.print_json(report.summary() | ({"out": str(out)} if out else {}))
         return
     table = Table(title=f"BFCL {category} / {split}")
     for column in ("mode", "n", "accuracy", "tool calls", "prompt tokens (mean)", "s / case"):
@@ -109,9 +90,9 @@ def eval_bfcl(
         f"{report.prompt_tokens_mean:.0f}",
         f"{report.seconds_per_case:.2f}",
     )
-    _console().print(table)
+    output.console.print(table)
     if out is not None:
-        _console().print(f"per-case results: {out}")
+        output.console.print(f"per-case results: {out}")
 
 
 @practice_app.command("bfcl")
@@ -130,10 +111,9 @@ def practice_bfcl(
         typer.Option("--state-optional", help="with --demonstrations: state the optional values the answer gives too"),
     ] = False,
     max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Collect successful episodes from the train split: sampled and judged by BFCL's checker, or demonstrated."""
-    from agent.cli.app import _print_json
     from agent.evals.bfcl.data import check_category, load_cases
     from agent.evals.bfcl.practice import practice, record_demonstrations
     from skills.errors import UserError
@@ -145,7 +125,7 @@ def practice_bfcl(
     settings = Settings()
     cases = load_cases(settings.home, check_category(category), "train", limit=limit)
     agent = make_agent(settings, max_new_tokens)
-    with _progress(as_json) as progress:
+    with output.progress_bar(as_json) as progress:
         if demonstrations:
             bar = progress.add_task(f"{category} demonstrations", total=len(cases), status="")
             recorded = record_demonstrations(
@@ -168,12 +148,12 @@ def practice_bfcl(
             summary = practice(agent, cases, attempts=attempts, skill=skill, temperature=temperature, on_case=advance)
             payload = {"category": category, "skill": skill} | summary.model_dump()
     if as_json:
-        _print_json(payload)
+        output.print_json(payload)
         return
     if demonstrations:
-        _console().print(f"recorded {payload['demonstrations']} demonstrations from {category}/train in the buffer")
+        output.console.print(f"recorded {payload['demonstrations']} demonstrations from {category}/train in the buffer")
     else:
-        _console().print(
+        output.console.print(
             f"practice on {payload['cases']} {category}/train cases: {payload['solved']} solved in "
             f"{payload['attempts']} samples; the successes wait in the buffer for `habitloop consolidate`"
         )

@@ -1,43 +1,21 @@
-"""`habitloop packs ...`: install, list, show, remove and create skill packs (see `skills.packs`).
-
-Its own module so that `agent/cli/app.py` only registers it; it does not import `agent.cli.app` (that would be circular
-under `python -m agent.cli`), so it keeps its own two output helpers in the same style.
-"""
+"""`habitloop packs ...`: install, list, show, remove and create skill packs (see `skills.packs`)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+import agent.cli.output as output
+from agent.cli.output import JsonFlag
+from agent.cli.resources import skill_store
 from agent.cli.text import terminal_text
 from agent.config import Settings
 
 packs_app = typer.Typer(help="Skill packs: skills (and tools) shipped together ($HABITLOOP_HOME/packs).")
-console = Console()
-JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")]
-
-
-def _print_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
-
-
-def base_fingerprint(settings: Settings) -> str:
-    """The loaded base's fingerprint (loading the base, ~0.3 s once converted): packs are checked against it."""
-    from agent.base import load_base
-
-    return str(load_base(settings=settings).fingerprint)
-
-
-def _store(settings: Settings, with_base: bool) -> Any:
-    from skills.store import SkillStore
-
-    return SkillStore(settings.skills_dir, base_fingerprint=base_fingerprint(settings) if with_base else None)
 
 
 def _row(pack: Any) -> dict[str, Any]:
@@ -72,15 +50,15 @@ def packs_install(
     from skills.packs import install_pack
 
     settings = Settings()
-    pack = install_pack(path, _store(settings, True), settings.packs_dir, trust_code=trust_code)
+    pack = install_pack(path, skill_store(settings, True), settings.packs_dir, trust_code=trust_code)
     if as_json:
-        _print_json(_row(pack))
+        output.print_json(_row(pack))
         return
     m = pack.manifest
-    console.print(f"installed pack {m.name} {m.version}: skills {', '.join(m.skill_names()) or '-'}")
+    output.console.print(f"installed pack {m.name} {m.version}: skills {', '.join(m.skill_names()) or '-'}")
     if m.tools:
         state = "importable" if pack.trust_code else "NOT importable (installed without --trust-code)"
-        console.print(f"tools {', '.join(m.tools)}: {state}")
+        output.console.print(f"tools {', '.join(m.tools)}: {state}")
 
 
 @packs_app.command("list")
@@ -92,7 +70,7 @@ def packs_list(as_json: JsonFlag = False) -> None:
     packs = list_packs(settings.packs_dir)
     builtin = sorted(builtin_packs())
     if as_json:
-        _print_json({"packs": [_row(p) for p in packs], "builtin": builtin})
+        output.print_json({"packs": [_row(p) for p in packs], "builtin": builtin})
         return
     if packs:
         table = Table(title=terminal_text(f"packs in {settings.packs_dir}"))
@@ -104,10 +82,10 @@ def packs_list(as_json: JsonFlag = False) -> None:
                 m.name, m.version, ", ".join(m.skill_names()), ", ".join(m.tools), "yes" if p.trust_code else "no",
                 terminal_text(m.description[:80]),
             )  # fmt: skip
-        console.print(table)
+        output.console.print(table)
     else:
-        console.print(f"No packs installed in {settings.packs_dir}.")
-    console.print(f"built-in packs: {', '.join(builtin) or '-'} (habitloop packs install NAME)")
+        output.console.print(f"No packs installed in {settings.packs_dir}.")
+    output.console.print(f"built-in packs: {', '.join(builtin) or '-'} (habitloop packs install NAME)")
 
 
 @packs_app.command("show")
@@ -118,12 +96,12 @@ def packs_show(name: str, as_json: JsonFlag = False) -> None:
     pack = show(name, Settings().packs_dir)
     row = _row(pack)
     if as_json:
-        _print_json(row)
+        output.print_json(row)
         return
     table = Table(show_header=False, title=f"pack {name}")
     for key, value in row.items():
         table.add_row(key, terminal_text(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)))
-    console.print(table)
+    output.console.print(table)
 
 
 @packs_app.command("remove")
@@ -136,19 +114,19 @@ def packs_remove(
     from skills.packs import remove_pack
 
     settings = Settings()
-    report = remove_pack(name, _store(settings, False), settings.packs_dir, keep_skills=keep_skills)
+    report = remove_pack(name, skill_store(settings, False), settings.packs_dir, keep_skills=keep_skills)
     if as_json:
-        _print_json(report.model_dump(mode="json"))
+        output.print_json(report.model_dump(mode="json"))
         return
-    console.print(f"removed pack {name}; deleted skills: {', '.join(report.removed_skills) or '-'}")
+    output.console.print(f"removed pack {name}; deleted skills: {', '.join(report.removed_skills) or '-'}")
     for skill, why in report.kept_skills.items():
-        console.print(f"kept skill {skill}: {why}")
+        output.console.print(f"kept skill {skill}: {why}")
 
 
 @packs_app.command("create")
 def packs_create(
     name: str,
-    output: Annotated[Path, typer.Option("--output", "-o", help="a folder, or a .tar.gz archive")],
+    destination: Annotated[Path, typer.Option("--output", "-o", help="a folder, or a .tar.gz archive")],
     skill: Annotated[list[str] | None, typer.Option("--skill", help="skill from the store (repeatable)")] = None,
     tools: Annotated[list[str] | None, typer.Option("--tools", help="tool module as module:attr (repeatable)")] = None,
     version: Annotated[str, typer.Option(help="the pack's version")] = "0.1.0",
@@ -160,11 +138,18 @@ def packs_create(
     from skills.packs import create_pack
 
     settings = Settings()
-    store = _store(settings, with_base=not skill)  # without skills, the base fingerprint comes from the base
+    store = skill_store(settings, with_base=not skill)  # without skills, the base fingerprint comes from the base
     path = create_pack(
-        name, skill or [], tools or [], output, store=store, version=version, description=description, license=license
+        name,
+        skill or [],
+        tools or [],
+        destination,
+        store=store,
+        version=version,
+        description=description,
+        license=license,
     )
     if as_json:
-        _print_json({"path": str(path), "name": name, "skills": skill or [], "tools": tools or []})
+        output.print_json({"path": str(path), "name": name, "skills": skill or [], "tools": tools or []})
         return
-    console.print(f"wrote pack {name} to {path}")
+    output.console.print(f"wrote pack {name} to {path}")

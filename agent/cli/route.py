@@ -1,31 +1,19 @@
 """`habitloop route "TASK"`: which skills the router would choose, and why, without loading the base model.
 
-Registered in `agent/cli/app.py` with one line; same style as its commands (`--json`, rich tables), defined here rather
-than imported from it so that neither module imports the other at load time.
+A root command: `agent/cli/app.py` registers it with one line.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+import agent.cli.output as output
+import agent.cli.resources as resources
+from agent.cli.output import JsonFlag
 from agent.config import Settings
-
-console = Console()
-JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")]
-
-
-def _embedder() -> Any:
-    """The embedder routing uses: the packaged all-MiniLM-L6-v2, the one the agent's buffer (and so the centroids
-    consolidation stores) use. Tests replace this function with a fast fake."""
-    from memory.embed import Embedder
-
-    return Embedder()
 
 
 def route(
@@ -47,17 +35,17 @@ def route(
         torch.set_num_threads(settings.threads)
     router = Router(
         SkillStore(settings.skills_dir),
-        _embedder(),
+        resources.embedder(),
         top_k=settings.route_top_k if top_k is None else top_k,
         threshold=settings.route_threshold if threshold is None else threshold,
         pinned=settings.route_pinned if pin is None else pin,
     )
     decision = router.decide(task, floor=floor)
     if as_json:
-        sys.stdout.write(json.dumps(decision.model_dump(mode="json"), indent=2) + "\n")
+        output.print_json(decision.model_dump(mode="json"))
         return
     if not decision.skills_indexed:
-        console.print(f"No skills in {settings.skills_dir}: a run of this task would use the base alone.")
+        output.console.print(f"No skills in {settings.skills_dir}: a run of this task would use the base alone.")
         return
     table = Table(title=f"route: top {decision.top_k}, threshold {decision.threshold:g}, {decision.embedder}")
     for column in ("skill", "revision", "score", "description", "centroid", "chosen"):
@@ -83,6 +71,6 @@ def route(
         f"{decision.skills_indexed} skills scored, candidates >= {decision.floor:g}; "
         f"embed {decision.embed_ms:.1f} ms, score {decision.score_ms:.1f} ms"
     )
-    console.print(table)
+    output.console.print(table)
     if not decision.choices:
-        console.print("No skill scores above the threshold: a run of this task would use the base alone.")
+        output.console.print("No skill scores above the threshold: a run of this task would use the base alone.")

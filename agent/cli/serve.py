@@ -1,18 +1,19 @@
 """`habitloop serve` (an OpenAI-compatible server over the shared base) and `habitloop bench-serve` (its load test).
 
-Registered in `agent/cli/app.py` with one line each; the heavy imports happen inside the commands.
+Root commands: `agent/cli/app.py` registers each with one line; the heavy imports happen inside the commands.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+import agent.cli.output as output
+from agent.cli.output import JsonFlag
 from agent.config import Settings
 
 
@@ -42,12 +43,10 @@ def serve(
 
     The `model` of a request names the skills: `base`, `tool-habits`, `tool-habits@3`, `tool-habits+other`.
     """
-    from rich.console import Console
-
     from agent.serve.app import ServeConfig, serve_local
 
     if not _is_loopback(host) and api_key is None:
-        Console(stderr=True).print(
+        output.err_console.print(
             f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who can reach it can use it"
         )
     serve_local(
@@ -69,15 +68,14 @@ def bench_serve(
     compare_vllm: Annotated[
         bool, typer.Option("--compare-vllm", help="instead: transformers vs vLLM tokens/s (GPU with vllm only)")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object for scripts")] = False,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON here")] = None,
+    as_json: JsonFlag = False,
+    save_to: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON here")] = None,
 ) -> None:
     """Load and faults against `habitloop serve` on loopback (a subprocess over random adapters on the real base).
 
     Reports requests/s, p50/p99 latency, errors, and what happened to a client that hung up mid-stream and to
     requests for a skill deleted during the run. Saved as reports/bench-serve.json.
     """
-    from rich.console import Console
     from rich.table import Table
 
     from agent.bench import serve as bench
@@ -92,12 +90,12 @@ def bench_serve(
         ).model_dump(mode="json")
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     name = "bench-vllm.json" if compare_vllm else "bench-serve.json"
-    for path in filter(None, (output, settings.reports_dir / name)):
+    for path in filter(None, (save_to, settings.reports_dir / name)):
         path.write_text(json.dumps(payload, indent=2) + "\n")
     if as_json:
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        output.print_json(payload)
         return
     table = Table(show_header=False, title="habitloop serve under load" if not compare_vllm else "backends")
     for key, value in payload.items():
         table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
-    Console().print(table)
+    output.console.print(table)

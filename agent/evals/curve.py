@@ -70,6 +70,99 @@ def plot_curve(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+class _Curve:
+    """One run of the curve: the agent and the test cases it is measured on, and the result, rewritten to `path`
+    after every point (with the seconds since `started`)."""
+
+    def __init__(
+        self,
+        agent: Any,
+        console: Console,
+        category: str,
+        test: list[Any],
+        result: dict[str, Any],
+        path: Path,
+        started: float,
+    ) -> None:
+        self.agent, self.console, self.category, self.test = agent, console, category, test
+        self.result, self.path, self.started = result, path, started
+
+    def measure(self, mode: str, **kwargs: Any) -> dict[str, Any]:
+        from agent.evals.bfcl.harness import evaluate
+
+        report = evaluate(self.agent, self.category, "test", mode=mode, cases=self.test, **kwargs)
+        self.console.print(
+            f"  {mode}: {report.accuracy:.1%} ({report.correct}/{report.n}), {report.prompt_tokens_mean:.0f} tokens"
+        )
+        return report.summary()
+
+    def consolidate(self, skill: str, point: dict[str, Any]) -> None:
+        """Consolidate the waiting episodes into `skill`; measure it in skill mode if it exists then."""
+        reports = self.agent.consolidate(skill, min_episodes=1)
+        point["consolidation"] = [r.model_dump(mode="json", exclude={"losses", "episodes"}) for r in reports]
+        point["train_seconds"] = round(sum(r.train_seconds for r in reports), 1)
+        if self.agent.store.exists(skill):
+            point["modes"]["skill"] = self.measure("skill", skill=skill) | {
+                "revision": self.agent.store.get(skill).current
+            }
+
+    def save(self, point: dict[str, Any]) -> None:
+        self.result["points"].append(point)
+        self.result["wall_seconds"] = round(time.perf_counter() - self.started, 1)
+        self.path.write_text(json.dumps(self.result, indent=2) + "\n")
+
+
+def _demonstration_points(curve: _Curve, counts: Sequence[int], train: list[Any], k: int) -> tuple[str | None, int]:
+    """A point per count: base mode at 0, else retrieval with the first `count` demonstrations and the skill
+    consolidated from them. Returns the last skill and how many episodes it was trained on."""
+    from agent.evals.bfcl.recipe import fresh_demonstrations
+
+    agent, skill, consolidated = curve.agent, None, 0
+    for count in counts:
+        count = min(count, len(train))
+        curve.console.rule(f"{count} demonstrations")
+        point: dict[str, Any] = {"episodes": count, "modes": {}}
+        if count == 0:
+            point["modes"]["base"] = curve.measure("base")
+        else:
+            fresh_demonstrations(agent, train[:count])
+            point["modes"]["retrieval"] = curve.measure("retrieval", k=k)
+            skill, consolidated = f"{SKILL_PREFIX}{count}", count
+            if agent.store.exists(skill):
+                agent.store.delete(skill)
+            curve.consolidate(skill, point)
+        curve.save(point)
+    return skill, consolidated
+
+
+def _practice_points(
+    curve: _Curve, train: list[Any], skill: str | None, consolidated: int, rounds: int, attempts: int
+) -> None:
+    """A point per practice round with `skill` active: its successes consolidated into its next revision."""
+    from agent.evals.bfcl.practice import practice
+
+    agent = curve.agent
+    for round_ in range(1, rounds + 1):
+        if skill is None or not agent.store.exists(skill):
+            curve.console.print("[yellow]no skill to practise with; practice rounds skipped[/yellow]")
+            break
+        curve.console.rule(f"practice round {round_} with {skill}")
+        agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
+        summary = practice(agent, train, attempts=attempts, skill=skill)
+        curve.console.print(f"  solved {summary.solved}/{summary.cases} train cases in {summary.attempts} samples")
+        consolidated += summary.solved
+        point: dict[str, Any] = {
+            "episodes": consolidated,
+            "practice_round": round_,
+            "practice": summary.model_dump(),
+            "modes": {},
+        }
+        point["practice"].pop("episode_ids")
+        if summary.solved:
+            curve.consolidate(skill, point)
+        curve.save(point)
+
+
 def run_curve(
     settings: Settings,
     counts: Sequence[int] = (0, 25, 50, 100, 194),
@@ -90,9 +183,7 @@ def run_curve(
     case, BFCL's checker as the judge), consolidates the successes into a new revision of that skill and measures
     it again: the loop's second half, demonstrations then practice.
     """
-    from agent.evals.bfcl.harness import evaluate
-    from agent.evals.bfcl.practice import practice
-    from agent.evals.demo import experiment_agent, fresh_demonstrations
+    from agent.evals.bfcl.recipe import experiment_agent
 
     console = console or Console()
     started = time.perf_counter()
@@ -108,57 +199,9 @@ def run_curve(
     }
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     path = settings.reports_dir / "bfcl-curve.json"
-
-    def measure(mode: str, **kwargs: Any) -> dict[str, Any]:
-        report = evaluate(agent, category, "test", mode=mode, cases=test, **kwargs)
-        console.print(
-            f"  {mode}: {report.accuracy:.1%} ({report.correct}/{report.n}), {report.prompt_tokens_mean:.0f} tokens"
-        )
-        return report.summary()
-
-    def consolidate(skill: str, point: dict[str, Any]) -> None:
-        reports = agent.consolidate(skill, min_episodes=1)
-        point["consolidation"] = [r.model_dump(mode="json", exclude={"losses", "episodes"}) for r in reports]
-        point["train_seconds"] = round(sum(r.train_seconds for r in reports), 1)
-        if agent.store.exists(skill):
-            point["modes"]["skill"] = measure("skill", skill=skill) | {"revision": agent.store.get(skill).current}
-
-    def save(point: dict[str, Any]) -> None:
-        result["points"].append(point)
-        result["wall_seconds"] = round(time.perf_counter() - started, 1)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-
-    skill, consolidated = None, 0
-    for count in counts:
-        count = min(count, len(train))
-        console.rule(f"{count} demonstrations")
-        point: dict[str, Any] = {"episodes": count, "modes": {}}
-        if count == 0:
-            point["modes"]["base"] = measure("base")
-        else:
-            fresh_demonstrations(agent, train[:count])
-            point["modes"]["retrieval"] = measure("retrieval", k=k)
-            skill, consolidated = f"{SKILL_PREFIX}{count}", count
-            if agent.store.exists(skill):
-                agent.store.delete(skill)
-            consolidate(skill, point)
-        save(point)
-
-    for round_ in range(1, practice_rounds + 1):
-        if skill is None or not agent.store.exists(skill):
-            console.print("[yellow]no skill to practise with; practice rounds skipped[/yellow]")
-            break
-        console.rule(f"practice round {round_} with {skill}")
-        agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
-        summary = practice(agent, train, attempts=attempts, skill=skill)
-        console.print(f"  solved {summary.solved}/{summary.cases} train cases in {summary.attempts} samples")
-        consolidated += summary.solved
-        point = {"episodes": consolidated, "practice_round": round_, "practice": summary.model_dump(), "modes": {}}
-        point["practice"].pop("episode_ids")
-        if summary.solved:
-            consolidate(skill, point)
-        save(point)
-
+    curve = _Curve(agent, console, category, test, result, path, started)
+    skill, consolidated = _demonstration_points(curve, counts, train, k)
+    _practice_points(curve, train, skill, consolidated, practice_rounds, attempts)
     plot_curve(result, settings.reports_dir / "bfcl-curve.png")
     console.print(f"report: {path}\nplot:   {settings.reports_dir / 'bfcl-curve.png'}")
     return result

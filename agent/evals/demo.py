@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,57 +31,8 @@ from agent.config import Settings
 from agent.evals.bfcl.data import BfclCase, load_cases
 from agent.evals.bfcl.harness import CaseResult, EvalReport, Mode, evaluate
 from agent.evals.bfcl.practice import practice, record_demonstrations
-from memory.consolidate import ConsolidationConfig, ConsolidationReport
-
-SKILL = "tool-habits"
-CATEGORY = "simple_python"
-# Enough for the ground-truth call of any simple_python case; prose from the base is cut there.
-MAX_NEW_TOKENS = 96
-
-
-def bfcl_consolidation(**overrides: Any) -> ConsolidationConfig:
-    """The recipe for BFCL tool habits: all-linear r=8 LoRA (the default spec), 2 epochs, batch 4, lr 1e-3; held-out
-    replies long enough to hold a whole call."""
-    recipe = {
-        "kind": "tool_habit",
-        "epochs": 2.0,
-        "batch_size": 4,
-        "learning_rate": 1e-3,
-        "min_episodes": 4,
-        "max_steps": 400,
-        "max_new_tokens": MAX_NEW_TOKENS,
-        "holdout_fraction": 0.1,
-        "gradient_checkpointing": False,  # 1.3x the training tokens/s on the base (measured); memory is ample here
-    }
-    return ConsolidationConfig(**(recipe | overrides))
-
-
-def bfcl_agent(settings: Settings, base: Any = None, **recipe: Any) -> Agent:
-    """An agent for BFCL cases on the shared base: no tools of its own (each case brings its functions), one step
-    (the first call is what is judged), and the BFCL consolidation recipe with `recipe` overrides."""
-    return Agent(  # the agent builds the store, the residency and the local model on `base` itself
-        settings=settings,
-        base=base if base is not None else load_base(settings=settings),
-        tools=[],
-        max_steps=1,
-        max_new_tokens=MAX_NEW_TOKENS,
-        consolidation=bfcl_consolidation(**recipe),
-    )
-
-
-def experiment_agent(settings: Settings, agent: Agent | None = None, recipe: dict[str, Any] | None = None) -> Agent:
-    """The agent an experiment runs on (`agent`, e.g. one on the tiny base in tests, or a `bfcl_agent`), with the
-    BFCL recipe and `recipe` overrides as its consolidation."""
-    agent = agent or bfcl_agent(settings)
-    agent.consolidation = bfcl_consolidation(**(recipe or {}))
-    return agent
-
-
-def fresh_demonstrations(agent: Agent, cases: Sequence[BfclCase], *, state_optional: bool = False) -> list[Any]:
-    """Drop the buffer's waiting episodes, then record `cases` as demonstrations: each experiment step trains on
-    exactly the demonstrations it names."""
-    agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
-    return record_demonstrations(agent, cases, state_optional=state_optional)
+from agent.evals.bfcl.recipe import CATEGORY, SKILL, bfcl_agent
+from memory.consolidate import ConsolidationReport
 
 
 class _Bar:
@@ -162,6 +112,76 @@ def plot_demo(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _load(
+    settings: Settings, console: Console, base: Any, n_test: int, n_train: int, practice_cases: int
+) -> tuple[Any, list[BfclCase], list[BfclCase], list[BfclCase]]:
+    """The base (loaded unless given), the test slice, the demonstrations and the practice pool (train split)."""
+    console.rule("[bold]habitloop demo: a tool-calling habit, from context into weights (BFCL)")
+    console.print("Loading the shared base model (the first run converts the packaged GGUF, ~30 s)...")
+    base = base if base is not None else load_base(settings=settings)
+    console.print(f"  {base.name}: {base.parameters:,} parameters, {base.dtype}, loaded in {base.load_seconds:.2f} s")
+    console.print("Loading BFCL (the bfcl-eval wheel's data; downloaded once if `make setup` did not)...")
+    test = load_cases(settings.home, CATEGORY, "test", limit=n_test)
+    train_all = load_cases(settings.home, CATEGORY, "train")
+    return base, test, train_all[:n_train], train_all[n_train : n_train + practice_cases]
+
+
+def _record(agent: Agent, console: Console, train: list[BfclCase]) -> None:
+    """Step 2: the demonstrations go into the buffer, replacing any a previous run left waiting."""
+    console.print(f"\n[bold]2. {len(train)} demonstrations[/bold] from the train split go into the episode buffer.")
+    # A rerun of the demo starts from the same demonstrations: drop the ones a previous run left waiting.
+    agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
+    with _Bar(console, "recording", len(train)) as bar:
+        record_demonstrations(agent, train, on_case=bar.step)
+    console.print(f"  buffer: {agent.buffer.stats().unconsolidated_successes} successes waiting")
+
+
+def _consolidate(agent: Agent, console: Console) -> list[ConsolidationReport]:
+    """Consolidate the waiting episodes into the skill, and say what the gate decided."""
+    reports = agent.consolidate(SKILL)
+    for done in reports:
+        _consolidated(console, done)
+    return reports
+
+
+def _practise(agent: Agent, console: Console, pool: list[BfclCase]) -> list[ConsolidationReport]:
+    """Step 5: one practice round with the skill active; its successes consolidated if there are enough."""
+    console.print(f"\n[bold]5. Practice[/bold] on {len(pool)} more train cases with the skill active:")
+    with _Bar(console, "practice", len(pool)) as bar:
+        summary = practice(agent, pool, attempts=2, skill=SKILL, on_case=bar.step)
+    console.print(f"  {summary.solved}/{summary.cases} solved in {summary.attempts} samples")
+    if summary.solved >= agent.consolidation.min_episodes:
+        return _consolidate(agent, console)
+    return []
+
+
+def _table(reports: dict[str, EvalReport], n_test: int) -> Table:
+    table = Table(title=f"BFCL {CATEGORY}: the same {n_test} test cases, end to end through the agent loop")
+    for column in ("mode", "accuracy", "tool calls", "prompt tokens", "s / case"):
+        table.add_column(column)
+    for mode, report in reports.items():
+        table.add_row(
+            mode,
+            f"{report.accuracy:.1%} ({report.correct}/{report.n})",
+            f"{report.tool_call_rate:.0%}",
+            f"{report.prompt_tokens_mean:.0f}",
+            f"{report.seconds_per_case:.1f}",
+        )
+    return table
+
+
+def _write(settings: Settings, console: Console, summary: dict[str, Any], reports: dict[str, EvalReport]) -> None:
+    """`reports/bfcl-demo.json`, one JSON line per case and mode, and the plot."""
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.reports_dir / "bfcl-demo.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    for mode, report in reports.items():
+        report.write_cases(settings.reports_dir / f"bfcl-demo-{mode}.jsonl")
+    plot = settings.reports_dir / "bfcl-demo.png"
+    plot_demo(summary, plot)
+    console.print(f"report: {path}\nplot:   {plot}\nper-case results: {settings.reports_dir}/bfcl-demo-<mode>.jsonl")
+
+
 def run_demo(
     settings: Settings | None = None,
     *,
@@ -177,48 +197,19 @@ def run_demo(
     settings = settings or Settings()
     console = console or Console()
     started = time.perf_counter()
-    console.rule("[bold]habitloop demo: a tool-calling habit, from context into weights (BFCL)")
-    console.print("Loading the shared base model (the first run converts the packaged GGUF, ~30 s)...")
-    base = base if base is not None else load_base(settings=settings)
-    console.print(f"  {base.name}: {base.parameters:,} parameters, {base.dtype}, loaded in {base.load_seconds:.2f} s")
-    console.print("Loading BFCL (the bfcl-eval wheel's data; downloaded once if `make setup` did not)...")
-    test = load_cases(settings.home, CATEGORY, "test", limit=n_test)
-    train_all = load_cases(settings.home, CATEGORY, "train")
-    train, practice_pool = train_all[:n_train], train_all[n_train : n_train + practice_cases]
-
+    base, test, train, practice_pool = _load(settings, console, base, n_test, n_train, practice_cases)
     agent = bfcl_agent(settings, base)
     reports: dict[str, EvalReport] = {}
-    consolidations: list[ConsolidationReport] = []
 
     console.print(f"\n[bold]1. The base alone[/bold] on {len(test)} {CATEGORY} test cases (no skill, no examples):")
     reports["base"] = _evaluate(agent, console, test, "base")
-
-    console.print(f"\n[bold]2. {len(train)} demonstrations[/bold] from the train split go into the episode buffer.")
-    # A rerun of the demo starts from the same demonstrations: drop the ones a previous run left waiting.
-    agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
-    with _Bar(console, "recording", len(train)) as bar:
-        record_demonstrations(agent, train, on_case=bar.step)
-    console.print(f"  buffer: {agent.buffer.stats().unconsolidated_successes} successes waiting")
-
+    _record(agent, console, train)
     console.print(f"\n[bold]3. Retrieval[/bold]: the same test cases with {k} similar demonstrations in the prompt:")
     reports["retrieval"] = _evaluate(agent, console, test, "retrieval", k=k)
-
     console.print(f"\n[bold]4. Consolidation[/bold] of the buffered demonstrations into {SKILL!r}...")
-    consolidations += agent.consolidate(SKILL)
-    for done in consolidations:
-        _consolidated(console, done)
-
+    consolidations = _consolidate(agent, console)
     if practice_pool and agent.store.exists(SKILL):
-        console.print(f"\n[bold]5. Practice[/bold] on {len(practice_pool)} more train cases with the skill active:")
-        with _Bar(console, "practice", len(practice_pool)) as bar:
-            summary = practice(agent, practice_pool, attempts=2, skill=SKILL, on_case=bar.step)
-        console.print(f"  {summary.solved}/{summary.cases} solved in {summary.attempts} samples")
-        if summary.solved >= agent.consolidation.min_episodes:
-            second = agent.consolidate(SKILL)
-            consolidations += second
-            for done in second:
-                _consolidated(console, done)
-
+        consolidations += _practise(agent, console, practice_pool)
     if agent.store.exists(SKILL):
         revision = agent.store.get(SKILL).current
         console.print(f"\n[bold]6. The skill[/bold] {SKILL}@{revision}, no examples in the prompt:")
@@ -226,20 +217,9 @@ def run_demo(
     else:
         console.print(f"\n[yellow]The skill {SKILL!r} was not created (the gate rejected it); no skill mode.[/yellow]")
 
-    table = Table(title=f"BFCL {CATEGORY}: the same {len(test)} test cases, end to end through the agent loop")
-    for column in ("mode", "accuracy", "tool calls", "prompt tokens", "s / case"):
-        table.add_column(column)
-    for mode, report in reports.items():
-        table.add_row(
-            mode,
-            f"{report.accuracy:.1%} ({report.correct}/{report.n})",
-            f"{report.tool_call_rate:.0%}",
-            f"{report.prompt_tokens_mean:.0f}",
-            f"{report.seconds_per_case:.1f}",
-        )
     console.print()
-    console.print(table)
-    summary_json: dict[str, Any] = {
+    console.print(_table(reports, len(test)))
+    summary: dict[str, Any] = {
         "category": CATEGORY,
         "n_test": len(test),
         "n_train": len(train),
@@ -250,13 +230,6 @@ def run_demo(
         "consolidations": [r.model_dump(mode="json") for r in consolidations],
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.reports_dir / "bfcl-demo.json"
-    path.write_text(json.dumps(summary_json, indent=2) + "\n")
-    for mode, report in reports.items():
-        report.write_cases(settings.reports_dir / f"bfcl-demo-{mode}.jsonl")
-    plot = settings.reports_dir / "bfcl-demo.png"
-    plot_demo(summary_json, plot)
-    console.print(f"report: {path}\nplot:   {plot}\nper-case results: {settings.reports_dir}/bfcl-demo-<mode>.jsonl")
-    console.print(f"[dim]{summary_json['wall_seconds']:.0f} s in all[/dim]")
-    return summary_json
+    _write(settings, console, summary, reports)
+    console.print(f"[dim]{summary['wall_seconds']:.0f} s in all[/dim]")
+    return summary

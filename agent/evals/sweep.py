@@ -88,7 +88,7 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Measure every shape; returns what is written to `reports/bfcl-sweep.json`."""
     from agent.evals.bfcl.harness import evaluate
-    from agent.evals.demo import bfcl_consolidation, experiment_agent, fresh_demonstrations
+    from agent.evals.bfcl.recipe import bfcl_consolidation, experiment_agent, fresh_demonstrations
 
     console = console or Console()
     started = time.perf_counter()

@@ -54,6 +54,83 @@ def plot_transfer(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+class _Transfer:
+    """One run: the agent, each category's test and train cases, and the result, rewritten to `path` after every
+    measurement (with the seconds since `started`)."""
+
+    def __init__(
+        self,
+        agent: Any,
+        console: Console,
+        test: dict[str, list[Any]],
+        train: dict[str, list[Any]],
+        result: dict[str, Any],
+        path: Path,
+        started: float,
+    ) -> None:
+        self.agent, self.console, self.test, self.train = agent, console, test, train
+        self.result, self.path, self.started = result, path, started
+
+    def save(self) -> None:
+        self.result["wall_seconds"] = round(time.perf_counter() - self.started, 1)
+        self.path.write_text(json.dumps(self.result, indent=2) + "\n")
+
+    def measure(self, label: str, skill: str) -> None:
+        """`skill` (a name, NAME@REV or A+B) in skill mode on every category's test cases, recorded as `label`."""
+        from agent.evals.bfcl.harness import evaluate
+
+        entry: dict[str, Any] = {"skill": skill, "accuracy": {}, "correct": {}, "prompt_tokens_mean": {}}
+        for category, cases in self.test.items():
+            report = evaluate(self.agent, category, "test", mode="skill", skill=skill, cases=cases)
+            entry["accuracy"][category] = report.accuracy
+            entry["correct"][category] = f"{report.correct}/{report.n}"
+            entry["prompt_tokens_mean"][category] = round(report.prompt_tokens_mean, 1)
+            self.console.print(
+                f"  {label} ({skill}) on {category}: {report.accuracy:.1%} ({report.correct}/{report.n})"
+            )
+        self.result["models"][label] = entry
+        self.save()
+
+    def consolidate(self, label: str, skill: str, category: str) -> None:
+        """`category`'s train demonstrations (alone in the buffer) consolidated into `skill`, recorded as `label`."""
+        from agent.evals.bfcl.recipe import fresh_demonstrations
+
+        fresh_demonstrations(self.agent, self.train[category])
+        reports = self.agent.consolidate(skill, min_episodes=1)
+        self.result["consolidations"][label] = [
+            r.model_dump(mode="json", exclude={"losses", "episodes"}) for r in reports
+        ]
+        for r in reports:
+            self.console.print(f"  {skill}@{r.revision}: {r.reason} ({r.train_seconds:.0f} s training)")
+        self.save()
+
+
+def _steps(run: _Transfer) -> None:
+    """The four steps (and, first, `tool-habits` itself if the store lacks it)."""
+    agent, console, train = run.agent, run.console, run.train
+    if not agent.store.exists(SKILL):
+        console.rule(f"{SKILL} from {len(train[FIRST])} {FIRST} demonstrations")
+        run.consolidate("first", SKILL, FIRST)
+    before = agent.store.get(SKILL).current
+    console.rule(f"1. before: {SKILL}@{before}")
+    run.measure("before", f"{SKILL}@{before}")
+
+    console.rule(f"2. {OTHER} from {len(train[SECOND])} {SECOND} demonstrations, from the base")
+    if agent.store.exists(OTHER):
+        agent.store.delete(OTHER)
+    run.consolidate("second", OTHER, SECOND)
+    if agent.store.exists(OTHER):
+        run.measure("second alone", OTHER)
+        console.rule("3. composed")
+        run.measure("composed", f"{SKILL}@{before}+{OTHER}")
+
+    console.rule(f"4. {SKILL} continued on {SECOND}")
+    run.consolidate("continued", SKILL, SECOND)
+    after = max(agent.store.get(SKILL).revision_numbers())
+    if after != before:
+        run.measure("after", f"{SKILL}@{after}")
+
+
 def run_transfer(
     settings: Settings,
     *,
@@ -63,8 +140,7 @@ def run_transfer(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Run the four steps; returns what is written to `reports/bfcl-transfer.json`."""
-    from agent.evals.bfcl.harness import evaluate
-    from agent.evals.demo import experiment_agent, fresh_demonstrations
+    from agent.evals.bfcl.recipe import experiment_agent
 
     console = console or Console()
     started = time.perf_counter()
@@ -82,57 +158,15 @@ def run_transfer(
     }
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     path = settings.reports_dir / "bfcl-transfer.json"
-
-    def save() -> None:
-        result["wall_seconds"] = round(time.perf_counter() - started, 1)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-
-    def measure(label: str, skill: str) -> None:
-        entry: dict[str, Any] = {"skill": skill, "accuracy": {}, "correct": {}, "prompt_tokens_mean": {}}
-        for category in categories:
-            report = evaluate(agent, category, "test", mode="skill", skill=skill, cases=test[category])
-            entry["accuracy"][category] = report.accuracy
-            entry["correct"][category] = f"{report.correct}/{report.n}"
-            entry["prompt_tokens_mean"][category] = round(report.prompt_tokens_mean, 1)
-            console.print(f"  {label} ({skill}) on {category}: {report.accuracy:.1%} ({report.correct}/{report.n})")
-        result["models"][label] = entry
-        save()
-
-    def consolidate(label: str, skill: str, category: str) -> None:
-        fresh_demonstrations(agent, train[category])
-        reports = agent.consolidate(skill, min_episodes=1)
-        result["consolidations"][label] = [r.model_dump(mode="json", exclude={"losses", "episodes"}) for r in reports]
-        for r in reports:
-            console.print(f"  {skill}@{r.revision}: {r.reason} ({r.train_seconds:.0f} s training)")
-        save()
-
-    if not agent.store.exists(SKILL):
-        console.rule(f"{SKILL} from {len(train[FIRST])} {FIRST} demonstrations")
-        consolidate("first", SKILL, FIRST)
-    before = agent.store.get(SKILL).current
-    console.rule(f"1. before: {SKILL}@{before}")
-    measure("before", f"{SKILL}@{before}")
-
-    console.rule(f"2. {OTHER} from {len(train[SECOND])} {SECOND} demonstrations, from the base")
-    if agent.store.exists(OTHER):
-        agent.store.delete(OTHER)
-    consolidate("second", OTHER, SECOND)
-    if agent.store.exists(OTHER):
-        measure("second alone", OTHER)
-        console.rule("3. composed")
-        measure("composed", f"{SKILL}@{before}+{OTHER}")
-
-    console.rule(f"4. {SKILL} continued on {SECOND}")
-    consolidate("continued", SKILL, SECOND)
-    after = max(agent.store.get(SKILL).revision_numbers())
-    if after != before:
-        measure("after", f"{SKILL}@{after}")
+    run = _Transfer(agent, console, test, train, result, path, started)
+    _steps(run)
+    models = result["models"]
     result["forgetting_points"] = (
-        round(100 * (result["models"]["before"]["accuracy"][FIRST] - result["models"]["after"]["accuracy"][FIRST]), 1)
-        if "after" in result["models"]
+        round(100 * (models["before"]["accuracy"][FIRST] - models["after"]["accuracy"][FIRST]), 1)
+        if "after" in models
         else None
     )
-    save()
+    run.save()
     plot_transfer(result, settings.reports_dir / "bfcl-transfer.png")
     console.print(f"report: {path}\nplot:   {settings.reports_dir / 'bfcl-transfer.png'}")
     return result

@@ -44,7 +44,9 @@ def test_base_and_retrieval_modes_on_real_bfcl_cases(real_base: Any, real_settin
 def test_every_demonstration_of_the_real_data_passes_the_checker(real_settings: Settings) -> None:
     """What `practice bfcl --demonstrations` trains on is correct by BFCL's rules, in all four categories. Five live
     cases cannot pass: BFCL's data marks a required parameter with no acceptable value."""
-    cases = [case for category in CATEGORIES for case in load_cases(real_settings.home, category)]
+    loaded = {category: load_cases(real_settings.home, category) for category in CATEGORIES}
+    assert all(loaded.values()), {category: len(cases) for category, cases in loaded.items()}  # else nothing is checked
+    cases = [case for category_cases in loaded.values() for case in category_cases]
     for state_optional in (False, True):  # optional values left out (the default), or stated
         failing = [
             case.id

@@ -9,7 +9,8 @@ from typing import Any
 from rich.console import Console
 
 from agent import Settings
-from agent.evals.demo import SKILL, run_demo
+from agent.evals.bfcl.recipe import SKILL
+from agent.evals.demo import run_demo
 
 
 def test_the_demo_runs_the_whole_loop_and_writes_its_reports(real_base: Any, tmp_path: Path) -> None:

@@ -1,0 +1,67 @@
+"""`habitloop bench` (speed and memory of the foundation) and `habitloop demo` (the loop end to end on BFCL).
+
+Root commands: `agent/cli/app.py` registers each with one line; the heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import agent.cli.output as output
+from agent.cli.output import JsonFlag
+from agent.config import Settings
+
+
+def bench(
+    as_json: JsonFlag = False,
+    skills: Annotated[
+        str, typer.Option(help="store sizes for switch/load, comma-separated ('' skips)")
+    ] = "10,100,1000",
+    hot: Annotated[str, typer.Option(help="skills hot in the model for switch/load, comma-separated")] = "1,8,64",
+    decode_tokens: Annotated[int, typer.Option(help="tokens per decode / mixed-batch measurement (0: skip both)")] = 32,
+    routing: Annotated[int, typer.Option(help="skills in the routing benchmark (0: skip)")] = 10_000,
+    instances: Annotated[int, typer.Option(help="personal instances in the instance benchmark (0: skip)")] = 1000,
+    repeats: Annotated[int, typer.Option(min=1, help="repetitions per figure (the median is reported)")] = 7,
+    cold_gguf: Annotated[bool, typer.Option(help="also time a cold GGUF conversion (~30 s)")] = True,
+    consolidation: Annotated[
+        int, typer.Option(help="episodes for the consolidation benchmark (0: skip; 64 takes a few minutes)")
+    ] = 64,
+    save_to: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON here")] = None,
+) -> None:
+    """Measure base load, decoding with composed skills, mixed-skill batches, hot switch / cold load against plain
+    peft, routing and consolidation; print a table (or JSON) and save it under reports/bench.json."""
+    from agent.bench.runner import render_table, run_bench
+
+    sizes = [int(s) for s in skills.split(",") if s.strip()]
+    result = run_bench(
+        Settings(),
+        store_sizes=sizes,
+        hot_sizes=[int(h) for h in hot.split(",") if h.strip()],
+        decode_tokens=decode_tokens or None,
+        routing_skills=routing or None,
+        instances=instances or None,
+        repeats=repeats,
+        cold_gguf=cold_gguf,
+        consolidation_episodes=consolidation or None,
+        progress=True,
+    )
+    payload = result.model_dump(mode="json")
+    settings = Settings()
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    for path in filter(None, (save_to, settings.reports_dir / "bench.json")):
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+    if as_json:
+        output.print_json(payload)
+    else:
+        output.console.print(render_table(result))
+
+
+def demo() -> None:
+    """Demonstrations -> buffer -> retrieval -> consolidation into a skill, measured end to end on the real base."""
+    from agent.evals.demo import run_demo
+
+    run_demo(Settings(), console=output.console)
