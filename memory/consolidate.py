@@ -59,7 +59,7 @@ from memory.offtask import (
     off_task_chats,
     replay_count,
 )
-from memory.report import DRAFT, ConsolidationReport, ReportDraft, skipped_report, write_report
+from memory.report import DRAFT, ConsolidationReport, ReportDraft, skipped_report, tried_report, write_report
 from memory.trajectory import Trajectory
 from skills.errors import BaseMismatchError, CorruptSkillError, SkillNotFoundError
 from skills.manifest import Evaluation, LoraSpec, RoutingVector, validate_skill_name
@@ -514,25 +514,10 @@ class Consolidator:
         self, skill: str, revision: int, parent: int | None, episodes: list[Trajectory], started: float
     ) -> ConsolidationReport:
         """The report of a rerun on data already tried (marking what a crash left unmarked)."""
-        manifest = self.store.get(skill)
-        promoted = manifest.status_of(revision) == "promoted"
+        promoted = self.store.get(skill).status_of(revision) == "promoted"
         if promoted:  # committed before a crash; marking is what was left
             self.buffer.mark_consolidated([e.id for e in episodes], into=f"{skill}@{revision}")
-        return ConsolidationReport(
-            skill=skill,
-            created=False,
-            revision=revision,
-            parent=parent,
-            promoted=promoted,
-            reason=f"already tried: revision {revision} was trained on exactly this data; not training again",
-            episodes=[e.id for e in episodes],
-            n_train=0,
-            n_holdout=0,
-            n_replay=0,
-            candidate=Scores(),
-            current=Scores(),
-            wall_seconds=time.perf_counter() - started,
-        )
+        return tried_report(skill, revision, parent, promoted, [e.id for e in episodes], time.perf_counter() - started)
 
     def _write_report(self, report: ConsolidationReport) -> ConsolidationReport:
         return write_report(report, self.reports_dir)

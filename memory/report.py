@@ -68,6 +68,27 @@ def skipped_report(skill: str, reason: str) -> ConsolidationReport:
     )
 
 
+def tried_report(
+    skill: str, revision: int, parent: int | None, promoted: bool, episodes: list[str], wall_seconds: float
+) -> ConsolidationReport:
+    """The report of a rerun on data that `revision` was already trained on: nothing is trained again."""
+    return ConsolidationReport(
+        skill=skill,
+        created=False,
+        revision=revision,
+        parent=parent,
+        promoted=promoted,
+        reason=f"already tried: revision {revision} was trained on exactly this data; not training again",
+        episodes=episodes,
+        n_train=0,
+        n_holdout=0,
+        n_replay=0,
+        candidate=Scores(),
+        current=Scores(),
+        wall_seconds=wall_seconds,
+    )
+
+
 def write_report(report: ConsolidationReport, reports_dir: Path | None) -> ConsolidationReport:
     """Write `report` (JSON, and its plot when matplotlib is there) under `reports_dir`; the report with its paths.
     No folder: nothing is written."""
