@@ -430,6 +430,7 @@ class Consolidator:
         return Scorer(self.tokenizer, max_new_tokens=self.config.max_new_tokens, is_tool_call=self.is_tool_call)
 
     def _generate(self, model: Any, chats: list[Chat], limit: int | None = None) -> list[str]:
+        """Replies generated exactly as the default scorer generates them, so the base's off-task answers compare."""
         return Scorer(self.tokenizer, max_new_tokens=self.config.max_new_tokens).generate(model, chats, limit)
 
     def _routing(self, skill: str, parent: int | None, trained: Sequence[Trajectory]) -> RoutingVector | None:
