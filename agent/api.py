@@ -14,6 +14,7 @@ from agent.backends.local import LocalChatModel
 from agent.backends.protocol import ChatModel
 from agent.config import Settings
 from agent.graph import Checker, RunContext, build_graph
+from agent.practice import rejection_sample
 from agent.router import RouteDecision, Router
 from agent.runtime import local_runtime
 from memory.buffer import EpisodeBuffer
@@ -22,7 +23,7 @@ from memory.trajectory import Outcome, OutcomeStatus, SkillUse, Step, Trajectory
 from skills.errors import SkillNotFoundError, UserError
 from skills.instances import LayeredStore, PersonalView, qualify, validate_instance_name
 from skills.store import SkillStore
-from tools import Tool, ToolContext, ToolRegistry, builtin_tools
+from tools import Tool, ToolContext, ToolRegistry, builtin_tools, parse_tool_calls
 
 
 class PracticeReport(BaseModel):
@@ -368,23 +369,24 @@ class Agent:
         skills: Sequence[str] = (),
         max_steps: int | None = None,
     ) -> list[PracticeReport]:
-        """Rejection sampling (STaR-style): up to `attempts` samples per task, each judged and recorded; stop at the
-        first success. The successes are what `consolidate()` trains on."""
-        if attempts < 1:
-            raise UserError("attempts must be at least 1")
-        reports = []
-        for task in tasks:
-            run_ids, successes = [], 0
-            for _ in range(attempts):
-                result = self.run(
-                    task, skills=skills, checker=checker, temperature=temperature, max_steps=max_steps, examples=0
-                )
-                run_ids.append(result.run_id)
-                if result.outcome.status == "success":
-                    successes += 1
-                    break
-            reports.append(PracticeReport(task=task, attempts=len(run_ids), successes=successes, run_ids=run_ids))
-        return reports
+        """Rejection sampling (STaR-style, `agent.practice.rejection_sample`): up to `attempts` samples per task, one
+        task at a time, each judged by `checker` and recorded; stop at the first success. The successes are what
+        `consolidate()` trains on."""
+
+        def sample(batch: list[str]) -> list[tuple[RunResult, bool]]:
+            (task,) = batch  # one task at a time
+            result = self.run(
+                task, skills=skills, checker=checker, temperature=temperature, max_steps=max_steps, examples=0
+            )
+            return [(result, result.outcome.status == "success")]
+
+        practiced = rejection_sample(tasks, sample, attempts=attempts)
+        return [
+            PracticeReport(
+                task=p.item, attempts=len(p.samples), successes=int(p.solved), run_ids=[r.run_id for r in p.samples]
+            )
+            for p in practiced
+        ]
 
     def learn_from(self, demonstration: Trajectory) -> Trajectory:
         """Record a user's demonstration (e.g. `Trajectory.demonstration(task, replies)`) as a success."""
@@ -426,6 +428,8 @@ class Agent:
             instance=self.instance,
             # centroids in the router's vector space (by default the buffer's embedder, which the router also uses)
             embedder=self._router.embedder if self._router is not None else None,
+            # the gate counts off-task tool calls in every format the agent reads (fenced and Python-style too)
+            is_tool_call=lambda text: bool(parse_tool_calls(text).calls),
         )
         return consolidator.run(skill)
 

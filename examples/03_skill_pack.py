@@ -19,7 +19,7 @@ from stock_tools import STOCK, stock
 from agent import Agent, Settings, load_base
 from agent.prompt import system_prompt, tool_result_message
 from memory import HashingEmbedder, InMemoryBuffer, Trajectory
-from memory.consolidate import example_from
+from memory.dataset import example_from
 from skills import SkillStore, TrainConfig, UserError, train_lora
 from skills.packs import create_pack, install_pack, load_pack_tools, remove_pack
 from tools import ToolRegistry

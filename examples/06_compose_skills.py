@@ -19,7 +19,7 @@ from agent import Agent, Settings, load_base
 from agent.bench.arithmetic import arithmetic_items, demonstration
 from agent.prompt import system_prompt
 from memory import InMemoryBuffer
-from memory.consolidate import example_from
+from memory.dataset import example_from
 from memory.embed import HashingEmbedder
 from skills import ChatExample, SkillStore, TrainConfig, train_lora
 from tools import ToolRegistry, calculator, parse_tool_calls

@@ -24,7 +24,7 @@ from typing import Any
 from agent import Settings, load_base
 from agent.bench.arithmetic import arithmetic_items, demonstration
 from agent.prompt import system_prompt
-from memory.consolidate import example_from
+from memory.dataset import example_from
 from memory.offtask import OFF_TASK_EVAL, OFF_TASK_TRAIN
 from skills import ChatExample, Evaluation, LoraSpec, Residency, SkillStore, TrainConfig, train_lora
 from skills.generation import generate

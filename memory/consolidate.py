@@ -1,7 +1,13 @@
 """Consolidation: successful episodes in the buffer become a new revision of a skill adapter.
 
-    select -> dataset (+ self-distillation replay) -> train (continuing from the current revision) -> evaluate the
-    candidate against the current revision -> commit (promoted or rejected) -> mark the episodes consolidated -> report
+    claim the skill -> build the dataset (+ self-distillation replay) -> train a candidate (continuing from the
+    current revision) -> score candidate and current -> gate -> commit (promoted or rejected) -> mark the episodes
+    consolidated -> report
+
+`Consolidator._consolidate` is that sequence, one method per step; the pieces live beside this module:
+`memory.dataset` (grouping, deduplication, the held-out split, names), `memory.offtask` (the replay and off-task
+prompts, the off-task check), `memory.gate` (scoring and the keep/reject decision), `memory.report` (the report and
+its plot). This module keeps the recipe (`ConsolidationConfig`), the order of the steps and their crash safety.
 
 Crash safety comes from the order of the writes and from one reconciling step at the start of every run:
 - the store commits a revision atomically (folder rename, then manifest rename); the buffer is only touched after;
@@ -27,50 +33,45 @@ its problems never stop the other skills; only a skill named explicitly (`run(sk
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
 import os
-import re
 import resource
-import shutil
 import signal
 import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
 from pydantic import BaseModel, Field, ValidationError
 
 from memory.buffer import EpisodeBuffer
+from memory.claims import CANDIDATES, LOCKS, SkillClaims
+from memory.dataset import Chat, Dataset, derive_name, group_episodes, split_holdout, system_prompts, unique_episodes
 from memory.embed import TextEmbedder, routing_vector
-from memory.offtask import OFF_TASK_EVAL, OFF_TASK_TRAIN
+from memory.gate import ModelScorer, Scorer, Scores, Trial, decide
+from memory.offtask import (
+    OFF_TASK_EVAL,
+    OFF_TASK_TRAIN,
+    OFFTASK_TOKENS,
+    looks_like_tool_call,
+    off_task_chats,
+    replay_count,
+)
+from memory.report import DRAFT, ConsolidationReport, ReportDraft, skipped_report, tried_report, write_report
 from memory.trajectory import Trajectory
 from skills.errors import BaseMismatchError, CorruptSkillError, SkillNotFoundError
-from skills.generation import generate
 from skills.manifest import Evaluation, LoraSpec, RoutingVector, validate_skill_name
 from skills.residency import Residency
 from skills.store import SkillStore
-from skills.train import ChatExample, ChatMessage, TrainConfig, data_hash, train_lora
+from skills.train import TrainConfig, TrainResult, train_lora
+
+__all__ = ["CANDIDATES", "LOCKS", "ConsolidationConfig", "ConsolidationReport", "Consolidator", "crash_point"]
 
 log = logging.getLogger("habitloop.consolidate")
-LOCKS = ".locks"  # under the store's root: one lock file per skill being consolidated
-CANDIDATES = ".candidates"  # under the store's root: one folder per skill being consolidated, held by its lock
-_DRAFT = "report-draft.json"  # in a candidate folder: the report of the revision about to be committed
 # Errors that make a skill unusable as a consolidation target: skipped (with a warning) unless named explicitly.
 _BROKEN = (CorruptSkillError, BaseMismatchError)
-
-# The off-task check reads only whether a reply starts calling a tool, so it stops early (24 prompts x 3 models).
-OFFTASK_TOKENS = 32
-_STOP = set(
-    "a an the of to in on for and or is are was be what how who which with by at from it this that please "
-    "use tool me my you your can could would i do does".split()
-)
 
 
 class ConsolidationConfig(BaseModel):
@@ -100,143 +101,21 @@ class ConsolidationConfig(BaseModel):
     )
 
 
-class Scores(BaseModel):
-    """One model's evaluation: first-turn agreement on held-out and regression episodes; off-task behaviour."""
-
-    heldout_match: float | None = None
-    regression_match: float | None = None
-    offtask_call_rate: float = 0.0
-    offtask_agreement: float = 1.0
-
-
-class ConsolidationReport(BaseModel):
-    """What one consolidation did, measured; also written to `<reports>/consolidation-<skill>-<rev>.json`."""
-
-    skill: str
-    created: bool
-    revision: int | None
-    parent: int | None
-    promoted: bool
-    reason: str
-    episodes: list[str]
-    n_train: int
-    n_holdout: int
-    n_replay: int
-    candidate: Scores
-    current: Scores
-    losses: list[float] = Field(default_factory=list)
-    train_seconds: float = 0.0
-    train_tokens_per_second: float = 0.0
-    wall_seconds: float = 0.0
-    peak_rss_mb: float = 0.0
-    report_path: str | None = None
-    plot_path: str | None = None
-    skipped: bool = Field(False, description="nothing was trained: `reason` says why (another process, a broken skill)")
-
-
-class _Draft(BaseModel):
-    """What a candidate folder keeps just before its commit, so a run that dies after it can still write the report."""
-
-    report: ConsolidationReport
-    data_hash: str
-
-
 def crash_point(name: str) -> None:
     """Die here, as kill -9 would, when HABITLOOP_CRASH_AT names this point: the crash-safety tests use it."""
     if os.environ.get("HABITLOOP_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-# ------------------------------------------------------------------------------------------------------- helpers
+@dataclass(frozen=True)
+class _Target:
+    """The skill one consolidation goes into: a new one (`created`, named and described from its episodes) or an
+    existing one, continued from its current revision `parent`."""
 
-
-def _norm(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _is_call(text: str) -> bool:
-    return "<tool_call>" in text or bool(re.match(r"^\s*\{\s*\"name\"", text))
-
-
-def _first_reply(episode: Trajectory) -> str | None:
-    for message in episode.run_messages:
-        if message.get("role") == "assistant":
-            return str(message.get("content", ""))
-    return None
-
-
-def _prompt(episode: Trajectory) -> list[dict[str, str]]:
-    head = [{"role": "system", "content": episode.system_prompt}] if episode.system_prompt else []
-    return [*head, {"role": "user", "content": episode.task}]
-
-
-def example_from(episode: Trajectory) -> ChatExample:
-    """The episode as a training conversation: its system prompt, then this run's messages (earlier runs dropped)."""
-    messages = [ChatMessage(role="system", content=episode.system_prompt)] if episode.system_prompt else []
-    for message in episode.run_messages:
-        role = message.get("role")
-        if role in ("user", "assistant", "tool", "system"):
-            messages.append(ChatMessage(role=role, content=str(message.get("content", ""))))
-    return ChatExample(messages=tuple(messages), source_id=episode.id)
-
-
-def split_holdout(episodes: Sequence[Trajectory], fraction: float) -> tuple[list[Trajectory], list[Trajectory]]:
-    """(train, held out): the `fraction` of episodes whose id hashes lowest, at least one when there are 3 or more.
-
-    Deterministic, so a rerun on the same episodes holds out the same ones; by count rather than by a hash
-    threshold, so a small group never ends up with no held-out episode by chance.
-    """
-    if len(episodes) < 3 or fraction <= 0:
-        return list(episodes), list(episodes)  # too few to split: train and evaluate on all (the report says so)
-    ranked = sorted(episodes, key=lambda e: hashlib.sha256(e.id.encode()).hexdigest())
-    count = max(1, round(fraction * len(episodes)))
-    held = {e.id for e in ranked[:count]}
-    return [e for e in episodes if e.id not in held], [e for e in episodes if e.id in held]
-
-
-def derive_name(episodes: Sequence[Trajectory], taken: set[str]) -> tuple[str, str]:
-    """A slug and a description for a skill created from `episodes`, from the words their tasks share."""
-    words = Counter(word for e in episodes for word in set(re.findall(r"[a-z]+", e.task.lower())) if word not in _STOP)
-    top = [word for word, _ in sorted(words.items(), key=lambda item: (-item[1], item[0]))[:2]] or ["learned"]
-    base = validate_skill_name("-".join(top)[:50].strip("-") or "learned")
-    name, index = base, 2
-    while name in taken:
-        name, index = f"{base}-{index}", index + 1
-    samples = "; ".join(repr(e.task[:60]) for e in episodes[:3])
-    return name, f"Learned from {len(episodes)} successful episodes, such as {samples}."
-
-
-def group_episodes(episodes: Sequence[Trajectory], skill: str | None) -> dict[str | None, list[Trajectory]]:
-    """Episodes by the skill they should consolidate into: `skill` if given (its own episodes and skill-less ones),
-    else the first skill each ran with; None collects episodes that ran with no skill (a new skill is made)."""
-    groups: dict[str | None, list[Trajectory]] = {}
-    for episode in episodes:
-        used = episode.skills[0].name if episode.skills else None
-        if skill is not None:
-            if used in (skill, None):
-                groups.setdefault(skill, []).append(episode)
-        else:
-            groups.setdefault(used, []).append(episode)
-    return groups
-
-
-def replay_count(config: ConsolidationConfig, n_train: int) -> int:
-    """Replay answers to train on: `replay`, or `replay_share` of the trained episodes if that is more, at most the
-    pool. A fixed count fades as demonstrations grow (12 is 4 % of 280), and with it the habit's restraint."""
-    return min(len(OFF_TASK_TRAIN), max(config.replay, math.ceil(config.replay_share * n_train)))
-
-
-def off_task_chats(questions: Sequence[str], systems: Sequence[str | None]) -> list[list[dict[str, str]]]:
-    """Each question under one of the episodes' system prompts in turn (most used first): when every episode
-    brings its own tools (BFCL cases do), the skill learns and is checked to leave unrelated questions alone under
-    many tool lists, not under one."""
-    chats = []
-    for i, question in enumerate(questions):
-        system = systems[i % len(systems)] if systems else None
-        chats.append(
-            ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-        )
-    return chats
+    name: str
+    created: bool
+    parent: int | None
+    description: str
 
 
 # ------------------------------------------------------------------------------------------------------- the run
@@ -248,6 +127,11 @@ class Consolidator:
 
     `embedder` (default: the buffer's own, when it has one) embeds the trained tasks into the centroid stored with
     each new revision (`RevisionRecord.routing`), which the router compares tasks with; None stores no centroid.
+
+    `is_tool_call` tells the gate which off-task replies call a tool. memory cannot read the agent's tool-call formats,
+    so the default, `memory.offtask.looks_like_tool_call`, knows only `<tool_call>` tags and bare JSON; the agent
+    passes its own parser (fenced and Python-style calls too). `scorer` replaces the whole scoring of candidate and
+    current model (default: a `memory.gate.Scorer` with `is_tool_call`), e.g. to test the gate's decisions.
     """
 
     def __init__(
@@ -263,6 +147,8 @@ class Consolidator:
         progress: bool = True,
         embedder: TextEmbedder | None = None,
         lock_timeout: float = 0.0,
+        is_tool_call: Callable[[str], bool] = looks_like_tool_call,
+        scorer: ModelScorer | None = None,
     ) -> None:
         self.buffer = buffer
         self.embedder: TextEmbedder | None = embedder if embedder is not None else getattr(buffer, "embedder", None)
@@ -274,14 +160,15 @@ class Consolidator:
         self.instance = instance
         self.progress = progress
         self.lock_timeout = lock_timeout
-        # One lock object per skill: filelock counts re-entries per object, so `run` and `consolidate` nest.
-        self._locks: dict[str, FileLock] = {}
+        self.is_tool_call = is_tool_call
+        self._scorer = scorer
+        self._claims = SkillClaims(store.root, recover=self._recover)
 
     def reconcile(self) -> list[str]:
         """Finish what crashed runs left: remove their candidate folders (writing the report of a revision committed
         before the crash), and mark episodes of promoted revisions that the buffer still holds as unconsolidated.
         A revision that cannot be read is skipped with a warning. Returns the ids marked."""
-        self._sweep_candidates()
+        self._claims.sweep()
         pending = {e.id for e in self.buffer.list(consolidated=False, instance=self.instance)}
         marked: list[str] = []
         if not pending:
@@ -353,41 +240,62 @@ class Consolidator:
                 return self._consolidate(name, group, work)
         return self._skipped("(new skill)", "new skill names kept being taken by other processes; skipped")
 
-    def _consolidate(self, target: str, episodes: Sequence[Trajectory], work: Path) -> ConsolidationReport:
+    def _consolidate(self, name: str, episodes: Sequence[Trajectory], work: Path) -> ConsolidationReport:
+        """Under the claim on `name` (its candidate folder `work`): build the dataset, train a candidate, score it and
+        what it would replace, gate, commit (promoted or rejected), mark the episodes, write the report."""
         started = time.perf_counter()
-        cfg = self.config
-        self._check_target(target)
-        created = not self.store.exists(target)
-        description = derive_name(episodes, set())[1] if created else ""
-        parent = None if created else self.store.get(target).current
+        target = self._target(name, episodes)
+        data, offtask_chats, base_offtask = self._build_dataset(episodes)
+        if not target.created:
+            tried = self._already_tried(target.name, target.parent, data.digest)
+            if tried is not None:
+                return self._report_tried(target.name, tried, target.parent, data.chosen, started)
+        regression = [] if target.created else self._regression_set(target.name, exclude={e.id for e in data.chosen})
+        trial = Trial(data.holdout, regression, offtask_chats, base_offtask)
+        result = self._train_candidate(target, data, work)
+        candidate, current = self._score_candidate_and_current(target, result.adapter_dir, trial)
+        promoted, reason = decide(candidate, current, self.config.margin)
+        report = self._report(target, data, result, candidate, current, promoted, reason)
+        revision = self._commit(target, data, result, report, work)
+        crash_point("committed")
+        if promoted and revision is not None:
+            self.buffer.mark_consolidated([e.id for e in data.chosen], into=f"{target.name}@{revision}")
+        crash_point("marked")
+        return self._finish_report(report, revision, started, work)
 
-        # 1. dataset: dedupe, split, replay
-        unique: dict[str, Trajectory] = {}
-        for episode in episodes:
-            unique.setdefault(data_hash([example_from(episode)]), episode)
-        chosen = list(unique.values())
-        train_eps, holdout = split_holdout(chosen, cfg.holdout_fraction)
-        systems = [prompt for prompt, _ in Counter(e.system_prompt for e in chosen).most_common()]
-        replay_chats = off_task_chats(OFF_TASK_TRAIN[: replay_count(cfg, len(train_eps))], systems)
+    # --------------------------------------------------------------------------------------------- the steps
+
+    def _target(self, name: str, episodes: Sequence[Trajectory]) -> _Target:
+        """Check that `name` can take a new revision (before any training) and read what it continues from."""
+        self._check_target(name)
+        created = not self.store.exists(name)
+        return _Target(
+            name=name,
+            created=created,
+            parent=None if created else self.store.get(name).current,
+            description=derive_name(episodes, set())[1] if created else "",
+        )
+
+    def _build_dataset(self, episodes: Sequence[Trajectory]) -> tuple[Dataset, list[Chat], list[str]]:
+        """Deduplicate, split, add the base's replay answers; also the off-task chats of the gate and the base's
+        answers to them (both asked of the base in one go)."""
+        cfg = self.config
+        chosen = unique_episodes(episodes)
+        train, holdout = split_holdout(chosen, cfg.holdout_fraction)
+        systems = system_prompts(chosen)
+        replay = replay_count(len(train), floor=cfg.replay, share=cfg.replay_share)
+        replay_chats = off_task_chats(OFF_TASK_TRAIN[:replay], systems)
         offtask_chats = off_task_chats(OFF_TASK_EVAL, systems)
         with self.residency.base_only() as model:
             replay_answers = self._generate(model, replay_chats)
             base_offtask = self._generate(model, offtask_chats, OFFTASK_TOKENS)
-        examples = [example_from(e) for e in train_eps] + [
-            ChatExample(
-                messages=(*(ChatMessage.model_validate(m) for m in chat), ChatMessage(role="assistant", content=a)),
-                source_id=f"replay:{i}",
-            )
-            for i, (chat, a) in enumerate(zip(replay_chats, replay_answers, strict=True))
-        ]
-        digest = data_hash(examples)
-        if not created:
-            tried = self._already_tried(target, parent, digest)
-            if tried is not None:
-                return self._report_tried(target, tried, parent, chosen, started)
+        return Dataset.build(chosen, train, holdout, replay_chats, replay_answers), offtask_chats, base_offtask
 
-        # 2. train, continuing from the current revision
-        steps = max(cfg.min_steps, min(cfg.max_steps, round(cfg.epochs * len(examples) / cfg.batch_size)))
+    def _train_candidate(self, target: _Target, data: Dataset, work: Path) -> TrainResult:
+        """Train the candidate into `work`, the claimed folder (swept by the next claim if this run dies), continuing
+        from the current revision."""
+        cfg = self.config
+        steps = max(cfg.min_steps, min(cfg.max_steps, round(cfg.epochs * len(data.examples) / cfg.batch_size)))
         train_config = TrainConfig(
             lora=cfg.lora,
             steps=steps,
@@ -396,86 +304,110 @@ class Consolidator:
             seed=cfg.seed,
             gradient_checkpointing=cfg.gradient_checkpointing,
         )
-        regression = self._regression_set(target, exclude={e.id for e in chosen}) if not created else []
-        # the candidate is trained into `work`, the claimed folder (swept by the next claim if this run dies)
         result = train_lora(
             self.residency.model,
             self.tokenizer,
-            examples,
+            data.examples,
             work / "candidate",
             config=train_config,
-            init_from=None if created else self.store.revision_dir(target),
-            episode_ids=[e.id for e in train_eps],
+            init_from=None if target.created else self.store.revision_dir(target.name),
+            episode_ids=[e.id for e in data.train],
             progress=self.progress,
             on_step=lambda step, loss: crash_point("training") if step >= 2 else None,
         )
         crash_point("saved")
+        return result
 
-        # 3. evaluate the candidate and what it would replace (the current revision, or the base)
-        with self.residency.trial(result.adapter_dir) as model:
-            candidate = self._score(model, holdout, regression, offtask_chats, base_offtask)
-        if created:
+    def _score_candidate_and_current(self, target: _Target, candidate_dir: Path, trial: Trial) -> tuple[Scores, Scores]:
+        """The candidate's scores and those of what it would replace (the current revision, or the base)."""
+        scorer = self.scorer
+        with self.residency.trial(candidate_dir) as model:
+            candidate = scorer(model, trial)
+        if target.created:
             with self.residency.base_only() as model:
-                current = self._score(model, holdout, regression, offtask_chats, base_offtask)
+                current = scorer(model, trial)
         else:
-            self.residency.activate(target)
-            current = self._score(self.residency.model, holdout, regression, offtask_chats, base_offtask)
-        promoted, reason = self._gate(candidate, current)
+            self.residency.activate(target.name)
+            current = scorer(self.residency.model, trial)
+        return candidate, current
 
-        # 4. the report's draft (kept in `work` until the report is written), commit (atomic), then mark the episodes
-        provenance = result.provenance.model_copy(
-            update={"episode_ids": tuple(e.id for e in chosen), "data_hash": digest}
-        )
-        evaluation = Evaluation(
-            metrics={f"candidate_{k}": v for k, v in candidate.model_dump().items() if v is not None}
-            | {f"current_{k}": v for k, v in current.model_dump().items() if v is not None},
-            details={"reason": reason, "holdout": [e.id for e in holdout], "config": cfg.model_dump()},
-        )
-        routing = self._routing(target, parent, train_eps)
-        report = ConsolidationReport(
-            skill=target,
-            created=created and promoted,
+    def _report(
+        self,
+        target: _Target,
+        data: Dataset,
+        result: TrainResult,
+        candidate: Scores,
+        current: Scores,
+        promoted: bool,
+        reason: str,
+    ) -> ConsolidationReport:
+        """The report of the decision, before the commit gives it a revision."""
+        return ConsolidationReport(
+            skill=target.name,
+            created=target.created and promoted,
             revision=None,
-            parent=parent,
+            parent=target.parent,
             promoted=promoted,
             reason=reason,
-            episodes=[e.id for e in chosen],
-            n_train=len(train_eps),
-            n_holdout=len(holdout),
-            n_replay=len(replay_chats),
+            episodes=[e.id for e in data.chosen],
+            n_train=len(data.train),
+            n_holdout=len(data.holdout),
+            n_replay=len(data.replay_chats),
             candidate=candidate,
             current=current,
             losses=result.losses,
             train_seconds=result.seconds,
             train_tokens_per_second=result.tokens_per_second,
         )
-        (work / _DRAFT).write_text(_Draft(report=report, data_hash=digest).model_dump_json())
-        revision: int | None = None  # a new skill that is no better than the base is not created at all
-        if created and promoted:
+
+    def _commit(
+        self, target: _Target, data: Dataset, result: TrainResult, report: ConsolidationReport, work: Path
+    ) -> int | None:
+        """Save the report's draft in `work`, then commit the candidate (atomically): a new skill if it was promoted,
+        else a new revision of the target, promoted or rejected. Returns its number; None for a new skill that is no
+        better than the base (it is not created at all)."""
+        provenance = result.provenance.model_copy(
+            update={"episode_ids": tuple(e.id for e in data.chosen), "data_hash": data.digest}
+        )
+        evaluation = Evaluation(
+            metrics={f"candidate_{k}": v for k, v in report.candidate.model_dump().items() if v is not None}
+            | {f"current_{k}": v for k, v in report.current.model_dump().items() if v is not None},
+            details={
+                "reason": report.reason,
+                "holdout": [e.id for e in data.holdout],
+                "config": self.config.model_dump(),
+            },
+        )
+        routing = self._routing(target.name, target.parent, data.train)
+        # the report's draft, kept in `work` until the report is written, then the commit
+        (work / DRAFT).write_text(ReportDraft(report=report, data_hash=data.digest).model_dump_json())
+        if target.created and report.promoted:
             self.store.create(
-                target,
+                target.name,
                 result.adapter_dir,
-                kind=cfg.kind,
-                description=description,
+                kind=self.config.kind,
+                description=target.description,
                 provenance=provenance,
                 evaluation=evaluation,
                 routing=routing,
             )
-            revision = 1
-        elif not created:
-            revision = self.store.add_revision(
-                target,
-                result.adapter_dir,
-                provenance=provenance,
-                evaluation=evaluation,
-                promote=promoted,
-                note=reason,
-                routing=routing,
-            ).number
-        crash_point("committed")
-        if promoted and revision is not None:
-            self.buffer.mark_consolidated([e.id for e in chosen], into=f"{target}@{revision}")
-        crash_point("marked")
+            return 1
+        if target.created:
+            return None
+        return self.store.add_revision(
+            target.name,
+            result.adapter_dir,
+            provenance=provenance,
+            evaluation=evaluation,
+            promote=report.promoted,
+            note=report.reason,
+            routing=routing,
+        ).number
+
+    def _finish_report(
+        self, report: ConsolidationReport, revision: int | None, started: float, work: Path
+    ) -> ConsolidationReport:
+        """The final report (revision, wall time, peak memory), written; then the draft goes."""
         report = report.model_copy(
             update={
                 "revision": revision,
@@ -484,58 +416,22 @@ class Consolidator:
             }
         )
         report = self._write_report(report)
-        (work / _DRAFT).unlink()  # written: nothing left for a sweep to recover
+        (work / DRAFT).unlink()  # written: nothing left for a sweep to recover
         return report
 
     # --------------------------------------------------------------------------------------------- internals
 
-    def _generate(self, model: Any, chats: list[list[dict[str, str]]], limit: int | None = None) -> list[str]:
-        tokens = min(self.config.max_new_tokens, limit or self.config.max_new_tokens)
-        return generate(model, self.tokenizer, chats, max_new_tokens=tokens) if chats else []
+    @property
+    def scorer(self) -> ModelScorer:
+        """The scorer the gate compares with: the one passed in, else a `Scorer` with this consolidator's tokenizer,
+        `config.max_new_tokens` (read at each use) and `is_tool_call`."""
+        if self._scorer is not None:
+            return self._scorer
+        return Scorer(self.tokenizer, max_new_tokens=self.config.max_new_tokens, is_tool_call=self.is_tool_call)
 
-    def _match_rate(self, model: Any, episodes: Sequence[Trajectory]) -> float | None:
-        scored = [(e, _first_reply(e)) for e in episodes]
-        scored = [(e, r) for e, r in scored if r is not None]
-        if not scored:
-            return None
-        replies = self._generate(model, [_prompt(e) for e, _ in scored])
-        return sum(_norm(got) == _norm(want or "") for got, (_, want) in zip(replies, scored, strict=True)) / len(
-            scored
-        )
-
-    def _score(
-        self,
-        model: Any,
-        holdout: Sequence[Trajectory],
-        regression: Sequence[Trajectory],
-        offtask_chats: list[list[dict[str, str]]],
-        base_offtask: list[str],
-    ) -> Scores:
-        off = self._generate(model, offtask_chats, OFFTASK_TOKENS)
-        return Scores(
-            heldout_match=self._match_rate(model, holdout),
-            regression_match=self._match_rate(model, regression),
-            offtask_call_rate=sum(_is_call(o) for o in off) / len(off),
-            offtask_agreement=sum(_norm(a) == _norm(b) for a, b in zip(off, base_offtask, strict=True)) / len(off),
-        )
-
-    def _gate(self, candidate: Scores, current: Scores) -> tuple[bool, str]:
-        """Promote unless the candidate is worse than what it replaces by more than the margin, anywhere it counts:
-        held-out and regression agreement must not drop, and it must not call tools off-task more often."""
-        margin = self.config.margin
-        problems = []
-        for field in ("heldout_match", "regression_match"):
-            new, old = getattr(candidate, field), getattr(current, field)
-            if new is not None and old is not None and new < old - margin:
-                problems.append(f"{field} {new:.2f} < {old:.2f}")
-        if candidate.offtask_call_rate > current.offtask_call_rate + margin:
-            problems.append(f"offtask_call_rate {candidate.offtask_call_rate:.2f} > {current.offtask_call_rate:.2f}")
-        if problems:
-            return False, "rejected: " + "; ".join(problems)
-        return True, (
-            f"promoted: held-out {candidate.heldout_match} vs {current.heldout_match}, "
-            f"off-task calls {candidate.offtask_call_rate:.2f} vs {current.offtask_call_rate:.2f}"
-        )
+    def _generate(self, model: Any, chats: list[Chat], limit: int | None = None) -> list[str]:
+        """Replies generated exactly as the default scorer generates them, so the base's off-task answers compare."""
+        return Scorer(self.tokenizer, max_new_tokens=self.config.max_new_tokens).generate(model, chats, limit)
 
     def _routing(self, skill: str, parent: int | None, trained: Sequence[Trajectory]) -> RoutingVector | None:
         """The centroid of the trained tasks, folded into the parent revision's (it was trained on those too)."""
@@ -561,70 +457,23 @@ class Consolidator:
 
     # --------------------------------------------------------------------------------------------- claims
 
-    @contextmanager
-    def _claim(self, name: str) -> Iterator[Path | None]:
-        """Hold skill `name`'s consolidation lock (waiting at most `lock_timeout` s) and yield its candidate folder,
-        or None when another process holds it. The outermost claim sweeps what a crashed holder left there first,
-        and removes the folder when it ends."""
-        key = name.rsplit("/", 1)[-1]  # a personal view's `alice/x` is the folder `x` of alice's own store
-        lock = self._locks.get(key)
-        if lock is None:
-            (self.store.root / LOCKS).mkdir(parents=True, exist_ok=True)
-            lock = self._locks[key] = FileLock(str(self.store.root / LOCKS / f"{key}.lock"))
-        try:
-            lock.acquire(timeout=self.lock_timeout)
-        except Timeout:
-            yield None
-            return
-        work = self.store.root / CANDIDATES / key
-        outermost = lock.lock_counter == 1
-        try:
-            if outermost:
-                self._recover(work)
-                work.mkdir(parents=True)
-            yield work
-            if outermost:
-                shutil.rmtree(work, ignore_errors=True)
-        finally:
-            lock.release()
-
-    def _sweep_candidates(self) -> None:
-        """Remove the candidate folders no live process holds (each one's lock is free), recovering their reports."""
-        folder = self.store.root / CANDIDATES
-        if not folder.is_dir():
-            return
-        for leftover in sorted(folder.iterdir()):
-            key = leftover.name
-            (self.store.root / LOCKS).mkdir(exist_ok=True)
-            lock = self._locks.get(key) or FileLock(str(self.store.root / LOCKS / f"{key}.lock"))
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                continue  # a live consolidation's folder
-            try:
-                if lock.lock_counter == 1:  # not one of this consolidator's own claims in progress
-                    self._recover(leftover)
-            finally:
-                lock.release()
+    def _claim(self, name: str) -> AbstractContextManager[Path | None]:
+        return self._claims.claim(name, self.lock_timeout)
 
     def _recover(self, work: Path) -> None:
-        """A stale candidate folder (its lock is held by us): write the report of the revision it committed before
-        the crash, if it got that far, then remove it."""
-        if not work.exists():
-            return
+        """A stale candidate folder: write the report of the revision it committed before the crash, if it got that
+        far (the claims remove the folder after)."""
         try:
-            draft = _Draft.model_validate_json((work / _DRAFT).read_bytes())
+            draft = ReportDraft.model_validate_json((work / DRAFT).read_bytes())
         except (OSError, ValidationError):
-            draft = None  # died before the commit: nothing was committed, nothing to report
-        if draft is not None:
-            revision = self._committed(draft)
-            rejected_new = not draft.report.promoted and draft.report.parent is None  # commits nothing
-            if revision is not None or rejected_new:  # decided (and committed), but the report was never written
-                reason = f"{draft.report.reason} (report written by a later run: this one was killed)"
-                self._write_report(draft.report.model_copy(update={"revision": revision, "reason": reason}))
-        shutil.rmtree(work, ignore_errors=True)
+            return  # died before the commit: nothing was committed, nothing to report
+        revision = self._committed(draft)
+        rejected_new = not draft.report.promoted and draft.report.parent is None  # commits nothing
+        if revision is not None or rejected_new:  # decided (and committed), but the report was never written
+            reason = f"{draft.report.reason} (report written by a later run: this one was killed)"
+            self._write_report(draft.report.model_copy(update={"revision": revision, "reason": reason}))
 
-    def _committed(self, draft: _Draft) -> int | None:
+    def _committed(self, draft: ReportDraft) -> int | None:
         """The revision of `draft.report.skill` trained on the draft's data from its parent, if it was committed."""
         skill = draft.report.skill
         try:
@@ -660,86 +509,16 @@ class Consolidator:
 
     def _skipped(self, name: str, reason: str) -> ConsolidationReport:
         log.warning("%s", reason)
-        return ConsolidationReport(
-            skill=name,
-            created=False,
-            revision=None,
-            parent=None,
-            promoted=False,
-            reason=reason,
-            episodes=[],
-            n_train=0,
-            n_holdout=0,
-            n_replay=0,
-            candidate=Scores(),
-            current=Scores(),
-            skipped=True,
-        )
+        return skipped_report(name, reason)
 
     def _report_tried(
         self, skill: str, revision: int, parent: int | None, episodes: list[Trajectory], started: float
     ) -> ConsolidationReport:
         """The report of a rerun on data already tried (marking what a crash left unmarked)."""
-        manifest = self.store.get(skill)
-        promoted = manifest.status_of(revision) == "promoted"
+        promoted = self.store.get(skill).status_of(revision) == "promoted"
         if promoted:  # committed before a crash; marking is what was left
             self.buffer.mark_consolidated([e.id for e in episodes], into=f"{skill}@{revision}")
-        return ConsolidationReport(
-            skill=skill,
-            created=False,
-            revision=revision,
-            parent=parent,
-            promoted=promoted,
-            reason=f"already tried: revision {revision} was trained on exactly this data; not training again",
-            episodes=[e.id for e in episodes],
-            n_train=0,
-            n_holdout=0,
-            n_replay=0,
-            candidate=Scores(),
-            current=Scores(),
-            wall_seconds=time.perf_counter() - started,
-        )
+        return tried_report(skill, revision, parent, promoted, [e.id for e in episodes], time.perf_counter() - started)
 
     def _write_report(self, report: ConsolidationReport) -> ConsolidationReport:
-        if self.reports_dir is None:
-            return report
-        self.reports_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"consolidation-{report.skill}-{report.revision or 'none'}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-        plot = self.reports_dir / f"{stem}.png"
-        try:
-            plot_report(report, plot)
-            report = report.model_copy(update={"plot_path": str(plot)})
-        except ImportError:  # matplotlib missing: the JSON still says everything
-            pass
-        path = self.reports_dir / f"{stem}.json"
-        report = report.model_copy(update={"report_path": str(path)})
-        path.write_text(json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
-        return report
-
-
-def plot_report(report: ConsolidationReport, path: Path) -> None:
-    """Loss per step, and candidate vs current on each metric, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    left.plot(range(1, len(report.losses) + 1), report.losses, marker=".")
-    left.set_xlabel("step")
-    left.set_ylabel("training loss")
-    left.set_title(f"{report.skill}: training")
-    names = ["heldout_match", "regression_match", "offtask_call_rate", "offtask_agreement"]
-    values = [(getattr(report.current, n) or 0.0, getattr(report.candidate, n) or 0.0) for n in names]
-    xs = range(len(names))
-    baseline = "base" if report.parent is None else f"revision {report.parent}"
-    right.bar([x - 0.2 for x in xs], [v[0] for v in values], width=0.4, label=baseline)
-    right.bar([x + 0.2 for x in xs], [v[1] for v in values], width=0.4, label="candidate")
-    right.set_xticks(list(xs), [n.replace("_", "\n") for n in names], fontsize=8)
-    right.set_ylim(0, 1.05)
-    right.legend()
-    verdict = "promoted" if report.promoted else "rejected"
-    right.set_title(f"revision {report.revision}: {verdict}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        return write_report(report, self.reports_dir)

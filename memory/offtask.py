@@ -8,9 +8,17 @@ Why this many: a replay share of 20 % (the plain recipe that kept a 135M base fr
 about 50 prompts for 250 demonstrations, and a rate measured on 6 prompts cannot tell 0 from 1 stray call in 10;
 on 24 prompts one stray call is 0.04, inside the gate's default margin, and two are not.
 Each list starts with the prompts of the first release, so a small replay count keeps its old data.
+
+The check itself (`call_rate`, `agreement`) takes the "is this a tool call" test as a parameter: memory may not read
+the agent's tool-call formats (`tools.parse_tool_calls`), so the agent passes its parser in; `looks_like_tool_call`
+is the default for callers that do not.
 """
 
 from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
 
 OFF_TASK_TRAIN: tuple[str, ...] = (
     "What is the capital of France?",
@@ -105,3 +113,45 @@ OFF_TASK_EVAL: tuple[str, ...] = (
     "What do you call a baby cat?",
     "Why is the sky blue?",
 )
+
+# The off-task check reads only whether a reply starts calling a tool, so it stops early (24 prompts x 3 models).
+OFFTASK_TOKENS = 32
+
+
+def replay_count(n_train: int, *, floor: int, share: float) -> int:
+    """Replay answers to train on: `floor`, or `share` of the trained episodes if that is more, at most the pool.
+    A fixed count fades as demonstrations grow (12 is 4 % of 280), and with it the habit's restraint."""
+    return min(len(OFF_TASK_TRAIN), max(floor, math.ceil(share * n_train)))
+
+
+def off_task_chats(questions: Sequence[str], systems: Sequence[str | None]) -> list[list[dict[str, str]]]:
+    """Each question under one of the episodes' system prompts in turn (most used first): when every episode
+    brings its own tools (BFCL cases do), the skill learns and is checked to leave unrelated questions alone under
+    many tool lists, not under one."""
+    chats = []
+    for i, question in enumerate(questions):
+        system = systems[i % len(systems)] if systems else None
+        chats.append(
+            ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+        )
+    return chats
+
+
+def looks_like_tool_call(text: str) -> bool:
+    """The default tool-call test: a `<tool_call>` tag anywhere, or a reply that starts as a JSON `{"name": ...}`.
+    It misses fenced and Python-style calls; the agent injects its own parser instead (see `Consolidator`)."""
+    return "<tool_call>" in text or bool(re.match(r"^\s*\{\s*\"name\"", text))
+
+
+def call_rate(replies: Sequence[str], is_tool_call: Callable[[str], bool]) -> float:
+    """The share of off-task replies that call a tool: what a habit leaking into unrelated answers looks like."""
+    return sum(is_tool_call(reply) for reply in replies) / len(replies)
+
+
+def agreement(replies: Sequence[str], base_replies: Sequence[str]) -> float:
+    """The share of off-task replies identical (up to whitespace) to the base's own answer to the same chat."""
+    return sum(_norm(a) == _norm(b) for a, b in zip(replies, base_replies, strict=True)) / len(replies)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())

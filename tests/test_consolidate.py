@@ -13,20 +13,13 @@ from typing import Any
 import pytest
 
 from memory import HashingEmbedder, InMemoryBuffer, Outcome, Trajectory
-from memory.consolidate import (
-    CANDIDATES,
-    ConsolidationConfig,
-    ConsolidationReport,
-    Consolidator,
-    Scores,
-    derive_name,
-    example_from,
-    off_task_chats,
-    replay_count,
-)
-from memory.offtask import OFF_TASK_EVAL, OFF_TASK_TRAIN
+from memory.consolidate import CANDIDATES, ConsolidationConfig, ConsolidationReport, Consolidator
+from memory.dataset import derive_name, example_from
+from memory.gate import Scorer, Scores, Trial
+from memory.offtask import OFF_TASK_EVAL, OFF_TASK_TRAIN, off_task_chats, replay_count
 from memory.trajectory import SkillUse
 from skills import Residency, SkillStore
+from tools import parse_tool_calls
 
 FAST = ConsolidationConfig(min_episodes=4, replay=2, epochs=1.0, min_steps=2, max_steps=3, max_new_tokens=4)
 
@@ -96,36 +89,45 @@ def test_a_second_round_adds_a_revision_continuing_from_the_first(setup: dict[st
     assert second.current.regression_match is not None, "earlier episodes are re-checked"
 
 
-def test_a_rejected_candidate_is_kept_but_changes_nothing(setup: dict[str, Any], monkeypatch: Any) -> None:
+def test_a_rejected_candidate_is_kept_but_changes_nothing(setup: dict[str, Any], fresh_base: Any) -> None:
     store, buffer, consolidator = setup["store"], setup["buffer"], setup["consolidator"]
     buffer.add_many(episodes(5))
     (first,) = consolidator.run()
     new = episodes(5, offset=50, skill=first.skill)
     buffer.add_many(new)
 
-    def worse(self: Consolidator, model: Any, holdout: Any, regression: Any, chats: Any, base: Any) -> Scores:
-        worse.calls += 1  # type: ignore[attr-defined]
-        # first call scores the candidate (made worse), the second the current revision
-        return Scores(heldout_match=0.0 if worse.calls % 2 else 1.0, offtask_call_rate=0.0)  # type: ignore[attr-defined]
+    calls = 0
 
-    worse.calls = 0  # type: ignore[attr-defined]
-    monkeypatch.setattr(Consolidator, "_score", worse)
-    (report,) = consolidator.run(first.skill)
+    def worse(model: Any, trial: Trial) -> Scores:
+        nonlocal calls
+        calls += 1  # first call scores the candidate (made worse), the second the current revision
+        return Scores(heldout_match=0.0 if calls % 2 else 1.0, offtask_call_rate=0.0)
+
+    gated = Consolidator(
+        buffer,
+        store,
+        consolidator.residency,
+        fresh_base.tokenizer,
+        config=FAST,
+        reports_dir=setup["tmp"] / "reports",
+        progress=False,
+        scorer=worse,
+    )
+    (report,) = gated.run(first.skill)
     assert not report.promoted and report.reason.startswith("rejected")
     assert store.get(first.skill).current == 1
     assert [h.status for h in store.history(first.skill)] == ["promoted", "rejected"]
     assert {e.id for e in buffer.list(consolidated=False)} == {e.id for e in new}, "nothing marked"
     # rerunning on the same data does not train again: that exact attempt was already made
-    (again,) = consolidator.run(first.skill)
+    (again,) = gated.run(first.skill)
     assert again.reason.startswith("already tried") and len(store.history(first.skill)) == 2
 
 
 def test_replay_grows_with_the_demonstrations_up_to_the_pool() -> None:
-    config = ConsolidationConfig(replay=2, replay_share=0.2)
-    assert replay_count(config, 4) == 2, "the floor holds for small groups"
-    assert replay_count(config, 100) == 20, "a fifth of the trained episodes"
-    assert replay_count(config, 1000) == len(OFF_TASK_TRAIN), "never more than the pool"
-    assert replay_count(ConsolidationConfig(replay=0, replay_share=0.0), 100) == 0, "replay can be turned off"
+    assert replay_count(4, floor=2, share=0.2) == 2, "the floor holds for small groups"
+    assert replay_count(100, floor=2, share=0.2) == 20, "a fifth of the trained episodes"
+    assert replay_count(1000, floor=2, share=0.2) == len(OFF_TASK_TRAIN), "never more than the pool"
+    assert replay_count(100, floor=0, share=0.0) == 0, "replay can be turned off"
 
 
 def test_the_off_task_pools_are_disjoint_and_large_enough_to_resolve_one_call() -> None:
@@ -147,6 +149,25 @@ def test_replay_share_sets_the_replay_in_a_real_run(setup: dict[str, Any]) -> No
     buffer.add_many(episodes(10))  # 8 trained + 2 held out
     (report,) = consolidator.run()
     assert (report.n_train, report.n_holdout, report.n_replay) == (8, 2, 4)
+
+
+def test_the_gate_counts_fenced_and_python_style_calls_with_the_agents_parser(setup: dict[str, Any]) -> None:
+    replies = [
+        '```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```',
+        'get_weather(city="Paris")',
+        "Paris is the capital of France.",
+    ]
+    default = setup["consolidator"].scorer
+    assert isinstance(default, Scorer) and default.call_rate(replies) == 0.0, "the default check misses both"
+
+    def agents_check(text: str) -> bool:  # what agent.api injects
+        return bool(parse_tool_calls(text).calls)
+
+    consolidator = Consolidator(
+        setup["buffer"], setup["store"], setup["consolidator"].residency, None, is_tool_call=agents_check
+    )
+    scorer = consolidator.scorer
+    assert isinstance(scorer, Scorer) and scorer.call_rate(replies) == 2 / 3
 
 
 def test_derive_name_is_a_unique_slug() -> None:

@@ -17,7 +17,7 @@ from agent.backends.local import LocalChatModel
 from agent.bench.arithmetic import arithmetic_items, demonstration
 from agent.prompt import system_prompt
 from memory import HashingEmbedder, InMemoryBuffer
-from memory.consolidate import example_from
+from memory.dataset import example_from
 from skills import Residency, SkillStore, TrainConfig, train_lora
 from tools import ToolRegistry, calculator
 

@@ -3,10 +3,11 @@
 - `record_demonstrations`: each train case's ground-truth call (the first acceptable value of each parameter, optional
   ones left out unless `state_optional`) recorded with `agent.learn_from` as a successful episode: the case's system
   prompt (its tools) and the reply in the exact `<tool_call>{"name": ..., "arguments": ...}</tool_call>` format.
-- `practice`: rejection sampling (STaR-style, like `Agent.practice`) where each case has its own tools and its own
-  judge: up to `attempts` samples per case through the agent loop, each judged by the checker and kept in the buffer
-  with that verdict; the first success ends a case. Successes are what the next consolidation trains on. Cases go
-  `batch` at a time: each attempt round samples the chunk's unsolved cases as one `Agent.run_batch`.
+- `practice`: rejection sampling (`agent.practice.rejection_sample`, the loop `Agent.practice` runs too) where each
+  case has its own tools and its own judge: up to `attempts` samples per case through the agent loop, each judged by
+  the checker and kept in the buffer with that verdict; the first success ends a case. Successes are what the next
+  consolidation trains on. Cases go `batch` at a time: each attempt round samples the chunk's unsolved cases as one
+  `Agent.run_batch`.
 
 Both refuse test-split cases: a test item must never become training data.
 """
@@ -19,7 +20,8 @@ from typing import Any, cast
 from pydantic import BaseModel
 
 from agent.evals.bfcl.data import BfclCase
-from agent.evals.bfcl.harness import CaseResult, Mode, call_text, case_tools, chunks, run_cases, tool_name
+from agent.evals.bfcl.harness import CaseResult, Mode, call_text, case_tools, run_cases, tool_name
+from agent.practice import check_attempts, rejection_sample
 from agent.prompt import system_prompt
 from memory.trajectory import Outcome, Trajectory
 from skills.errors import UserError
@@ -102,30 +104,28 @@ def practice(
 ) -> PracticeSummary:
     """Sample up to `attempts` replies per case (with `skill` active if given), judged by BFCL's checker; `batch`
     cases are sampled together (one `Agent.run_batch` per attempt round)."""
-    if attempts < 1:
-        raise UserError("attempts must be at least 1")
+    check_attempts(attempts)
     _train_only(cases)
     if skill is not None:
         agent.store.get(skill)
     mode: Mode = "skill" if skill else "base"
-    drawn, solved, kept = 0, 0, []
-    for chunk in chunks(cases, batch):
-        pending = list(chunk)
-        for attempt in range(attempts):
-            outcomes = run_cases(agent, pending, mode=mode, skill=skill, temperature=temperature, keep=True)
-            drawn += len(pending)
-            unsolved = []
-            for case, (result, run) in zip(pending, outcomes, strict=True):
-                episode = _episode(result, run)
-                agent.buffer.add(episode)
-                if result.valid:
-                    solved += 1
-                    kept.append(episode.id)
-                elif attempt + 1 < attempts:
-                    unsolved.append(case)
-                if on_case is not None and (result.valid or attempt + 1 == attempts):
-                    on_case(case, result.valid)
-            pending = unsolved
-            if not pending:
-                break
-    return PracticeSummary(cases=len(cases), attempts=drawn, solved=solved, episode_ids=kept)
+    kept: list[str] = []  # the successes' episode ids, in the order they were solved
+
+    def sample(pending: list[BfclCase]) -> list[tuple[Trajectory, bool]]:
+        outcomes = run_cases(agent, pending, mode=mode, skill=skill, temperature=temperature, keep=True)
+        judged = []
+        for result, run in outcomes:
+            episode = _episode(result, run)
+            agent.buffer.add(episode)
+            if result.valid:
+                kept.append(episode.id)
+            judged.append((episode, result.valid))
+        return judged
+
+    practiced = rejection_sample(cases, sample, attempts=attempts, batch=batch, on_done=on_case)
+    return PracticeSummary(
+        cases=len(cases),
+        attempts=sum(len(p.samples) for p in practiced),
+        solved=sum(p.solved for p in practiced),
+        episode_ids=kept,
+    )

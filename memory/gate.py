@@ -1,0 +1,110 @@
+"""The gate: a candidate revision replaces what it would replace only if it is not worse anywhere it counts.
+
+Candidate and current model (the current revision, or the base for a new skill) are scored on the same `Trial`:
+first-turn agreement with held-out episodes and with episodes of earlier revisions (regression), and, on off-task
+prompts, how often each calls a tool and how often it still answers as the base does. `decide` compares the two.
+
+Scoring is a seam: `Consolidator(scorer=...)` takes any `ModelScorer`; the default is a `Scorer`, which generates
+with the shared base and tests replies for tool calls with the check it is given (`is_tool_call`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from memory.dataset import Chat, first_reply, task_prompt
+from memory.offtask import OFFTASK_TOKENS, agreement, call_rate, looks_like_tool_call
+from memory.trajectory import Trajectory
+from skills.generation import generate
+
+
+class Scores(BaseModel):
+    """One model's evaluation: first-turn agreement on held-out and regression episodes; off-task behaviour."""
+
+    heldout_match: float | None = None
+    regression_match: float | None = None
+    offtask_call_rate: float = 0.0
+    offtask_agreement: float = 1.0
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What candidate and current model are both scored on; `base_offtask` is the base's answer to each off-task
+    chat (what a model that leaves them alone says)."""
+
+    holdout: Sequence[Trajectory]
+    regression: Sequence[Trajectory]
+    offtask_chats: list[Chat]
+    base_offtask: list[str]
+
+
+class ModelScorer(Protocol):
+    """Scores one model (the shared base with the adapter under test active) on a trial."""
+
+    def __call__(self, model: Any, trial: Trial) -> Scores: ...
+
+
+class Scorer:
+    """The default scorer: greedy replies of at most `max_new_tokens` (off-task ones `OFFTASK_TOKENS`), compared up
+    to whitespace; `is_tool_call` decides which off-task replies call a tool (default: `looks_like_tool_call`)."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        max_new_tokens: int = 48,
+        is_tool_call: Callable[[str], bool] = looks_like_tool_call,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.is_tool_call = is_tool_call
+
+    def __call__(self, model: Any, trial: Trial) -> Scores:
+        off = self.generate(model, trial.offtask_chats, OFFTASK_TOKENS)
+        return Scores(
+            heldout_match=self.match_rate(model, trial.holdout),
+            regression_match=self.match_rate(model, trial.regression),
+            offtask_call_rate=self.call_rate(off),
+            offtask_agreement=agreement(off, trial.base_offtask),
+        )
+
+    def generate(self, model: Any, chats: list[Chat], limit: int | None = None) -> list[str]:
+        """`model`'s reply to each chat, at most `limit` tokens (and never more than `max_new_tokens`)."""
+        tokens = min(self.max_new_tokens, limit or self.max_new_tokens)
+        return generate(model, self.tokenizer, chats, max_new_tokens=tokens) if chats else []
+
+    def match_rate(self, model: Any, episodes: Sequence[Trajectory]) -> float | None:
+        """The share of episodes whose first reply `model` reproduces from their prompt; None when none has one."""
+        scored = [(e, first_reply(e)) for e in episodes]
+        wanted = [(e, r) for e, r in scored if r is not None]
+        if not wanted:
+            return None
+        replies = self.generate(model, [task_prompt(e) for e, _ in wanted])
+        same = [" ".join(got.split()) == " ".join(want.split()) for got, (_, want) in zip(replies, wanted, strict=True)]
+        return sum(same) / len(wanted)
+
+    def call_rate(self, replies: Sequence[str]) -> float:
+        """The share of `replies` that call a tool, by this scorer's `is_tool_call`."""
+        return call_rate(replies, self.is_tool_call)
+
+
+def decide(candidate: Scores, current: Scores, margin: float) -> tuple[bool, str]:
+    """(promoted, reason). Promote unless the candidate is worse than what it replaces by more than `margin`, anywhere
+    it counts: held-out and regression agreement must not drop, and it must not call tools off-task more often."""
+    problems = []
+    for field in ("heldout_match", "regression_match"):
+        new, old = getattr(candidate, field), getattr(current, field)
+        if new is not None and old is not None and new < old - margin:
+            problems.append(f"{field} {new:.2f} < {old:.2f}")
+    if candidate.offtask_call_rate > current.offtask_call_rate + margin:
+        problems.append(f"offtask_call_rate {candidate.offtask_call_rate:.2f} > {current.offtask_call_rate:.2f}")
+    if problems:
+        return False, "rejected: " + "; ".join(problems)
+    return True, (
+        f"promoted: held-out {candidate.heldout_match} vs {current.heldout_match}, "
+        f"off-task calls {candidate.offtask_call_rate:.2f} vs {current.offtask_call_rate:.2f}"
+    )
