@@ -26,7 +26,8 @@ from memory.trajectory import Outcome, SkillUse, Step, Trajectory
 
 if TYPE_CHECKING:
     from memory.chroma import ChromaBuffer, ChromaEmbeddingFunction
-    from memory.consolidate import ConsolidationConfig, ConsolidationReport, Consolidator
+    from memory.consolidate import ConsolidationReport, Consolidator
+    from memory.recipe import ConsolidationConfig
 
 __all__ = [
     "ALL_INSTANCES",
@@ -56,7 +57,7 @@ __all__ = [
 _LAZY = {
     "ChromaBuffer": "memory.chroma",
     "ChromaEmbeddingFunction": "memory.chroma",
-    "ConsolidationConfig": "memory.consolidate",
+    "ConsolidationConfig": "memory.recipe",
     "ConsolidationReport": "memory.consolidate",
     "Consolidator": "memory.consolidate",
 }

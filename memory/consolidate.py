@@ -7,7 +7,7 @@
 `Consolidator._consolidate` is that sequence, one method per step; the pieces live beside this module:
 `memory.dataset` (grouping, deduplication, the held-out split, names), `memory.offtask` (the replay and off-task
 prompts, the off-task check), `memory.gate` (scoring and the keep/reject decision), `memory.report` (the report and
-its plot). This module keeps the recipe (`ConsolidationConfig`), the order of the steps and their crash safety.
+its plot), `memory.recipe` (`ConsolidationConfig`). This module keeps the order of the steps and their crash safety.
 
 Crash safety comes from the order of the writes and from one reconciling step at the start of every run:
 - the store commits a revision atomically (folder rename, then manifest rename); the buffer is only touched after;
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from memory.buffer import EpisodeBuffer
 from memory.claims import CANDIDATES, LOCKS, SkillClaims
@@ -59,10 +59,11 @@ from memory.offtask import (
     off_task_chats,
     replay_count,
 )
+from memory.recipe import ConsolidationConfig
 from memory.report import DRAFT, ConsolidationReport, ReportDraft, skipped_report, tried_report, write_report
 from memory.trajectory import Trajectory
 from skills.errors import BaseMismatchError, CorruptSkillError, SkillNotFoundError
-from skills.manifest import Evaluation, LoraSpec, RoutingVector, validate_skill_name
+from skills.manifest import Evaluation, RoutingVector, validate_skill_name
 from skills.residency import Residency
 from skills.store import SkillStore
 from skills.train import TrainConfig, TrainResult, train_lora
@@ -72,33 +73,6 @@ __all__ = ["CANDIDATES", "LOCKS", "ConsolidationConfig", "ConsolidationReport", 
 log = logging.getLogger("habitloop.consolidate")
 # Errors that make a skill unusable as a consolidation target: skipped (with a warning) unless named explicitly.
 _BROKEN = (CorruptSkillError, BaseMismatchError)
-
-
-class ConsolidationConfig(BaseModel):
-    """The recipe; stored in the report and (its training part) in the revision's provenance."""
-
-    min_episodes: int = Field(4, ge=1, description="successful unconsolidated episodes needed to start")
-    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of episodes kept out for evaluation")
-    replay: int = Field(12, ge=0, description="at least this many off-task prompts answered by the base, trained on")
-    replay_share: float = Field(
-        0.2, ge=0.0, le=1.0, description="and at least this share of the trained episodes (up to the prompt pool's 64)"
-    )
-    regression_size: int = Field(8, ge=0, description="episodes of earlier revisions re-checked (kept small)")
-    margin: float = Field(0.05, ge=0.0, description="how much worse than the current revision a candidate may be")
-    epochs: float = Field(3.0, gt=0, description="passes over the training data (sets the number of steps)")
-    min_steps: int = Field(8, ge=1)
-    max_steps: int = Field(96, ge=1)
-    batch_size: int = Field(4, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    max_new_tokens: int = Field(48, ge=1, description="tokens generated per evaluation prompt")
-    seed: int = 0
-    kind: str = Field("memory", description="kind of a skill created by consolidation")
-    lora: LoraSpec = Field(
-        default_factory=LoraSpec, description="adapter shape of a new skill; a new revision keeps its parent's shape"
-    )
-    gradient_checkpointing: bool = Field(
-        True, description="trade compute for memory while training (see TrainConfig); off is ~1.3x faster"
-    )
 
 
 def crash_point(name: str) -> None:

@@ -1,0 +1,38 @@
+"""The consolidation recipe: how much data starts a run, how it is split, trained and gated (`ConsolidationConfig`).
+
+Stored whole in every consolidation report, and its training part in the revision's provenance, so a revision says
+how it was made. Recipes for a use (BFCL tool habits: `agent.evals.bfcl.recipe`) are overrides of these defaults.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from skills.manifest import LoraSpec
+
+
+class ConsolidationConfig(BaseModel):
+    """The recipe; stored in the report and (its training part) in the revision's provenance."""
+
+    min_episodes: int = Field(4, ge=1, description="successful unconsolidated episodes needed to start")
+    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of episodes kept out for evaluation")
+    replay: int = Field(12, ge=0, description="at least this many off-task prompts answered by the base, trained on")
+    replay_share: float = Field(
+        0.2, ge=0.0, le=1.0, description="and at least this share of the trained episodes (up to the prompt pool's 64)"
+    )
+    regression_size: int = Field(8, ge=0, description="episodes of earlier revisions re-checked (kept small)")
+    margin: float = Field(0.05, ge=0.0, description="how much worse than the current revision a candidate may be")
+    epochs: float = Field(3.0, gt=0, description="passes over the training data (sets the number of steps)")
+    min_steps: int = Field(8, ge=1)
+    max_steps: int = Field(96, ge=1)
+    batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    max_new_tokens: int = Field(48, ge=1, description="tokens generated per evaluation prompt")
+    seed: int = 0
+    kind: str = Field("memory", description="kind of a skill created by consolidation")
+    lora: LoraSpec = Field(
+        default_factory=LoraSpec, description="adapter shape of a new skill; a new revision keeps its parent's shape"
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="trade compute for memory while training (see TrainConfig); off is ~1.3x faster"
+    )
