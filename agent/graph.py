@@ -26,7 +26,7 @@ from memory.trajectory import Outcome, SkillUse, Step, Trajectory
 from tools import ToolContext, ToolRegistry, parse_tool_calls, validate_call
 from tools.calls import ToolCall
 
-Checker = Callable[[str, str | None, Trajectory], "bool | float | Outcome | None"]
+Checker = Callable[[str, str | None, Trajectory], bool | float | Outcome | None]
 
 
 class AgentState(TypedDict, total=False):

@@ -36,6 +36,8 @@ from skills.manifest import (
     skill_kinds,
     validate_skill_name,
 )
+from skills.reader import SkillCatalog, SkillReader
+from skills.reference import SkillRef
 from skills.residency import Residency, ResidencyStats
 from skills.store import AdapterWeights, HistoryEntry, SkillProblem, SkillStore, StoreScan
 from skills.train import ChatExample, ChatMessage, TrainConfig, TrainResult, save_adapter, train_lora
@@ -63,10 +65,13 @@ __all__ = [
     "Residency",
     "ResidencyStats",
     "RevisionRecord",
+    "SkillCatalog",
     "SkillExistsError",
     "SkillManifest",
     "SkillNotFoundError",
     "SkillProblem",
+    "SkillReader",
+    "SkillRef",
     "SkillStore",
     "StoreLockedError",
     "StoreScan",

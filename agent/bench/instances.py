@@ -137,7 +137,7 @@ def run_instance_bench(
         users = make_instances(base, instances_dir, instances, seed=seed)
         create_seconds = time.perf_counter() - started
         shared = SkillStore(root / "skills", base_fingerprint=base.fingerprint)
-        residency = Residency(base.model, LayeredStore(shared, instances_dir), max_hot=max_hot, max_warm=max_warm)  # type: ignore[arg-type]
+        residency = Residency(base.model, LayeredStore(shared, instances_dir), max_hot=max_hot, max_warm=max_warm)
         model = LocalChatModel(base, residency)
         rng = random.Random(seed)
         hot_set = users[: min(hot_users, len(users))]

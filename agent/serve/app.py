@@ -41,7 +41,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agent.backends.batching import BatchingChatModel
-from agent.backends.naming import BASE_MODEL, SkillRef, format_model_name, parse_model_name
+from agent.backends.naming import BASE_MODEL, format_model_name, parse_model_name
+from agent.backends.naming import ModelSkill as SkillRef
 from agent.backends.protocol import ChatModel, ChatRequest, Generation
 from agent.errors import ContextLengthError
 from skills.errors import HabitloopError, InvalidSkillNameError, OperatorError, SkillNotFoundError, UserError
