@@ -14,6 +14,7 @@ from agent.backends.local import LocalChatModel
 from agent.backends.protocol import ChatModel
 from agent.config import Settings
 from agent.graph import Checker, RunContext, build_graph
+from agent.options import RunOptions
 from agent.practice import rejection_sample
 from agent.router import RouteDecision, Router
 from agent.runtime import local_runtime
@@ -22,6 +23,7 @@ from memory.consolidate import ConsolidationConfig, ConsolidationReport, Consoli
 from memory.trajectory import Outcome, OutcomeStatus, SkillUse, Step, Trajectory, new_id
 from skills.errors import SkillNotFoundError, UserError
 from skills.instances import LayeredStore, PersonalView, qualify, validate_instance_name
+from skills.reference import SkillRef
 from skills.store import SkillStore
 from tools import Tool, ToolContext, ToolRegistry, builtin_tools, parse_tool_calls
 
@@ -148,7 +150,7 @@ class Agent:
         self,
         task: str,
         *,
-        skills: Sequence[str] = (),
+        skills: Sequence[str | SkillRef] = (),
         checker: Checker | None = None,
         thread_id: str | None = None,
         max_steps: int | None = None,
@@ -157,10 +159,10 @@ class Agent:
         route: bool | None = None,
         tools: ToolRegistry | None = None,
     ) -> RunResult:
-        """Run one task to an outcome. The model's mistakes end up in the trajectory, never as exceptions here."""
-        for _ in self.stream(
-            task,
-            skills=skills,
+        """Run one task to an outcome. The model's mistakes end up in the trajectory, never as exceptions here.
+        The options are `stream`'s."""
+        options = RunOptions(
+            skills=tuple(skills),
             checker=checker,
             thread_id=thread_id,
             max_steps=max_steps,
@@ -168,7 +170,8 @@ class Agent:
             examples=examples,
             route=route,
             tools=tools,
-        ):
+        )
+        for _ in self._stream(task, options):
             pass
         return self.last_result
 
@@ -176,7 +179,7 @@ class Agent:
         self,
         task: str,
         *,
-        skills: Sequence[str] = (),
+        skills: Sequence[str | SkillRef] = (),
         checker: Checker | None = None,
         thread_id: str | None = None,
         max_steps: int | None = None,
@@ -192,12 +195,8 @@ class Agent:
         is empty and routing is on (`route`, default: the agent's `auto_route`), the router chooses the skills.
         `tools` replaces the agent's tools for this run only (an evaluation offers each case its own functions).
         """
-        result: list[RunResult] = []
-        yield from self._execute(
-            task,
-            model=self.model,
-            result=result,
-            skills=skills,
+        options = RunOptions(
+            skills=tuple(skills),
             checker=checker,
             thread_id=thread_id,
             max_steps=max_steps,
@@ -206,42 +205,34 @@ class Agent:
             route=route,
             tools=tools,
         )
+        yield from self._stream(task, options)
+
+    def _stream(self, task: str, options: RunOptions) -> Iterator[Step]:
+        result: list[RunResult] = []
+        yield from self._execute(task, options, model=self.model, result=result)
         self._last = result[0]
         self._maybe_consolidate([s.name for s in self._last.trajectory.skills])  # after the turn, never inside it
 
-    def _execute(
-        self,
-        task: str,
-        *,
-        model: ChatModel,
-        result: list[RunResult],
-        skills: Sequence[str] = (),
-        checker: Checker | None = None,
-        thread_id: str | None = None,
-        max_steps: int | None = None,
-        temperature: float = 0.0,
-        examples: int | None = None,
-        route: bool | None = None,
-        tools: ToolRegistry | None = None,
-    ) -> Iterator[Step]:
+    def _execute(self, task: str, options: RunOptions, *, model: ChatModel, result: list[RunResult]) -> Iterator[Step]:
         """One run of the graph with `model`; yields its steps and appends its `RunResult` to `result`."""
         if not isinstance(task, str) or not task.strip():
             raise UserError("the task is empty", hint="pass the task as a non-empty string")
         run_id = new_id()
-        thread_id = thread_id or run_id
+        thread_id = options.thread_id or run_id
+        routed = not options.skills and (self.auto_route if options.route is None else options.route)
         context = RunContext(
             instance=self.instance,
             model=model,
-            tools=self.tools if tools is None else tools,
-            skills=self._resolve_skills(skills),
-            router=self.router.skill_uses if not skills and (self.auto_route if route is None else route) else None,
-            examples=self._examples(task, self.retrieval_k if examples is None else examples),
-            checker=checker,
+            tools=self.tools if options.tools is None else options.tools,
+            skills=self._resolve_skills(options.skills),
+            router=self.router.skill_uses if routed else None,
+            examples=self._examples(task, self.retrieval_k if options.examples is None else options.examples),
+            checker=options.checker,
             recorder=self._record,
             thread_id=thread_id,
-            max_steps=max_steps or self.max_steps,
+            max_steps=options.max_steps or self.max_steps,
             max_new_tokens=self.max_new_tokens,
-            temperature=temperature,
+            temperature=options.temperature,
             tool_timeout=self.tool_timeout,
             tool_context=ToolContext(workspace=self.workspace, run_id=run_id, extras={"recall": self.recall}),
         )
@@ -320,7 +311,8 @@ class Agent:
 
         def one(kwargs: dict[str, Any], model: ChatModel) -> RunResult:
             result: list[RunResult] = []
-            for _ in self._execute(kwargs.pop("task"), model=model, result=result, **kwargs):
+            task = kwargs.pop("task")
+            for _ in self._execute(task, RunOptions.of(kwargs), model=model, result=result):
                 pass
             return result[0]
 
@@ -456,18 +448,15 @@ class Agent:
         """Threads are namespaced per instance: alice's thread "t1" is never bob's "t1"."""
         return thread_id if self.instance is None else f"instance:{self.instance}:{thread_id}"
 
-    def _resolve_skills(self, names: Sequence[str]) -> list[SkillUse]:
+    def _resolve_skills(self, requested: Sequence[str | SkillRef]) -> list[SkillUse]:
         """Each requested skill at its current revision, or at the one pinned as `name@revision`."""
         uses = []
-        for requested in names:
-            name, _, pinned = requested.partition("@")
-            if isinstance(self.skills, LayeredStore):
-                name = self.skills.canonical(name)
-            if pinned and not (pinned.isdigit() and int(pinned) > 0):
-                raise UserError(f"{requested!r}: the revision after '@' must be a positive integer")
+        for item in requested:
+            ref = item if isinstance(item, SkillRef) else SkillRef.parse_one(item)
+            name = self.skills.canonical(ref.qualified) if isinstance(self.skills, LayeredStore) else ref.qualified
             try:
                 manifest = self.skills.get(name)
-                revision = self.skills.revision(name, int(pinned)).number if pinned else manifest.current
+                revision = manifest.current if ref.revision is None else self.skills.revision(name, ref.revision).number
             except SkillNotFoundError as error:
                 raise SkillNotFoundError(error.message, hint="see `habitloop skills list`") from error
             uses.append(SkillUse(name=name, revision=revision, reason="requested"))

@@ -23,10 +23,11 @@ from langgraph.runtime import Runtime
 from agent.backends.protocol import ChatModel
 from agent.prompt import system_prompt, tool_result_message
 from memory.trajectory import Outcome, SkillUse, Step, Trajectory
+from skills.messages import ChatMessage
 from tools import ToolContext, ToolRegistry, parse_tool_calls, validate_call
 from tools.calls import ToolCall
 
-Checker = Callable[[str, str | None, Trajectory], "bool | float | Outcome | None"]
+Checker = Callable[[str, str | None, Trajectory], bool | float | Outcome | None]
 
 
 class AgentState(TypedDict, total=False):
@@ -34,7 +35,7 @@ class AgentState(TypedDict, total=False):
 
     run_id: str
     task: str
-    messages: list[dict[str, Any]]
+    messages: list[dict[str, Any]]  # ChatMessage.model_dump() each: plain dicts, as threads were always saved
     skills: list[dict[str, Any]]
     steps: list[dict[str, Any]]
     pending: list[dict[str, Any]]
@@ -87,7 +88,7 @@ def start(state: AgentState) -> AgentState:
     """Open a run: add the task to the thread's conversation and reset this run's fields."""
     previous = state.get("messages", [])
     return {
-        "messages": [*previous, {"role": "user", "content": state["task"]}],
+        "messages": [*previous, ChatMessage.user(state["task"]).model_dump()],
         "run_start": len(previous),
         "steps": [],
         "pending": [],
@@ -113,7 +114,7 @@ def generate(state: AgentState, runtime: Runtime[RunContext]) -> AgentState:
     ctx = runtime.context
     system = system_prompt(ctx.tools.schemas())
     shown = [message for _, example in ctx.examples for message in example]  # worked examples, before the thread
-    conversation = ([{"role": "system", "content": system}] if system else []) + shown + state["messages"]
+    conversation = ([ChatMessage.system(system).model_dump()] if system else []) + shown + state["messages"]
     started = time.perf_counter()
     reply = ctx.model.generate(
         conversation,
@@ -122,7 +123,7 @@ def generate(state: AgentState, runtime: Runtime[RunContext]) -> AgentState:
         temperature=ctx.temperature,
     )
     steps = list(state.get("steps", []))
-    messages = [*state["messages"], {"role": "assistant", "content": reply.text}]
+    messages = [*state["messages"], ChatMessage.assistant(reply.text).model_dump()]
     model_step = _step({"steps": steps}, "model", text=reply.text, seconds=time.perf_counter() - started)
     steps.append(model_step)
     _emit(runtime, model_step)

@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from skills.messages import ChatMessage
+
 CALL_FORMAT = '<tool_call>{"name": "<tool name>", "arguments": {<arguments as JSON>}}</tool_call>'
 
 _SYSTEM = """You are a helpful assistant with tools.
@@ -31,7 +33,12 @@ def system_prompt(schemas: Iterable[dict[str, Any]]) -> str | None:
     return _SYSTEM.format(call_format=CALL_FORMAT, schemas="\n".join(listed))
 
 
-def tool_result_message(name: str, content: str, ok: bool) -> dict[str, str]:
+def tool_result(name: str, content: str, ok: bool) -> ChatMessage:
     """The observation a tool result (or a refused call) becomes for the model."""
     prefix = "" if ok else "error: "
-    return {"role": "tool", "content": f"[{name}] {prefix}{content}"}
+    return ChatMessage.tool(f"[{name}] {prefix}{content}")
+
+
+def tool_result_message(name: str, content: str, ok: bool) -> dict[str, Any]:
+    """`tool_result` as the plain dict a thread, a trajectory and a backend hold."""
+    return tool_result(name, content, ok).model_dump()

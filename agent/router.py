@@ -41,7 +41,7 @@ from memory.embed import TextEmbedder
 from memory.trajectory import SkillUse
 from skills.errors import CorruptSkillError, SkillNotFoundError, UserError
 from skills.manifest import RevisionRecord, RoutingVector
-from skills.store import SkillStore
+from skills.reader import SkillCatalog
 
 log = logging.getLogger("habitloop.router")
 DEFAULT_TOP_K = 2
@@ -115,7 +115,7 @@ class RoutingIndex:
     (`RoutingIndex.from_vectors`). `refresh()` is cheap when nothing changed: one small file read and one stat.
     """
 
-    def __init__(self, store: SkillStore | None, embedder: TextEmbedder) -> None:
+    def __init__(self, store: SkillCatalog | None, embedder: TextEmbedder) -> None:
         self.store = store
         self.embedder = embedder
         self.names: list[str] = []
@@ -253,7 +253,7 @@ class Router:
 
     def __init__(
         self,
-        store: SkillStore | None,
+        store: SkillCatalog | None,
         embedder: TextEmbedder,
         *,
         top_k: int = DEFAULT_TOP_K,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from agent.backends.local import LocalChatModel
 from agent.base import Base, load_base
@@ -51,9 +50,7 @@ def local_runtime(
     view = store if instances_dir is None else LayeredStore(store, instances_dir)
     residency = Residency(
         base.model,
-        # A LayeredStore reads like a SkillStore (revision, get, list, ...), which is all Residency asks of it; the
-        # cast goes once Residency is typed against the store protocol skills/ is getting.
-        cast(SkillStore, view),
+        view,  # a SkillReader: the store, or the store with the personal skills layered over it
         max_hot=settings.max_hot if max_hot is None else max_hot,
         max_warm=settings.max_warm if max_warm is None else max_warm,
     )

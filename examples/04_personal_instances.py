@@ -48,7 +48,7 @@ settings = Settings(home=Path(tempfile.mkdtemp(prefix="habitloop-instances-examp
 base = load_base(settings=Settings())  # the shared base, converted once in the usual home
 shared = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
 # One residency for every instance: personal skills load by `alice/...` names into the one shared model.
-model = LocalChatModel(base, Residency(base.model, LayeredStore(shared, settings.instances_dir), max_hot=4))  # type: ignore[arg-type]
+model = LocalChatModel(base, Residency(base.model, LayeredStore(shared, settings.instances_dir), max_hot=4))
 buffer = InMemoryBuffer(HashingEmbedder())
 config = ConsolidationConfig(
     kind="preference", min_episodes=4, replay=4, epochs=4.0, min_steps=16, max_steps=16, learning_rate=3e-3

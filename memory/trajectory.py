@@ -1,7 +1,8 @@
 """The trajectory (episode) of one agent run: what was asked, every message, every tool call, who judged the outcome.
 
 It lives in `memory` because memory owns episodes (the buffer stores them, consolidation trains on them); the agent
-records into it. It is plain data: pydantic, JSON round-trip, nothing imported from `agent`.
+records into it. It is plain data: pydantic, JSON round-trip, nothing imported from `agent`; its messages are
+`skills.ChatMessage`s, stored as their plain dicts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from skills.messages import ChatMessage
 
 OutcomeStatus = Literal["success", "failure", "unknown"]
 Judge = Literal["checker", "tool", "user", "max_steps", "error", "none"]
@@ -73,7 +76,10 @@ class Trajectory(BaseModel):
     task: str
     instance: str | None = None
     messages: list[dict[str, Any]] = Field(
-        default_factory=list, description="the thread's chat messages up to the end of this run, system prompt excluded"
+        default_factory=list,
+        description="the thread's chat messages up to the end of this run, system prompt excluded: each a "
+        "`ChatMessage.model_dump()` ({role, content}), kept as plain dicts so every trajectory ever written loads "
+        "unchanged (`chat_messages` is the typed view)",
     )
     context_messages: int = Field(0, ge=0, description="how many of `messages` came from earlier runs on the thread")
     system_prompt: str | None = Field(None, description="the system prompt the model saw (tool schemas)")
@@ -103,12 +109,12 @@ class Trajectory(BaseModel):
         the answer), e.g. `[{"role": "assistant", "content": "<tool_call>...</tool_call>"}, {"role": "tool", ...},
         {"role": "assistant", "content": "391"}]`.
         """
-        after = [{"role": "assistant", "content": replies}] if isinstance(replies, str) else list(replies)
+        after = [ChatMessage.assistant(replies).model_dump()] if isinstance(replies, str) else list(replies)
         answer = next((str(m["content"]) for m in reversed(after) if m.get("role") == "assistant"), None)
         return cls(
             thread_id=thread_id or new_id(),
             task=task,
-            messages=[{"role": "user", "content": task}, *after],
+            messages=[ChatMessage.user(task).model_dump(), *after],
             system_prompt=system_prompt,
             answer=answer,
             outcome=Outcome(status="success", judged_by="user", reason="demonstration"),
@@ -119,6 +125,11 @@ class Trajectory(BaseModel):
     def run_messages(self) -> list[dict[str, Any]]:
         """This run's messages: the task and everything after it."""
         return self.messages[self.context_messages :]
+
+    def chat_messages(self, *, run_only: bool = False) -> list[ChatMessage]:
+        """The messages (only this run's with `run_only`) as typed chat messages, content as text: the view a
+        training set is built from."""
+        return [ChatMessage.from_record(m) for m in (self.run_messages if run_only else self.messages)]
 
     @property
     def seconds(self) -> float:

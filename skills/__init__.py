@@ -36,9 +36,12 @@ from skills.manifest import (
     skill_kinds,
     validate_skill_name,
 )
+from skills.messages import ChatMessage, Role
+from skills.reader import SkillCatalog, SkillReader
+from skills.reference import SkillRef
 from skills.residency import Residency, ResidencyStats
 from skills.store import AdapterWeights, HistoryEntry, SkillProblem, SkillStore, StoreScan
-from skills.train import ChatExample, ChatMessage, TrainConfig, TrainResult, save_adapter, train_lora
+from skills.train import ChatExample, TrainConfig, TrainResult, save_adapter, train_lora
 
 __all__ = [
     "AdapterWeights",
@@ -63,10 +66,14 @@ __all__ = [
     "Residency",
     "ResidencyStats",
     "RevisionRecord",
+    "Role",
+    "SkillCatalog",
     "SkillExistsError",
     "SkillManifest",
     "SkillNotFoundError",
     "SkillProblem",
+    "SkillReader",
+    "SkillRef",
     "SkillStore",
     "StoreLockedError",
     "StoreScan",

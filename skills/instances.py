@@ -17,13 +17,15 @@ Cyrillic `а` is not an `a`), so one instance's folder can never be, or be insid
 
 from __future__ import annotations
 
+import builtins
 import re
 from pathlib import Path
 from typing import Any
 
 from skills.errors import InstanceAccessError, InvalidInstanceNameError, SkillNotFoundError, UserError
-from skills.manifest import SkillManifest, validate_skill_name
-from skills.store import AdapterWeights, SkillStore
+from skills.manifest import RevisionRecord, SkillManifest, validate_skill_name
+from skills.reader import AdapterWeights, HistoryEntry
+from skills.store import SkillStore
 
 _INSTANCE_RE = re.compile(r"[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?")
 SEPARATOR = "/"
@@ -128,7 +130,7 @@ class LayeredStore:
         except SkillNotFoundError as error:
             raise SkillNotFoundError(f"no skill {name!r} for instance {self.instance!r}", hint=error.hint) from error
 
-    def revision(self, name: str, number: int | None = None) -> Any:
+    def revision(self, name: str, number: int | None = None) -> RevisionRecord:
         store, skill = self._route(name)
         return store.revision(skill, number)
 
@@ -136,7 +138,7 @@ class LayeredStore:
         store, skill = self._route(name)
         return store.revision_dir(skill, number)
 
-    def history(self, name: str) -> Any:
+    def history(self, name: str) -> builtins.list[HistoryEntry]:
         store, skill = self._route(name)
         return store.history(skill)
 
@@ -183,13 +185,13 @@ class PersonalView:
     def list(self) -> list[SkillManifest]:
         return self.personal.list()
 
-    def revision(self, name: str, number: int | None = None) -> Any:
+    def revision(self, name: str, number: int | None = None) -> RevisionRecord:
         return self.personal.revision(self.bare(name), number)
 
     def revision_dir(self, name: str, number: int | None = None) -> Path:
         return self.personal.revision_dir(self.bare(name), number)
 
-    def history(self, name: str) -> Any:
+    def history(self, name: str) -> builtins.list[HistoryEntry]:
         return self.personal.history(self.bare(name))
 
     def read_adapter(self, name: str, number: int | None = None) -> AdapterWeights:
@@ -198,5 +200,5 @@ class PersonalView:
     def create(self, name: str, adapter_dir: Path | str, **kwargs: Any) -> SkillManifest:
         return self.personal.create(self.bare(name), adapter_dir, **kwargs)
 
-    def add_revision(self, name: str, adapter_dir: Path | str, **kwargs: Any) -> Any:
+    def add_revision(self, name: str, adapter_dir: Path | str, **kwargs: Any) -> RevisionRecord:
         return self.personal.add_revision(self.bare(name), adapter_dir, **kwargs)

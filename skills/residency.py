@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from skills.adapter_check import check_adapter
 from skills.errors import CorruptSkillError, InvalidAdapterError, UserError
 from skills.files import ADAPTER_WEIGHTS, check_adapter_dir, read_safetensors
-from skills.store import AdapterWeights, SkillStore
+from skills.reader import AdapterWeights, SkillReader
 
 State = Literal["hot", "warm", "cold"]
 
@@ -51,7 +51,7 @@ class Residency:
     current object) or a `PeftModel` already. Keys are (skill, revision): two revisions of one skill can be hot at once.
     """
 
-    def __init__(self, model: Any, store: SkillStore, *, max_hot: int = 8, max_warm: int = 64) -> None:
+    def __init__(self, model: Any, store: SkillReader, *, max_hot: int = 8, max_warm: int = 64) -> None:
         if max_hot < 1:
             raise UserError("max_hot must be at least 1")
         self._model = model

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,15 +25,9 @@ from skills.adapter_check import check_adapter
 from skills.errors import UserError
 from skills.files import ADAPTER_WEIGHTS, check_adapter_dir, library_versions, read_safetensors
 from skills.manifest import LoraSpec, Provenance
+from skills.messages import ChatMessage
 
 IGNORE_INDEX = -100  # label value that torch's cross-entropy skips
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str
 
 
 class ChatExample(BaseModel):
@@ -46,9 +40,9 @@ class ChatExample(BaseModel):
 
     @classmethod
     def from_pair(cls, prompt: str, answer: str, *, system: str | None = None, source_id: str | None = None):
-        messages = [ChatMessage(role="user", content=prompt), ChatMessage(role="assistant", content=answer)]
+        messages = [ChatMessage.user(prompt), ChatMessage.assistant(answer)]
         if system is not None:
-            messages.insert(0, ChatMessage(role="system", content=system))
+            messages.insert(0, ChatMessage.system(system))
         return cls(messages=tuple(messages), source_id=source_id)
 
 

@@ -12,9 +12,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from agent import Agent, Settings
 from agent.api import sqlite_checkpointer
 from agent.graph import build_graph
+from agent.options import RunOptions
 from agent.testing import ScriptedChatModel
 from memory import HashingEmbedder, InMemoryBuffer, Outcome, Trajectory
-from skills import SkillNotFoundError, SkillStore, UserError
+from skills import SkillNotFoundError, SkillRef, SkillStore, UserError
 from tools import builtin_tools, tool
 
 
@@ -164,12 +165,16 @@ def test_skills_are_resolved_to_revisions_and_passed_to_the_model(tmp_path: Path
     store = SkillStore(tmp_path / "home" / "skills", base_fingerprint=tiny.fingerprint)
     store.create("habit", adapter("alpha"), kind="tool_habit")
     store.add_revision("habit", adapter("beta"))
-    agent = make_agent(tmp_path, ["ok"], store=store)
+    agent = make_agent(tmp_path, ["ok", "ok"], store=store)
     result = agent.run("task", skills=["habit"])
     assert agent.model.skills_seen == [[("habit", 2)]]
     assert [(s.name, s.revision) for s in result.trajectory.skills] == [("habit", 2)]
     with pytest.raises(SkillNotFoundError, match="nope"):
         agent.run("task", skills=["nope"])
+    pinned = agent.run("task", skills=[SkillRef("habit", 1)])  # a typed reference is taken as it is
+    assert [(s.name, s.revision) for s in pinned.trajectory.skills] == [("habit", 1)]
+    with pytest.raises(UserError, match="positive integer"):
+        agent.run("task", skills=["habit@0"])
 
 
 def test_feedback_replaces_the_outcome_and_reaches_the_recorder(tmp_path: Path) -> None:
@@ -189,6 +194,26 @@ def test_run_batch_and_empty_task(tmp_path: Path) -> None:
     assert [r.answer for r in results] == ["A", "B"]
     with pytest.raises(UserError, match="empty"):
         agent.run("   ")
+    with pytest.raises(TypeError, match="skillz"):
+        agent.run_batch([{"task": "c", "skillz": ["typo"]}])
+
+
+def test_run_options_are_one_typed_model() -> None:
+    options = RunOptions.of({"skills": ["a@2"], "max_steps": 2})
+    assert options.skills == ("a@2",) and options.max_steps == 2 and options.temperature == 0.0
+    with pytest.raises(TypeError, match="nope"):
+        RunOptions.of({"nope": 1})
+
+
+def test_messages_are_chat_messages_stored_as_plain_dicts(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, [call("calculator", expression="2+2"), "4"])
+    trajectory = agent.run("what is 2+2?").trajectory
+    assert trajectory.messages[0] == {"role": "user", "content": "what is 2+2?"}
+    assert all(type(m) is dict and set(m) == {"role", "content"} for m in trajectory.messages)
+    typed = trajectory.chat_messages()
+    assert [m.role for m in typed] == ["user", "assistant", "tool", "assistant"]
+    assert [m.model_dump() for m in typed] == trajectory.messages, "the dump is the dict written before"
+    assert Trajectory.model_validate_json(trajectory.model_dump_json()) == trajectory
 
 
 def test_graph_shape_is_locked() -> None:

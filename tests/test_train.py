@@ -10,6 +10,7 @@ import pytest
 import torch
 from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
+from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from agent.testing import tiny_base
@@ -98,6 +99,18 @@ def test_tokenize_chat_labels_only_assistant_turns(tiny: Any) -> None:
         assert tokenizer.decode(ids[:start]).endswith("<|im_start|>assistant\n")
     ignored = tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label == IGNORE_INDEX])
     assert "You are terse." in ignored and "héllo  wörld" in ignored and "and again?" in ignored
+
+
+def test_one_chat_message_from_prompt_to_training_set() -> None:
+    import skills.train
+    from skills.messages import ChatMessage as Message
+
+    assert ChatMessage is Message is skills.train.ChatMessage, "one class, wherever it is imported from"
+    recorded = {"role": "tool", "content": 3, "name": "calculator"}  # what an old or hand-made trajectory may hold
+    assert Message.from_record(recorded) == Message.tool("3")
+    assert Message.user("hi").model_dump() == {"role": "user", "content": "hi"}
+    with pytest.raises(ValidationError):
+        Message.from_record({"role": "narrator", "content": "x"})
 
 
 def test_tokenize_chat_without_assistant_has_no_targets(tiny: Any) -> None:

@@ -18,23 +18,24 @@ The order of components is kept (it is the caller's), duplicates are refused.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from skills.errors import UserError
+from skills.reference import SkillRef, check_distinct, format_refs
 
 BASE_MODEL = "base"
-_COMPONENT = re.compile(
-    r"^(?P<skill>(?:[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?/)?[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?)"
-    r"(?:@(?P<revision>[1-9][0-9]{0,8}))?$"
-)
 
-SkillRef = tuple[str, int | None]
-"""(skill name, revision or None for the current one)."""
+ModelSkill = tuple[str, int | None]
+"""(qualified skill name, revision or None for the current one): the pair the server and the backends pass."""
 
 
-def parse_model_name(model: str) -> list[SkillRef]:
+def parse_model_name(model: str) -> list[ModelSkill]:
     """The skills a model name asks for, in order; `[]` for the base. Raises `UserError` for a malformed name."""
+    return [ref.pair() for ref in parse_model_refs(model)]
+
+
+def parse_model_refs(model: str) -> list[SkillRef]:
+    """The typed references of a model name (`skills.reference` parses each component); `[]` for the base."""
     if not isinstance(model, str) or not model.strip():
         raise UserError("the model name is empty", hint=f"use {BASE_MODEL!r}, a skill name, or skills joined by '+'")
     parts = model.strip().split("+")
@@ -42,17 +43,16 @@ def parse_model_name(model: str) -> list[SkillRef]:
         parts = parts[1:]
     refs: list[SkillRef] = []
     for part in parts:
-        match = _COMPONENT.fullmatch(part)
-        if match is None or part == BASE_MODEL:
+        try:
+            if part == BASE_MODEL:
+                raise UserError(f"{BASE_MODEL!r} is the base, not a skill")
+            refs.append(SkillRef.parse_one(part))
+        except UserError as error:
             raise UserError(
                 f"{model!r} is not a model name: component {part!r} is not a skill name",
                 hint="skill names are slugs (a-z 0-9 - _), optionally owner/skill and @revision, joined by '+'",
-            )
-        revision = match.group("revision")
-        refs.append((match.group("skill"), int(revision) if revision else None))
-    names = [name for name, _ in refs]
-    if len(set(names)) != len(names):
-        raise UserError(f"{model!r} names a skill twice", hint="name each skill once")
+            ) from error
+    check_distinct(refs, model)
     return refs
 
 
@@ -60,6 +60,6 @@ def format_model_name(skills: Sequence[tuple[str, int | None]], *, pin: bool = T
     """The model name for these skills (`base` for none); with `pin`, each carries its revision (`name@rev`)."""
     if not skills:
         return BASE_MODEL
-    name = "+".join(f"{skill}@{revision}" if pin and revision is not None else skill for skill, revision in skills)
+    name = format_refs((SkillRef.of(skill, revision) for skill, revision in skills), pin=pin)
     parse_model_name(name)  # refuse here what a server would refuse later
     return name

@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from agent.backends.naming import BASE_MODEL, SkillRef, format_model_name, parse_model_name
+from agent.backends.naming import BASE_MODEL, ModelSkill, format_model_name, parse_model_name
 from skills.errors import InvalidSkillNameError, SkillNotFoundError, UserError
 from skills.store import SkillStore
 
@@ -32,7 +32,7 @@ class ModelCatalog:
         Raises `SkillNotFoundError` for an unknown skill or revision, `UserError` for a malformed name.
         """
         try:
-            refs: list[SkillRef] = parse_model_name(model)
+            refs: list[ModelSkill] = parse_model_name(model)
         except UserError as error:  # not even a name: as unknown as any other (OpenAI answers 404 too)
             raise SkillNotFoundError(f"the model {model!r} does not exist: {error.message}", hint=error.hint) from error
         resolved: list[tuple[str, int]] = []

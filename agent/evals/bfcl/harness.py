@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from agent.evals.bfcl.checker import Verdict, check_call
 from agent.evals.bfcl.data import BfclCase, Split, load_cases
 from skills.errors import UserError
+from skills.reference import SkillRef
 from tools import Tool, ToolRegistry, parse_tool_calls
 
 Mode = Literal["base", "retrieval", "skill"]
@@ -164,7 +165,7 @@ def skill_list(skill: str) -> list[str]:
     parts = [part.strip() for part in skill.split("+")]
     if not all(parts):
         raise UserError(f"--skill {skill!r} has an empty part", hint="join skill names with '+', e.g. a+b")
-    return parts
+    return [ref.format() for ref in SkillRef.parse("+".join(parts))]
 
 
 def _run_kwargs(
