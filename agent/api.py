@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -15,9 +14,9 @@ from agent.backends.protocol import ChatModel
 from agent.config import Settings
 from agent.graph import Checker, RunContext, build_graph
 from agent.options import RunOptions
-from agent.practice import rejection_sample
+from agent.practice import PracticeReport, rejection_sample
 from agent.router import RouteDecision, Router
-from agent.runtime import local_runtime
+from agent.runtime import default_buffer, local_runtime, sqlite_checkpointer
 from memory.buffer import EpisodeBuffer
 from memory.consolidate import ConsolidationConfig, ConsolidationReport, Consolidator
 from memory.trajectory import Outcome, OutcomeStatus, SkillUse, Step, Trajectory, new_id
@@ -25,16 +24,7 @@ from skills.errors import SkillNotFoundError, UserError
 from skills.instances import LayeredStore, PersonalView, qualify, validate_instance_name
 from skills.reference import SkillRef
 from skills.store import SkillStore
-from tools import Tool, ToolContext, ToolRegistry, builtin_tools, parse_tool_calls
-
-
-class PracticeReport(BaseModel):
-    """What `agent.practice` did for one task: every attempt is recorded in the buffer; successes train skills."""
-
-    task: str
-    attempts: int
-    successes: int
-    run_ids: list[str]
+from tools import ToolContext, ToolRegistry, builtin_tools, parse_tool_calls
 
 
 class RunResult(BaseModel):
@@ -49,24 +39,6 @@ class RunResult(BaseModel):
     @property
     def steps(self) -> list[Step]:
         return self.trajectory.steps
-
-
-def default_buffer(settings: Settings) -> EpisodeBuffer:
-    """The chroma buffer: embedded under `$HABITLOOP_HOME/buffer`, or the server at `HABITLOOP_CHROMA_URL`."""
-    from memory.chroma import ChromaBuffer
-    from memory.embed import Embedder
-
-    if settings.chroma_url:
-        return ChromaBuffer(url=settings.chroma_url, embedder=Embedder())
-    return ChromaBuffer(settings.buffer_dir, embedder=Embedder())
-
-
-def sqlite_checkpointer(path: Path) -> Any:
-    """LangGraph's SQLite saver on `path` (created if missing): threads survive the process."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))
 
 
 class Agent:
@@ -487,28 +459,3 @@ class Agent:
         mine = [t for t in waiting if (t.skills[0].name if t.skills else None) in (target, None)]
         if len(mine) >= threshold:
             self.consolidate(target, min_episodes=threshold)
-
-
-def load_tools(spec: str) -> list[Tool | Any]:
-    """Import tools from `module:attr` (a tool, a function to wrap with @tool, a LangChain tool, or a list of them),
-    or from `pack:NAME`, an installed skill pack's tools."""
-    import importlib
-
-    from tools import tool as make_tool
-
-    module_name, _, attr = spec.partition(":")
-    if module_name == "pack":  # `pack:NAME`: an installed pack's tools (only if installed with --trust-code)
-        from skills.packs import load_pack_tools
-
-        return [
-            item if hasattr(item, "invoke") else make_tool(item) for item in load_pack_tools(attr, Settings().packs_dir)
-        ]
-    if not module_name or not attr:
-        raise UserError(f"--tools {spec!r} is not 'module:attr'", hint="e.g. --tools mypkg.tools:TOOLS")
-    try:
-        value = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as error:
-        raise UserError(f"cannot import tools from {spec!r}: {error}") from error
-    items = value if isinstance(value, list | tuple) else [value]
-    # Tools and LangChain tools have `invoke`; a plain typed function is wrapped with @tool.
-    return [item if hasattr(item, "invoke") else make_tool(item) for item in items]

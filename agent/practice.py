@@ -13,10 +13,21 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Generic, TypeVar
 
+from pydantic import BaseModel
+
 from skills.errors import UserError
 
 Item = TypeVar("Item")
 Sample = TypeVar("Sample")
+
+
+class PracticeReport(BaseModel):
+    """What `agent.practice` did for one task: every attempt is recorded in the buffer; successes train skills."""
+
+    task: str
+    attempts: int
+    successes: int
+    run_ids: list[str]
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,21 @@
 Every caller that runs skills in this process (the `Agent`, `habitloop serve`, the benchmarks, the vLLM backend's
 composition builder) gets its parts from `local_runtime`, so the store always carries the base's fingerprint and the
 residency always has the configured hot/warm bounds. Loading the base is the expensive step: pass one already loaded
-to share it.
+to share it. The agent's other persistent parts are opened here too: the episode buffer (`default_buffer`) and the
+LangGraph checkpointer (`sqlite_checkpointer`).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.backends.local import LocalChatModel
 from agent.base import Base, load_base
 from agent.config import Settings
+from memory.buffer import EpisodeBuffer
 from skills.instances import LayeredStore
 from skills.residency import Residency
 from skills.store import SkillStore
@@ -55,3 +59,21 @@ def local_runtime(
         max_warm=settings.max_warm if max_warm is None else max_warm,
     )
     return LocalRuntime(base=base, store=store, residency=residency, model=LocalChatModel(base, residency))
+
+
+def default_buffer(settings: Settings) -> EpisodeBuffer:
+    """The chroma buffer: embedded under `$HABITLOOP_HOME/buffer`, or the server at `HABITLOOP_CHROMA_URL`."""
+    from memory.chroma import ChromaBuffer
+    from memory.embed import Embedder
+
+    if settings.chroma_url:
+        return ChromaBuffer(url=settings.chroma_url, embedder=Embedder())
+    return ChromaBuffer(settings.buffer_dir, embedder=Embedder())
+
+
+def sqlite_checkpointer(path: Path) -> Any:
+    """LangGraph's SQLite saver on `path` (created if missing): threads survive the process."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))

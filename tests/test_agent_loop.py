@@ -10,9 +10,9 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import Agent, Settings
-from agent.api import sqlite_checkpointer
 from agent.graph import build_graph
 from agent.options import RunOptions
+from agent.runtime import sqlite_checkpointer
 from agent.testing import ScriptedChatModel
 from memory import HashingEmbedder, InMemoryBuffer, Outcome, Trajectory
 from skills import SkillNotFoundError, SkillRef, SkillStore, UserError

@@ -232,7 +232,7 @@ def test_trusted_tools_import_and_work(
 def test_agent_load_tools_reads_a_trusted_pack(
     src: SkillStore, store: SkillStore, tmp_path: Path, tool_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent.api import load_tools
+    from agent.cli.resources import load_tools
     from agent.config import Settings
 
     monkeypatch.setenv("HABITLOOP_HOME", str(tmp_path / "home"))

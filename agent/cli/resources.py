@@ -1,4 +1,4 @@
-"""What the commands open: the skill store, the episode buffer, the base's fingerprint, the routing embedder.
+"""What the commands open: the skill store, the episode buffer, the base's fingerprint, the routing embedder, tools.
 
 One home so that every command opens them the same way, and so that tests have one seam: replacing
 `base_fingerprint` or `embedder` here (the real ones load the base model or MiniLM) changes every command using them.
@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from agent.config import Settings
+from skills.errors import UserError
+from tools import Tool
 
 
 def base_fingerprint(settings: Settings) -> str:
@@ -28,7 +30,7 @@ def skill_store(settings: Settings, with_base: bool = False) -> Any:
 
 def episode_buffer(settings: Settings) -> Any:
     """The agent's episode buffer (chromadb under $HABITLOOP_HOME/buffer)."""
-    from agent.api import default_buffer
+    from agent.runtime import default_buffer
 
     return default_buffer(settings)
 
@@ -39,3 +41,28 @@ def embedder() -> Any:
     from memory.embed import Embedder
 
     return Embedder()
+
+
+def load_tools(spec: str) -> list[Tool | Any]:
+    """Import tools from `module:attr` (a tool, a function to wrap with @tool, a LangChain tool, or a list of them),
+    or from `pack:NAME`, an installed skill pack's tools."""
+    import importlib
+
+    from tools import tool as make_tool
+
+    module_name, _, attr = spec.partition(":")
+    if module_name == "pack":  # `pack:NAME`: an installed pack's tools (only if installed with --trust-code)
+        from skills.packs import load_pack_tools
+
+        return [
+            item if hasattr(item, "invoke") else make_tool(item) for item in load_pack_tools(attr, Settings().packs_dir)
+        ]
+    if not module_name or not attr:
+        raise UserError(f"--tools {spec!r} is not 'module:attr'", hint="e.g. --tools mypkg.tools:TOOLS")
+    try:
+        value = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise UserError(f"cannot import tools from {spec!r}: {error}") from error
+    items = value if isinstance(value, list | tuple) else [value]
+    # Tools and LangChain tools have `invoke`; a plain typed function is wrapped with @tool.
+    return [item if hasattr(item, "invoke") else make_tool(item) for item in items]

@@ -26,7 +26,8 @@ def run(
     as_json: JsonFlag = False,
 ) -> None:
     """Run one task with the agent on the shared base: built-in tools (calculator, workspace files) plus --tools."""
-    from agent.api import Agent, load_tools
+    from agent.api import Agent
+    from agent.cli.resources import load_tools
     from tools import builtin_tools
 
     extra = [item for spec in tools or [] for item in load_tools(spec)]

@@ -154,10 +154,10 @@ class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
 def load_pack_tools(name: str, packs_dir: Path | str) -> list[Any]:
     """Import the tools of an installed pack: only if it was installed with `trust_code=True` (`--trust-code`).
 
-    Returns the objects the specs name (lists flattened): `Tool`s, typed functions or LangChain tools, as
-    `agent.api.load_tools` accepts them. Each module is loaded from its file in the installed pack under a private
-    module name, so two packs' `tools.py` never collide and nothing on `sys.path` can stand in for it, and always
-    compiled from that `.py` (`_SourceOnlyLoader`): no bytecode beside it can run instead.
+    Returns the objects the specs name (lists flattened): `Tool`s, typed functions or LangChain tools, as `--tools
+    pack:NAME` accepts them. Each module is loaded from its file in the installed pack under a private module name,
+    so two packs' `tools.py` never collide and nothing on `sys.path` can stand in for it, and always compiled from
+    that `.py` (`_SourceOnlyLoader`): no bytecode beside it can run instead.
     """
     pack = show(name, packs_dir)
     if not pack.manifest.tools:
