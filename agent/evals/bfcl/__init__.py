@@ -1,6 +1,5 @@
-"""BFCL: data from the bfcl-eval wheel, BFCL's AST checker, the harness over the agent loop, practice, the recipe."""
+"""BFCL: `data` (from the bfcl-eval wheel), `checker` (BFCL's AST rules), `harness` (the cases through the agent
+loop), `practice` (learning from the train split), `recipe` (the tool-habit consolidation).
 
-from agent.evals.bfcl.checker import Verdict, check_call
-from agent.evals.bfcl.data import CATEGORIES, BfclCase, load_cases, split_of
-
-__all__ = ["CATEGORIES", "BfclCase", "Verdict", "check_call", "load_cases", "split_of"]
+Import from the modules: this package imports nothing, so `python -m agent.evals.bfcl.data` runs cleanly.
+"""

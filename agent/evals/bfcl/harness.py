@@ -274,8 +274,8 @@ def evaluate(
     checked = _check_mode(mode, skill)
     if checked == "skill":
         for part in skill_list(skill or ""):  # an unknown skill or revision fails here, before any case runs
-            name, _, revision = part.partition("@")
-            agent.store.revision(name, int(revision) if revision.isdigit() else None)
+            ref = SkillRef.parse_one(part)
+            agent.store.revision(ref.qualified, ref.revision)
     if cases is None:
         cases = load_cases(agent.settings.home, category, split, limit=limit)
     results = []
