@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from memory.trajectory import Trajectory
 from skills.manifest import validate_skill_name
-from skills.train import ChatExample, ChatMessage, data_hash
+from skills.messages import ROLES, ChatMessage
+from skills.train import ChatExample, data_hash
 
 Chat = list[dict[str, str]]
 
@@ -28,12 +29,9 @@ _STOP = set(
 
 def example_from(episode: Trajectory) -> ChatExample:
     """The episode as a training conversation: its system prompt, then this run's messages (earlier runs dropped)."""
-    messages = [ChatMessage(role="system", content=episode.system_prompt)] if episode.system_prompt else []
-    for message in episode.run_messages:
-        role = message.get("role")
-        if role in ("user", "assistant", "tool", "system"):
-            messages.append(ChatMessage(role=role, content=str(message.get("content", ""))))
-    return ChatExample(messages=tuple(messages), source_id=episode.id)
+    head = [ChatMessage.system(episode.system_prompt)] if episode.system_prompt else []
+    run = [ChatMessage.from_record(m) for m in episode.run_messages if m.get("role") in ROLES]
+    return ChatExample(messages=(*head, *run), source_id=episode.id)
 
 
 def first_reply(episode: Trajectory) -> str | None:
