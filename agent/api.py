@@ -19,6 +19,8 @@ from agent.router import RouteDecision, Router
 from agent.runtime import default_buffer, local_runtime, sqlite_checkpointer
 from memory.buffer import EpisodeBuffer
 from memory.consolidate import ConsolidationConfig, ConsolidationReport, Consolidator
+from memory.facts import MEMORY_SKILL
+from memory.recipe import facts_recipe
 from memory.trajectory import Outcome, OutcomeStatus, SkillUse, Step, Trajectory, new_id
 from skills.errors import SkillNotFoundError, UserError
 from skills.instances import LayeredStore, PersonalView, qualify, validate_instance_name
@@ -370,12 +372,17 @@ class Agent:
 
         return system_prompt(self.tools.schemas())
 
-    def consolidate(self, skill: str | None = None, *, min_episodes: int | None = None) -> list[ConsolidationReport]:
+    def consolidate(
+        self, skill: str | None = None, *, min_episodes: int | None = None, facts: bool = False
+    ) -> list[ConsolidationReport]:
         """Train the buffer's unconsolidated successes into skills (a new revision each, gated against the current
-        one) and let those episodes go from the retrieval pool. Needs the local model (the shared base)."""
+        one) and let those episodes go from the retrieval pool. Needs the local model (the shared base).
+
+        `facts=True` (a personal instance): what the user said instead, into their memory adapter (`skill`, default
+        `memory`), with `memory.recipe.facts_recipe` unless this agent was given a recipe with a facts part."""
         if self.residency is None or self.base is None:
             raise UserError("consolidation trains adapters on the local base; this agent has no local model")
-        config = self.consolidation
+        config = self.consolidation if not facts or self.consolidation.facts else facts_recipe()
         if min_episodes is not None:
             config = config.model_copy(update={"min_episodes": min_episodes})
         store: Any = self.store
@@ -395,6 +402,10 @@ class Agent:
             # the gate counts off-task tool calls in every format the agent reads (fenced and Python-style too)
             is_tool_call=lambda text: bool(parse_tool_calls(text).calls),
         )
+        if facts:
+            name = MEMORY_SKILL if skill is None else store.bare(skill) if self.instance else skill
+            report = consolidator.consolidate_facts(name)
+            return [] if report is None else [report]
         return consolidator.run(skill)
 
     def recall(self, query: str, k: int = 3) -> list[tuple[str, str, float]]:

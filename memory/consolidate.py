@@ -40,7 +40,6 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from memory.buffer import EpisodeBuffer
 from memory.claims import CANDIDATES, LOCKS, SkillClaims
 from memory.dataset import Chat, Dataset, derive_name, group_episodes, split_holdout, system_prompts, unique_episodes
 from memory.embed import TextEmbedder, routing_vector
+from memory.facts import MEMORY_SKILL, answer_recall, fact_pairs, split_pairs
 from memory.gate import ModelScorer, Scorer, Scores, Trial, decide
 from memory.offtask import (
     OFF_TASK_EVAL,
@@ -61,8 +61,10 @@ from memory.offtask import (
 )
 from memory.recipe import ConsolidationConfig
 from memory.report import DRAFT, ConsolidationReport, ReportDraft, skipped_report, tried_report, write_report
+from memory.target import Target, taken_names
 from memory.trajectory import Trajectory
-from skills.errors import BaseMismatchError, CorruptSkillError, SkillNotFoundError
+from skills.errors import BaseMismatchError, CorruptSkillError, SkillNotFoundError, UserError
+from skills.generation import generate
 from skills.manifest import Evaluation, RoutingVector, validate_skill_name
 from skills.residency import Residency
 from skills.store import SkillStore
@@ -79,17 +81,6 @@ def crash_point(name: str) -> None:
     """Die here, as kill -9 would, when HABITLOOP_CRASH_AT names this point: the crash-safety tests use it."""
     if os.environ.get("HABITLOOP_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-@dataclass(frozen=True)
-class _Target:
-    """The skill one consolidation goes into: a new one (`created`, named and described from its episodes) or an
-    existing one, continued from its current revision `parent`."""
-
-    name: str
-    created: bool
-    parent: int | None
-    description: str
 
 
 # ------------------------------------------------------------------------------------------------------- the run
@@ -185,11 +176,26 @@ class Consolidator:
                 reports.append(report)
         return reports
 
+    def consolidate_facts(self, skill: str = MEMORY_SKILL) -> ConsolidationReport | None:
+        """What the user said (every unconsolidated episode of this instance that did not fail) into `skill`, made
+        with the facts recipe (`config.facts`, see `memory.facts`), under the skill's lock. None: too few episodes."""
+        if self.config.facts is None:
+            raise UserError("this consolidation recipe has no facts part", hint="use memory.recipe.facts_recipe()")
+        with self._claim(validate_skill_name(skill)) as work:
+            if work is None:
+                return self._busy(skill)
+            self.reconcile()
+            waiting = self.buffer.list(consolidated=False, instance=self.instance)
+            said = [e for e in waiting if e.outcome.status != "failure"]
+            if len(said) < self.config.min_episodes:
+                return None
+            return self._consolidate(skill, said, work)
+
     def consolidate(self, target: str | None, episodes: Sequence[Trajectory]) -> ConsolidationReport:
         """One skill: dataset, training, evaluation, commit, marking, report; under the skill's lock (a `skipped`
         report when another process holds it). `target` None creates a skill named after the episodes' tasks."""
         if target is None:
-            target = derive_name(episodes, self._taken())[0]
+            target = derive_name(episodes, taken_names(self.store))[0]
         with self._claim(target) as work:
             if work is None:
                 return self._busy(target)
@@ -201,7 +207,7 @@ class Consolidator:
             group = self._groups(skill).get(target, [])
             if len(group) < self.config.min_episodes:
                 return None
-            name = target if target is not None else derive_name(group, self._taken())[0]
+            name = target if target is not None else derive_name(group, taken_names(self.store))[0]
             with self._claim(name) as work:
                 if work is None:
                     return self._busy(name)
@@ -209,7 +215,7 @@ class Consolidator:
                 group = self._groups(skill).get(target, [])
                 if len(group) < self.config.min_episodes:
                     return None  # another process consolidated them while this one waited
-                if target is None and derive_name(group, self._taken())[0] != name:
+                if target is None and derive_name(group, taken_names(self.store))[0] != name:
                     continue
                 return self._consolidate(name, group, work)
         return self._skipped("(new skill)", "new skill names kept being taken by other processes; skipped")
@@ -239,33 +245,39 @@ class Consolidator:
 
     # --------------------------------------------------------------------------------------------- the steps
 
-    def _target(self, name: str, episodes: Sequence[Trajectory]) -> _Target:
+    def _target(self, name: str, episodes: Sequence[Trajectory]) -> Target:
         """Check that `name` can take a new revision (before any training) and read what it continues from."""
-        self._check_target(name)
-        created = not self.store.exists(name)
-        return _Target(
-            name=name,
-            created=created,
-            parent=None if created else self.store.get(name).current,
-            description=derive_name(episodes, set())[1] if created else "",
-        )
+        if self.config.facts is None:
+            description = derive_name(episodes, set())[1]
+        else:
+            description = f"What {self.instance or 'the user'} told the agent, learned as facts (memory.facts)."
+        return Target.of(self.store, name, description)
 
     def _build_dataset(self, episodes: Sequence[Trajectory]) -> tuple[Dataset, list[Chat], list[str]]:
-        """Deduplicate, split, add the base's replay answers; also the off-task chats of the gate and the base's
-        answers to them (both asked of the base in one go)."""
+        """Deduplicate, split (episodes, or with the facts recipe the pairs made from what the user said), add the
+        base's replay answers; also the off-task chats of the gate and the base's answers to them (all asked of the
+        base in one go)."""
         cfg = self.config
-        chosen = unique_episodes(episodes)
-        train, holdout = split_holdout(chosen, cfg.holdout_fraction)
+        chosen = unique_episodes(episodes, by_task=cfg.facts is not None)
         systems = system_prompts(chosen)
-        replay = replay_count(len(train), floor=cfg.replay, share=cfg.replay_share)
-        replay_chats = off_task_chats(OFF_TASK_TRAIN[:replay], systems)
-        offtask_chats = off_task_chats(OFF_TASK_EVAL, systems)
         with self.residency.base_only() as model:
+            if cfg.facts is None:
+                train, holdout = split_holdout(chosen, cfg.holdout_fraction)
+                trained, size = None, len(train)
+            else:
+                ask = lambda chats, tokens: generate(model, self.tokenizer, chats, max_new_tokens=tokens)  # noqa: E731
+                pairs, held = split_pairs(fact_pairs(chosen, ask, cfg.facts), cfg.facts.holdout_fraction)
+                train, holdout = chosen, [Trajectory.demonstration(p.question, p.answer) for p in held]
+                trained, size = [p.example() for p in pairs], len(pairs)
+            replay = replay_count(size, floor=cfg.replay, share=cfg.replay_share)
+            replay_chats = off_task_chats(OFF_TASK_TRAIN[:replay], systems)
+            offtask_chats = off_task_chats(OFF_TASK_EVAL, systems)
             replay_answers = self._generate(model, replay_chats)
             base_offtask = self._generate(model, offtask_chats, OFFTASK_TOKENS)
-        return Dataset.build(chosen, train, holdout, replay_chats, replay_answers), offtask_chats, base_offtask
+        data = Dataset.build(chosen, train, holdout, replay_chats, replay_answers, trained=trained)
+        return data, offtask_chats, base_offtask
 
-    def _train_candidate(self, target: _Target, data: Dataset, work: Path) -> TrainResult:
+    def _train_candidate(self, target: Target, data: Dataset, work: Path) -> TrainResult:
         """Train the candidate into `work`, the claimed folder (swept by the next claim if this run dies), continuing
         from the current revision."""
         cfg = self.config
@@ -292,7 +304,7 @@ class Consolidator:
         crash_point("saved")
         return result
 
-    def _score_candidate_and_current(self, target: _Target, candidate_dir: Path, trial: Trial) -> tuple[Scores, Scores]:
+    def _score_candidate_and_current(self, target: Target, candidate_dir: Path, trial: Trial) -> tuple[Scores, Scores]:
         """The candidate's scores and those of what it would replace (the current revision, or the base)."""
         scorer = self.scorer
         with self.residency.trial(candidate_dir) as model:
@@ -307,7 +319,7 @@ class Consolidator:
 
     def _report(
         self,
-        target: _Target,
+        target: Target,
         data: Dataset,
         result: TrainResult,
         candidate: Scores,
@@ -335,7 +347,7 @@ class Consolidator:
         )
 
     def _commit(
-        self, target: _Target, data: Dataset, result: TrainResult, report: ConsolidationReport, work: Path
+        self, target: Target, data: Dataset, result: TrainResult, report: ConsolidationReport, work: Path
     ) -> int | None:
         """Save the report's draft in `work`, then commit the candidate (atomically): a new skill if it was promoted,
         else a new revision of the target, promoted or rejected. Returns its number; None for a new skill that is no
@@ -401,7 +413,10 @@ class Consolidator:
         `config.max_new_tokens` (read at each use) and `is_tool_call`."""
         if self._scorer is not None:
             return self._scorer
-        return Scorer(self.tokenizer, max_new_tokens=self.config.max_new_tokens, is_tool_call=self.is_tool_call)
+        match = None if self.config.facts is None else answer_recall
+        return Scorer(
+            self.tokenizer, max_new_tokens=self.config.max_new_tokens, is_tool_call=self.is_tool_call, match=match
+        )
 
     def _generate(self, model: Any, chats: list[Chat], limit: int | None = None) -> list[str]:
         """Replies generated exactly as the default scorer generates them, so the base's off-task answers compare."""
@@ -415,6 +430,8 @@ class Consolidator:
         return routing_vector(self.embedder, [e.task for e in trained], parent=previous)
 
     def _regression_set(self, skill: str, exclude: set[str]) -> list[Trajectory]:
+        if self.config.facts is not None:  # episodes of earlier revisions are statements, with no reply to check
+            return []
         earlier = [
             e
             for e in self.buffer.list(status="success", consolidated=True, instance=self.instance)
@@ -457,22 +474,6 @@ class Consolidator:
         except _BROKEN + (SkillNotFoundError,) as error:
             log.warning("cannot tell whether %s was committed before a crash: %s", skill, error)
             return None
-
-    def _taken(self) -> set[str]:
-        """Names a new skill cannot have: every skill, and every folder in the store (a broken skill's too)."""
-        names = {m.name for m in self.store.list()}
-        return names | {p.name for p in self.store.root.iterdir() if not p.name.startswith(".")}
-
-    def _check_target(self, target: str) -> None:
-        """Refuse, before any training, a target that cannot take a new revision: its manifest, current revision or
-        files unreadable, made for another base, or a folder without a manifest in the way of a new skill."""
-        if self.store.exists(target):
-            self.store.read_adapter(target)  # manifest, current record, checksums, base fingerprint
-        elif (self.store.root / target.rsplit("/", 1)[-1]).exists():
-            raise CorruptSkillError(
-                f"skill folder {target!r} has no manifest.json",
-                hint=f"delete it with `habitloop skills delete {target}`",
-            )
 
     def _groups(self, skill: str | None) -> dict[str | None, list[Trajectory]]:
         episodes = self.buffer.list(status="success", consolidated=False, instance=self.instance)

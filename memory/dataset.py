@@ -48,11 +48,12 @@ def task_prompt(episode: Trajectory) -> Chat:
     return [*head, {"role": "user", "content": episode.task}]
 
 
-def unique_episodes(episodes: Sequence[Trajectory]) -> list[Trajectory]:
-    """The first of each set of episodes that would make the same training example, in order."""
+def unique_episodes(episodes: Sequence[Trajectory], *, by_task: bool = False) -> list[Trajectory]:
+    """The first of each set of episodes that would make the same training example (`by_task`: that say the same,
+    for the facts recipe, which learns only what the user said), in order."""
     unique: dict[str, Trajectory] = {}
     for episode in episodes:
-        unique.setdefault(data_hash([example_from(episode)]), episode)
+        unique.setdefault(episode.task if by_task else data_hash([example_from(episode)]), episode)
     return list(unique.values())
 
 
@@ -121,9 +122,13 @@ class Dataset:
         holdout: list[Trajectory],
         replay_chats: list[Chat],
         replay_answers: list[str],
+        *,
+        trained: Sequence[ChatExample] | None = None,
     ) -> Dataset:
-        """The examples: each trained episode, then each replay chat ending in the base's answer to it."""
-        examples = [example_from(e) for e in train] + [
+        """The examples: each trained episode (or `trained`, examples made from them, e.g. by the facts recipe), then
+        each replay chat ending in the base's answer to it."""
+        own = [example_from(e) for e in train] if trained is None else list(trained)
+        examples = own + [
             ChatExample(
                 messages=(*(ChatMessage.model_validate(m) for m in chat), ChatMessage(role="assistant", content=a)),
                 source_id=f"replay:{i}",

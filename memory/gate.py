@@ -49,8 +49,9 @@ class ModelScorer(Protocol):
 
 
 class Scorer:
-    """The default scorer: greedy replies of at most `max_new_tokens` (off-task ones `OFFTASK_TOKENS`), compared up
-    to whitespace; `is_tool_call` decides which off-task replies call a tool (default: `looks_like_tool_call`)."""
+    """The default scorer: greedy replies of at most `max_new_tokens` (off-task ones `OFFTASK_TOKENS`), compared with
+    the wanted reply by `match(got, wanted)` (default: equal up to whitespace; the facts recipe passes its recall
+    test); `is_tool_call` decides which off-task replies call a tool (default: `looks_like_tool_call`)."""
 
     def __init__(
         self,
@@ -58,10 +59,12 @@ class Scorer:
         *,
         max_new_tokens: int = 48,
         is_tool_call: Callable[[str], bool] = looks_like_tool_call,
+        match: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.is_tool_call = is_tool_call
+        self.match = match or same_text
 
     def __call__(self, model: Any, trial: Trial) -> Scores:
         off = self.generate(model, trial.offtask_chats, OFFTASK_TOKENS)
@@ -84,12 +87,17 @@ class Scorer:
         if not wanted:
             return None
         replies = self.generate(model, [task_prompt(e) for e, _ in wanted])
-        same = [" ".join(got.split()) == " ".join(want.split()) for got, (_, want) in zip(replies, wanted, strict=True)]
+        same = [self.match(got, want) for got, (_, want) in zip(replies, wanted, strict=True)]
         return sum(same) / len(wanted)
 
     def call_rate(self, replies: Sequence[str]) -> float:
         """The share of `replies` that call a tool, by this scorer's `is_tool_call`."""
         return call_rate(replies, self.is_tool_call)
+
+
+def same_text(got: str, wanted: str) -> bool:
+    """Equal up to whitespace: how a habit's reply is checked (a tool call must be reproduced exactly)."""
+    return " ".join(got.split()) == " ".join(wanted.split())
 
 
 def decide(candidate: Scores, current: Scores, margin: float) -> tuple[bool, str]:

@@ -1,13 +1,15 @@
 """The consolidation recipe: how much data starts a run, how it is split, trained and gated (`ConsolidationConfig`).
 
 Stored whole in every consolidation report, and its training part in the revision's provenance, so a revision says
-how it was made. Recipes for a use (BFCL tool habits: `agent.evals.bfcl.recipe`) are overrides of these defaults.
+how it was made. Recipes for a use (BFCL tool habits: `agent.evals.bfcl.recipe`; what a user told the agent:
+`facts_recipe`) are overrides of these defaults.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from memory.facts import FactsConfig
 from skills.manifest import LoraSpec
 
 
@@ -36,3 +38,25 @@ class ConsolidationConfig(BaseModel):
     gradient_checkpointing: bool = Field(
         True, description="trade compute for memory while training (see TrainConfig); off is ~1.3x faster"
     )
+    facts: FactsConfig | None = Field(
+        None,
+        description="learn what the user said (memory.facts) instead of the replies of successful episodes; "
+        "set by `facts_recipe`",
+    )
+
+
+def facts_recipe(**overrides: object) -> ConsolidationConfig:
+    """The default recipe of a user's memory adapter (kind `memory`): self-study pairs (`memory.facts`), more steps
+    than a habit needs (every fact is one example), a higher rank."""
+    values: dict[str, object] = {
+        "facts": FactsConfig(),
+        "kind": "memory",
+        "min_episodes": 1,
+        "epochs": 4.0,
+        "max_steps": 400,
+        "batch_size": 8,
+        "replay": 16,
+        "replay_share": 0.15,
+        "lora": LoraSpec(r=16, alpha=32),
+    }
+    return ConsolidationConfig.model_validate(values | overrides)

@@ -62,18 +62,25 @@ def run(
 def consolidate(
     skill: Annotated[str | None, typer.Option(help="consolidate into this skill only")] = None,
     min_episodes: Annotated[int | None, typer.Option("--min-episodes", min=1, help="successes needed")] = None,
+    instance: Annotated[str | None, typer.Option("--instance", help="this personal instance (user)")] = None,
+    facts: Annotated[
+        bool, typer.Option("--facts", help="learn what the user said into their memory adapter (memory.facts)")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train waiting successful episodes into skills: a new revision each, promoted only if not worse."""
+    """Train waiting successful episodes into skills: a new revision each, promoted only if not worse.
+
+    With --facts (and --instance U): what U said, as self-study question/answer pairs, into U's skill `memory`."""
     from agent.api import Agent
 
-    agent = Agent(settings=Settings())
-    reports = agent.consolidate(skill, min_episodes=min_episodes)
+    agent = Agent(settings=Settings(), instance=instance)
+    reports = agent.consolidate(skill, min_episodes=min_episodes, facts=facts)
     if as_json:
         output.print_json({"reports": [r.model_dump(mode="json") for r in reports]})
         return
     if not reports:
-        output.console.print("Nothing to consolidate: not enough waiting successes (see `habitloop buffer stats`).")
+        waiting = "turns" if facts else "successes"
+        output.console.print(f"Nothing to consolidate: not enough waiting {waiting} (see `habitloop buffer stats`).")
     for r in reports:
         if r.skipped:
             output.console.print(f"[yellow]skipped[/yellow] {escape(r.skill)}: {escape(r.reason)}")
