@@ -77,7 +77,7 @@ def eval_memory(
     mode: Annotated[
         str, typer.Option("--mode", help="base, retrieval, weights, weights+retrieval, context, or all")
     ] = "all",
-    limit: Annotated[int | None, typer.Option("--limit", min=2, help="only the first N questions per scenario")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="only the first N questions per scenario")] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="turns retrieved per question in the retrieval modes")] = 4,
     final: Annotated[bool, typer.Option("--final", help="with --scenario all: also the FINAL scenarios")] = False,
     isolation: Annotated[
