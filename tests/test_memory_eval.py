@@ -304,6 +304,13 @@ def test_weights_mode_runs_the_users_adapter_on_the_tiny_base(tmp_path: Path, fr
     assert all(0 < a.answer_tokens <= 4 and a.prompt_tokens > 0 for a in [*base.answers, *weights.answers])
     assert [a.prompt_tokens for a in base.answers] == [a.prompt_tokens for a in weights.answers]  # the same prompt
     assert len(shared["buffer"]) == 0
+    played = play_conversations(agent, NOTES, progress=False)
+    assert played.turns_played == 3 and len(shared["buffer"]) == 3
+    context = evaluate_memory(agent, "notetaker", "context", questions=NOTE_QUESTIONS, max_new_tokens=4, batch=2)
+    both = evaluate_memory(agent, "notetaker", "weights+retrieval", questions=NOTE_QUESTIONS, k=1, max_new_tokens=4)
+    assert not context.skipped and context.n == both.n == 3  # the tiny base has SmolLM2's context: it fits
+    assert context.prompt_tokens_mean > both.prompt_tokens_mean > base.prompt_tokens_mean
+    assert len(shared["buffer"]) == 3
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -377,3 +384,18 @@ def test_cli_eval_memory_refuses_a_missing_adapter_before_asking(cli_users: dict
     assert result.exit_code == 0, result.output
     assert "| notetaker | base | 2 |" in result.stdout
     assert "--final" in CliRunner().invoke(app, ["eval", "memory", "--help"]).stdout
+
+
+def test_cli_isolation_asks_every_user_with_every_other_users_adapter(cli_users: dict[str, Any], adapter: Any) -> None:
+    for user in DEV_SCENARIOS:
+        give_memory_adapter(cli_users, user, adapter("alpha"))
+    args = ["eval", "memory", "--scenario", "all", "--limit", "2", "--isolation", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [(r["scenario"], r["mode"]) for r in payload["rows"]] == [(s, "base") for s in DEV_SCENARIOS]
+    pairs = {(c["asker"], c["owner"]) for c in payload["isolation"]}
+    assert pairs == {(a, o) for a in DEV_SCENARIOS for o in DEV_SCENARIOS if a != o}
+    assert all(c["n"] == 2 and c["leak_rate"] == c["base_leak_rate"] for c in payload["isolation"])
+    result = CliRunner().invoke(app, ["eval", "memory", "--scenario", "notetaker", "--isolation"])
+    assert isinstance(result.exception, UserError) and "two users" in result.exception.message

@@ -76,7 +76,7 @@ def eval_memory(
     scenario: ScenarioOption = "all",
     mode: Annotated[
         str, typer.Option("--mode", help="base, retrieval, weights, weights+retrieval, context, or all")
-    ] = "all",
+    ] = "base",
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="only the first N questions per scenario")] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="turns retrieved per question in the retrieval modes")] = 4,
     final: Annotated[bool, typer.Option("--final", help="with --scenario all: also the FINAL scenarios")] = False,
@@ -161,7 +161,7 @@ def _leak_table(cells: list[Any]) -> Table:
 
 
 def practice_memory(
-    scenario: ScenarioOption = "notetaker",
+    scenario: ScenarioOption = "all",
     final: Annotated[bool, typer.Option("--final", help="with --scenario all: also the FINAL scenarios")] = False,
     as_json: JsonFlag = False,
 ) -> None:

@@ -108,7 +108,7 @@ def control_pairing(questions: Sequence[MemoryQuestion], scenario: str) -> dict[
     own control), the same for every run and mode of a scenario (Sattolo's shuffle, seeded by the scenario)."""
     ids = [q.id for q in questions]
     if len(ids) < 2:
-        raise UserError("the control needs at least two questions", hint="drop --limit, or raise it to 2 or more")
+        raise UserError(f"the control needs at least two questions of {scenario!r}, got {len(ids)}")
     order = list(range(len(ids)))
     rng = random.Random(f"bfcl-memory-control:{scenario}")
     for i in range(len(order) - 1, 0, -1):  # Sattolo: j < i, so the permutation is one cycle, without fixed points
