@@ -42,3 +42,14 @@ def tool_result(name: str, content: str, ok: bool) -> ChatMessage:
 def tool_result_message(name: str, content: str, ok: bool) -> dict[str, Any]:
     """`tool_result` as the plain dict a thread, a trajectory and a backend hold."""
     return tool_result(name, content, ok).model_dump()
+
+
+_NOTES = "What the user told you earlier (answer from it when it is relevant):"
+
+
+def memory_notes(turns: list[str]) -> str:
+    """The system message that shows a user's earlier turns (retrieved, or the whole conversation): one home for
+    the wording, so that the agent and the memory evaluation show notes the same way. Each turn is one bullet;
+    line breaks inside a turn are kept on that bullet's lines."""
+    bullets = ["- " + "\n  ".join(turn.strip().splitlines()) for turn in turns if turn.strip()]
+    return "\n".join([_NOTES, *bullets])

@@ -11,6 +11,7 @@ import sys
 import typer
 
 import agent.cli.bench as cli_bench
+import agent.cli.memory as cli_memory
 import agent.cli.output as output
 import agent.cli.route as cli_route
 import agent.cli.run as cli_run
@@ -29,6 +30,8 @@ app.add_typer(buffer_app, name="buffer")
 app.command("route")(cli_route.route)
 app.command("serve")(cli_serve.serve)
 app.command("bench-serve")(cli_serve.bench_serve)
+eval_app.command("memory")(cli_memory.eval_memory)
+practice_app.command("memory")(cli_memory.practice_memory)
 app.add_typer(eval_app, name="eval")
 app.add_typer(practice_app, name="practice")
 app.add_typer(packs_app, name="packs")

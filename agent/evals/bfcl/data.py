@@ -177,9 +177,17 @@ def data_files(category: str) -> tuple[str, str]:
 def extract(home: Path, categories: Iterable[str] = CATEGORIES, *, download: bool = True) -> Path:
     """Extract the categories' JSON files from the wheel into `$HABITLOOP_HOME/bfcl/data/` (atomic; skipped when
     already there). Returns that folder."""
+    return extract_members(
+        home, [member for category in categories for member in data_files(category)], download=download
+    )
+
+
+def extract_members(home: Path, members: Iterable[str], *, download: bool = True) -> Path:
+    """Extract these wheel members (paths under `bfcl_eval/data/`) into `$HABITLOOP_HOME/bfcl/data/`, keeping their
+    relative paths (atomic; those already there are skipped). Returns that folder. Other evaluations on the same
+    wheel (BFCL memory) name their own members."""
     out = bfcl_dir(home) / "data"
-    wanted = [member for category in categories for member in data_files(category)]
-    missing = [m for m in wanted if not (out / m.removeprefix(DATA_PREFIX)).is_file()]
+    missing = [m for m in members if not (out / m.removeprefix(DATA_PREFIX)).is_file()]
     if not missing:
         return out
     wheel = find_wheel(home, download=download)
@@ -194,7 +202,8 @@ def extract(home: Path, categories: Iterable[str] = CATEGORIES, *, download: boo
     return out
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a BFCL data file (one per line); an unreadable file is an operator's error with the fix."""
     try:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, json.JSONDecodeError) as error:
@@ -208,9 +217,9 @@ def load_cases(
     """The cases of one category (in BFCL's order), restricted to a split, the first `limit` of them."""
     data = extract(home, [category], download=download)
     questions_file, answers_file = (data / m.removeprefix(DATA_PREFIX) for m in data_files(category))
-    answers = {row["id"]: row["ground_truth"] for row in _lines(answers_file)}
+    answers = {row["id"]: row["ground_truth"] for row in read_lines(answers_file)}
     cases = []
-    for row in _lines(questions_file):
+    for row in read_lines(questions_file):
         if row["id"] not in answers:
             continue
         case = BfclCase(
