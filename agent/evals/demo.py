@@ -12,6 +12,8 @@ demonstrations: measured on a shared, loaded 2-core machine; the README has the 
 5. optionally, one practice round on more train cases with the skill active (BFCL's checker as the judge) and a
    second consolidation;
 6. evaluate skill mode (the skill active, no examples), print the table, write JSON + PNG under reports/.
+Then the second act (`agent.evals.memory.demo`): one dev user of BFCL memory tells the agent about their week, and
+their questions are answered cold by the base, by retrieval and by their consolidated memory adapter.
 """
 
 from __future__ import annotations
@@ -191,8 +193,10 @@ def run_demo(
     practice_cases: int = 0,
     k: int = 3,
     base: Any = None,
+    memory_act: bool = True,
 ) -> dict[str, Any]:
-    """The whole loop on BFCL simple_python; returns the summary also written to `reports/bfcl-demo.json`.
+    """The whole loop on BFCL simple_python, then (`memory_act`) the second act on BFCL memory
+    (`agent.evals.memory.demo`); returns the summary also written to `reports/bfcl-demo.json`.
     `base`: an already loaded base (default: load the settings' default)."""
     settings = settings or Settings()
     console = console or Console()
@@ -231,5 +235,12 @@ def run_demo(
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     _write(settings, console, summary, reports)
+    if memory_act:
+        from agent.evals.memory.demo import run_memory_act
+
+        console.print()
+        summary["memory"] = run_memory_act(settings, console, base)
+        summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+        (settings.reports_dir / "bfcl-demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.print(f"[dim]{summary['wall_seconds']:.0f} s in all[/dim]")
     return summary

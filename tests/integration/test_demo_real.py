@@ -16,7 +16,9 @@ from agent.evals.demo import run_demo
 def test_the_demo_runs_the_whole_loop_and_writes_its_reports(real_base: Any, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home")
     console = Console(record=True, width=120)
-    summary = run_demo(settings, console=console, n_test=2, n_train=4, practice_cases=2, base=real_base)
+    summary = run_demo(
+        settings, console=console, n_test=2, n_train=4, practice_cases=2, base=real_base, memory_act=False
+    )
 
     assert summary["n_test"] == 2 and summary["n_train"] == 4 and summary["practice_cases"] == 2
     assert {"base", "retrieval"} <= set(summary["modes"])
