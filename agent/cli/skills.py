@@ -86,7 +86,8 @@ def skills_show(name: str, as_json: JsonFlag = False) -> None:
 
 @skills_app.command("history")
 def skills_history(name: str, as_json: JsonFlag = False) -> None:
-    """List a skill's revisions (promoted or rejected) and pointer moves; a lost revision is listed with its problem."""
+    """List a skill's revisions (promoted, rejected or forgotten) and pointer moves; a lost revision is listed with
+    its problem, a forgotten one with its tombstone (when, why)."""
     store = skill_store(Settings())
     entries = store.history(name)
     manifest = store.get(name)
@@ -94,7 +95,9 @@ def skills_history(name: str, as_json: JsonFlag = False) -> None:
         rows: list[dict[str, Any]] = []
         for e in entries:
             row: dict[str, Any] = {"number": e.number, "status": e.status, "current": e.current}
-            if e.revision is None:
+            if e.tombstone is not None:  # forgotten on purpose: when and why, nothing of what it held
+                row |= {"forgotten_at": e.tombstone.at.isoformat(), "note": e.tombstone.note}
+            elif e.revision is None:
                 row["problem"] = e.problem
             else:
                 row |= {
@@ -119,6 +122,10 @@ def skills_history(name: str, as_json: JsonFlag = False) -> None:
         table.add_column(column)
     for e in entries:
         marker = " *" if e.current else ""
+        if e.tombstone is not None:
+            when = e.tombstone.at.strftime("%Y-%m-%d %H:%M:%S")
+            table.add_row(str(e.number), "", "[dim]forgotten[/dim]", when, "", terminal_text(e.tombstone.note))
+            continue
         if e.revision is None:
             table.add_row(f"{e.number}{marker}", "", f"[red]{e.status}, missing[/red]", "", "", "")
             continue

@@ -1,0 +1,446 @@
+"""Forgetting: episodes leave the buffer and every adapter revision whose weights carry them.
+
+    resolve the episodes -> plan (per skill: the revisions that contain them, the last clean one, what remains)
+    -> journal -> rebuild (retrain from the last clean revision on the remaining episodes, commit it promoted)
+    -> delete the revisions that contained them (a tombstone each) -> drop them from the residency and the caches
+    -> discard the episodes from the buffer -> remove the journal
+
+A revision *contains* an episode when its own provenance lists it or an ancestor's does: continued training carries
+every ancestor's data in the weights. So forgetting an episode of revision 2 of 1 <- 2 <- 3 deletes 2 and 3 and
+retrains from 1 on the other episodes of 2 and 3. With no clean ancestor the rebuild starts from fresh LoRA weights;
+with nothing left to train on the skill goes back to its last clean revision, or is deleted whole (a tombstone in
+the store's `forgotten.jsonl`). An episode the buffer no longer holds cannot be retrained on: it is reported missing.
+
+Crash safety: the plan is written (atomically) to `<store>/.forget/<id>.json` before anything is touched, and every
+step is idempotent against what is on disk: a rebuilt revision carries the journal's id in its provenance (`note`),
+so a rerun finds it instead of training again; tombstones are written once; discarding an absent episode is a no-op.
+`Forgetter.recover()` (which `forget` runs first) finishes any journal a killed run left; the crash points of
+`memory.consolidate.crash_point` (`forget:journaled`, `forget:training`, `forget:rebuilt`, `forget:committed`,
+`forget:deleted`, `forget:discarded`) are where the tests kill it.
+
+Tombstones say which revision, when and why (the caller's `reason`, never a `match` text or an episode's content).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from memory.buffer import EpisodeBuffer
+from memory.consolidate import crash_point
+from memory.dataset import example_from, unique_episodes
+from memory.errors import EpisodeNotFoundError
+from memory.recipe import ConsolidationConfig
+from memory.trajectory import Trajectory
+from skills.errors import CorruptSkillError, SkillNotFoundError, UserError
+from skills.files import atomic_write_json
+from skills.manifest import Evaluation
+from skills.residency import Residency
+from skills.store import SkillStore
+from skills.train import TrainConfig, TrainResult, train_lora
+
+__all__ = [
+    "FORGET_DIR",
+    "ForgetPlan",
+    "ForgetReport",
+    "Forgetter",
+    "Retrainer",
+    "SkillForgetPlan",
+    "SkillForgotten",
+    "find_episodes",
+    "plan",
+    "recipe_retrainer",
+]
+
+log = logging.getLogger("habitloop.forget")
+FORGET_DIR = ".forget"
+
+
+class Retrainer(Protocol):
+    """Trains a skill's replacement revision: from revision `parent` of `skill` (None: fresh LoRA weights) on
+    `episodes`, into a folder under `work`. The default is `recipe_retrainer`; the consolidator may provide its own."""
+
+    def __call__(self, skill: str, parent: int | None, episodes: Sequence[Trajectory], work: Path) -> TrainResult: ...
+
+
+class SkillForgetPlan(BaseModel):
+    """What forgetting does to one skill. `action`: `rebuild` (retrain from `parent` on `retrain`), `restore`
+    (nothing left to train on: `current` goes back to `restore_to`), `delete` (no clean revision left: the whole
+    skill goes), `drop` (the current revision is clean: only the `affected` revisions go)."""
+
+    skill: str = Field(description="the name in its store")
+    label: str = Field(description="the name the residency and the buffer know it by (`alice/x` for an instance)")
+    action: Literal["rebuild", "restore", "delete", "drop"]
+    affected: list[int] = Field(description="revisions that contain a forgotten episode: deleted")
+    parent: int | None = Field(None, description="the last revision of the current chain without them")
+    restore_to: int | None = None
+    retrain: list[str] = Field(default_factory=list, description="remaining episodes the buffer still holds")
+    missing: list[str] = Field(default_factory=list, description="remaining episodes the buffer no longer holds")
+
+
+class ForgetPlan(BaseModel):
+    """Everything one forget will do; `plan` computes it without writing anything."""
+
+    instance: str | None
+    episodes: list[str]
+    skills: list[SkillForgetPlan]
+
+
+class _Journal(BaseModel):
+    id: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    reason: str
+    plan: ForgetPlan
+
+
+class SkillForgotten(BaseModel):
+    """What happened to one skill."""
+
+    skill: str
+    action: Literal["rebuild", "restore", "delete", "drop"]
+    revisions_deleted: list[int]
+    new_revision: int | None = None
+    restored_to: int | None = None
+    retrained_on: list[str] = Field(default_factory=list)
+    missing: list[str] = Field(default_factory=list, description="lost from the rebuilt revision: not in the buffer")
+
+
+class ForgetReport(BaseModel):
+    """The result of a forget (or, with `dry_run`, of its plan): what `habitloop forget --json` prints."""
+
+    dry_run: bool = False
+    journal: str | None = None
+    instance: str | None = None
+    episodes: list[str]
+    skills: list[SkillForgotten]
+    caches_removed: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of_plan(cls, planned: ForgetPlan) -> ForgetReport:
+        """The report a dry run prints: the plan, nothing done."""
+        skills = [
+            SkillForgotten(
+                skill=s.skill,
+                action=s.action,
+                revisions_deleted=s.affected,
+                restored_to=s.restore_to,
+                retrained_on=s.retrain,
+                missing=s.missing,
+            )
+            for s in planned.skills
+        ]
+        return cls(dry_run=True, instance=planned.instance, episodes=planned.episodes, skills=skills)
+
+
+# ------------------------------------------------------------------------------------------------ resolve and plan
+
+
+def find_episodes(
+    buffer: EpisodeBuffer, instance: str | None, *, ids: Sequence[str] = (), match: str | None = None
+) -> list[str]:
+    """The ids to forget: `ids` (each must be this instance's) or the episodes of this instance whose task or user
+    messages contain `match` (case-insensitive). Exactly one of the two; bad input is refused in one line."""
+    if bool(ids) == bool(match):
+        raise UserError("name the episodes to forget by id or by match, not both and not neither")
+    if match:
+        needle = match.casefold()
+        found = [e.id for e in buffer.list(instance=instance) if needle in _user_text(e).casefold()]
+        if not found:
+            raise UserError(f"no episode of this instance matches {match!r}", hint="see `habitloop buffer list`")
+        return found
+    wanted = list(dict.fromkeys(ids))
+    for episode_id in wanted:
+        try:
+            episode = buffer.get(episode_id)
+        except EpisodeNotFoundError:
+            raise UserError(f"no episode {episode_id!r} in the buffer", hint="see `habitloop buffer list`") from None
+        if episode.instance != instance:
+            raise UserError(f"episode {episode_id!r} belongs to another instance", hint="forget it as that instance")
+    return wanted
+
+
+def _user_text(episode: Trajectory) -> str:
+    users = [str(m.get("content", "")) for m in episode.messages if m.get("role") == "user"]
+    return "\n".join([episode.task, *users])
+
+
+def plan(
+    buffer: EpisodeBuffer, store: SkillStore, episodes: Sequence[str], *, instance: str | None = None
+) -> ForgetPlan:
+    """What forgetting `episodes` would do to each skill of `store`; reads only."""
+    forgotten = set(episodes)
+    skills = []
+    for manifest in store.list():
+        planned = _plan_skill(buffer, store, manifest.name, forgotten, instance)
+        if planned is not None:
+            skills.append(planned)
+    return ForgetPlan(instance=instance, episodes=list(episodes), skills=skills)
+
+
+def _plan_skill(
+    buffer: EpisodeBuffer, store: SkillStore, skill: str, forgotten: set[str], instance: str | None
+) -> SkillForgetPlan | None:
+    manifest = store.get(skill)
+    own: dict[int, tuple[str, ...]] = {}
+    parents: dict[int, int | None] = {}
+    for number in manifest.revision_numbers():
+        try:
+            record = store.revision(skill, number)
+        except (CorruptSkillError, SkillNotFoundError) as error:
+            log.warning("forget cannot read %s@%s: %s", skill, number, error)
+            continue
+        own[number], parents[number] = record.provenance.episode_ids, record.parent
+
+    def chain(number: int | None) -> list[int]:  # the revision and its ancestors, newest first
+        out: list[int] = []
+        while number is not None and number in own and number not in out:
+            out.append(number)
+            number = parents[number]
+        return out
+
+    affected = sorted(n for n in own if any(forgotten & set(own[a]) for a in chain(n)))
+    if not affected:
+        return None
+    label = f"{instance}/{skill}" if instance else skill
+    current = chain(manifest.current)
+    clean = next((n for n in current if n not in affected), None)
+    if manifest.current not in affected:
+        return SkillForgetPlan(skill=skill, label=label, action="drop", affected=affected, parent=clean)
+    remaining = list(dict.fromkeys(i for n in reversed(current) if n in affected for i in own[n] if i not in forgotten))
+    held = {e.id for e in buffer.list(instance=instance)}
+    retrain, missing = [i for i in remaining if i in held], [i for i in remaining if i not in held]
+    if retrain:
+        action: Literal["rebuild", "restore", "delete"] = "rebuild"
+        restore_to = None
+    else:
+        unaffected = [n for n in own if n not in affected]
+        promoted = [n for n in unaffected if manifest.status_of(n) == "promoted"]
+        restore_to = clean if clean is not None else max(promoted or unaffected, default=None)
+        action = "restore" if restore_to is not None else "delete"
+    return SkillForgetPlan(
+        skill=skill,
+        label=label,
+        action=action,
+        affected=affected,
+        parent=clean,
+        restore_to=restore_to,
+        retrain=retrain,
+        missing=missing,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ the default retrainer
+
+
+def recipe_retrainer(store: SkillStore, residency: Residency, tokenizer: Any, *, progress: bool = False) -> Retrainer:
+    """Retrain with the recipe the skill's current revision was made with (`evaluation.details["config"]`, else the
+    default `ConsolidationConfig`): its steps rule, batch, learning rate and seed, the skill's LoRA shape. No replay
+    and no gate: the rebuilt revision replaces one that must go, whatever it scores."""
+
+    def retrain(skill: str, parent: int | None, episodes: Sequence[Trajectory], work: Path) -> TrainResult:
+        details = store.revision(skill).evaluation.details.get("config")
+        recipe = ConsolidationConfig.model_validate(details) if isinstance(details, dict) else ConsolidationConfig()
+        examples = [example_from(e) for e in unique_episodes(episodes)]
+        steps = max(recipe.min_steps, min(recipe.max_steps, round(recipe.epochs * len(examples) / recipe.batch_size)))
+        config = TrainConfig(
+            lora=store.get(skill).lora,
+            steps=steps,
+            batch_size=recipe.batch_size,
+            learning_rate=recipe.learning_rate,
+            seed=recipe.seed,
+            gradient_checkpointing=recipe.gradient_checkpointing,
+        )
+        return train_lora(
+            residency.model,
+            tokenizer,
+            examples,
+            work / "candidate",
+            config=config,
+            init_from=None if parent is None else store.revision_dir(skill, parent),
+            episode_ids=[e.id for e in episodes],
+            progress=progress,
+            on_step=lambda step, loss: crash_point("forget:training") if step >= 2 else None,
+        )
+
+    return retrain
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+class Forgetter:
+    """Forgets episodes of one instance (None: the shared agent) from `buffer` and from the skills of `store` (that
+    instance's own store, or the shared one). `retrainer` (None: plans and non-rebuilding forgets only) trains the
+    rebuilt revisions. `residency` and `composer` (optional) lose the deleted revisions too;
+    `caches` are folders of derived adapters (materialized compositions) removed whole, rebuilt on their next use."""
+
+    def __init__(
+        self,
+        buffer: EpisodeBuffer,
+        store: SkillStore,
+        *,
+        retrainer: Retrainer | None,
+        instance: str | None = None,
+        residency: Residency | None = None,
+        composer: Any = None,
+        caches: Sequence[Path] = (),
+    ) -> None:
+        self.buffer = buffer
+        self.store = store
+        self.retrainer = retrainer
+        self.instance = instance
+        self.residency = residency
+        self.composer = composer
+        self.caches = list(caches)
+        self.folder = store.root / FORGET_DIR
+
+    def plan(self, ids: Sequence[str] = (), match: str | None = None) -> ForgetPlan:
+        """The dry run: which episodes, which revisions go, which skills are rebuilt. Writes nothing."""
+        episodes = find_episodes(self.buffer, self.instance, ids=ids, match=match)
+        return plan(self.buffer, self.store, episodes, instance=self.instance)
+
+    def forget(self, ids: Sequence[str] = (), match: str | None = None, *, reason: str = "") -> ForgetReport:
+        """Forget the episodes (by id, or every one matching `match`); finishes any earlier journal first."""
+        self.recover()
+        planned = self.plan(ids, match)
+        reason = reason or f"forgotten on request ({len(planned.episodes)} episodes)"
+        journal = _Journal(id=uuid.uuid4().hex[:12], reason=reason, plan=planned)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.folder / f"{journal.id}.json", journal.model_dump(mode="json"))
+        crash_point("forget:journaled")
+        return self._run(journal)
+
+    def recover(self) -> list[ForgetReport]:
+        """Finish every journal a killed forget left (oldest first); returns their reports."""
+        if not self.folder.is_dir():
+            return []
+        journals = [_Journal.model_validate_json(p.read_bytes()) for p in sorted(self.folder.glob("*.json"))]
+        return [self._run(j) for j in sorted(journals, key=lambda j: j.created_at)]
+
+    def _run(self, journal: _Journal) -> ForgetReport:
+        """The steps, in order; each one idempotent against the store and the buffer."""
+        done = [self._settle(journal, s) for s in journal.plan.skills]
+        crash_point("forget:committed")
+        for skill_plan in journal.plan.skills:
+            self._delete_revisions(journal, skill_plan)
+        crash_point("forget:deleted")
+        removed = self._drop_copies(journal)
+        self._discard(journal, done)
+        crash_point("forget:discarded")
+        shutil.rmtree(self.folder / journal.id, ignore_errors=True)
+        (self.folder / f"{journal.id}.json").unlink(missing_ok=True)
+        plan_ = journal.plan
+        return ForgetReport(
+            journal=journal.id, instance=plan_.instance, episodes=plan_.episodes, skills=done, caches_removed=removed
+        )
+
+    # --------------------------------------------------------------------------------------------- the steps
+
+    def _settle(self, journal: _Journal, planned: SkillForgetPlan) -> SkillForgotten:
+        """Move the skill off the revisions that go: rebuild it (once: a rerun finds the committed rebuild by the
+        journal's id), roll it back to its last clean revision, or delete it whole with a tombstone."""
+        result = SkillForgotten(
+            skill=planned.skill, action=planned.action, revisions_deleted=planned.affected, missing=planned.missing
+        )
+        if planned.action == "rebuild":
+            number = self._rebuilt(journal, planned.skill)
+            if number is None:
+                number = self._rebuild(journal, planned)
+            return result.model_copy(update={"new_revision": number, "retrained_on": planned.retrain})
+        if planned.action == "restore" and self.store.exists(planned.skill):
+            assert planned.restore_to is not None
+            if self.store.get(planned.skill).current != planned.restore_to:
+                self.store.rollback(planned.skill, to=planned.restore_to)
+            return result.model_copy(update={"restored_to": planned.restore_to})
+        if planned.action == "delete":
+            self.store.forget_skill(planned.skill, note=f"{journal.reason} [forget {journal.id}]")
+        return result
+
+    def _rebuild(self, journal: _Journal, planned: SkillForgetPlan) -> int:
+        episodes = []
+        for episode_id in planned.retrain:
+            try:
+                episodes.append(self.buffer.get(episode_id))
+            except EpisodeNotFoundError:
+                log.warning("episode %s left the buffer before %s was rebuilt", episode_id, planned.skill)
+        if self.retrainer is None:
+            raise UserError(f"rebuilding {planned.skill!r} trains an adapter; this forgetter has no retrainer")
+        work = self.folder / journal.id / planned.skill
+        shutil.rmtree(work, ignore_errors=True)  # what a killed run trained there is not trusted
+        work.mkdir(parents=True)
+        result = self.retrainer(planned.skill, planned.parent, episodes, work)
+        provenance = result.provenance.model_copy(
+            update={"episode_ids": tuple(e.id for e in episodes), "note": _tag(journal)}
+        )
+        note = f"rebuilt without {len(set(journal.plan.episodes))} forgotten episodes"
+        recipe = self.store.revision(planned.skill).evaluation.details.get("config")  # the recipe, never the data
+        number = self.store.add_revision(
+            planned.skill,
+            result.adapter_dir,
+            parent=planned.parent,
+            fresh=planned.parent is None,
+            provenance=provenance,
+            evaluation=Evaluation(details={"reason": note} | ({"config": recipe} if recipe else {})),
+            promote=True,
+            note=note,
+        ).number
+        crash_point("forget:rebuilt")
+        return number
+
+    def _rebuilt(self, journal: _Journal, skill: str) -> int | None:
+        """The revision this journal already committed to `skill` (a rerun after a crash), if any."""
+        for entry in self.store.history(skill):
+            if entry.revision is not None and entry.revision.provenance.note == _tag(journal):
+                return entry.number
+        return None
+
+    def _delete_revisions(self, journal: _Journal, planned: SkillForgetPlan) -> None:
+        if planned.action != "delete" and self.store.exists(planned.skill):
+            self.store.forget_revisions(planned.skill, planned.affected, note=journal.reason)
+
+    def _drop_copies(self, journal: _Journal) -> list[str]:
+        """Every in-process and cached copy of the deleted revisions' weights goes: hot and warm adapters, cached
+        compositions, materialized composition folders."""
+        if self.residency is not None:
+            for planned in journal.plan.skills:
+                for number in _deleted(planned):
+                    self.residency.forget(planned.label, number)
+        if self.composer is not None:
+            self.composer.clear()
+        removed = []
+        for cache in self.caches:
+            if cache.exists():
+                shutil.rmtree(cache, ignore_errors=True)
+                removed.append(str(cache))
+        return removed
+
+    def _discard(self, journal: _Journal, done: Sequence[SkillForgotten]) -> None:
+        """The forgotten episodes leave the buffer; the retrained ones are marked consolidated into the rebuild."""
+        self.buffer.discard(journal.plan.episodes)
+        for planned, result in zip(journal.plan.skills, done, strict=True):
+            if result.new_revision is None:
+                continue
+            for episode_id in planned.retrain:
+                try:
+                    episode = self.buffer.get(episode_id)
+                except EpisodeNotFoundError:
+                    continue
+                label = (episode.consolidated_into or planned.label).split("@")[0]
+                self.buffer.mark_consolidated([episode_id], into=f"{label}@{result.new_revision}")
+
+
+def _tag(journal: _Journal) -> str:
+    return f"forget:{journal.id}"
+
+
+def _deleted(planned: SkillForgetPlan) -> list[int]:
+    if planned.action != "delete":
+        return planned.affected
+    return list(range(1, max(planned.affected, default=0) + 1))  # the whole skill: every number it may have had
