@@ -421,6 +421,7 @@ class Agent:
             residency=self.residency,
             composer=getattr(self.model, "composer", None),
             caches=[self.settings.home / "cache" / "compositions"],
+            threads=lambda ids: [self.checkpointer.delete_thread(self._thread_key(t)) for t in ids],
         )
 
     def recall(self, query: str, k: int = 3) -> list[tuple[str, str, float]]:

@@ -1,6 +1,7 @@
 """Forgetting: episodes leave the buffer and every adapter revision whose weights carry them.
 
-    resolve the episodes -> plan (per skill: the revisions that contain them, the last clean one, what remains)
+    resolve the episodes -> plan (`memory.forget_plan`; per skill: the revisions that contain them, the last clean
+    one, what remains)
     -> journal -> rebuild (retrain from the last clean revision on the remaining episodes, commit it promoted)
     -> delete the revisions that contained them (a tombstone each) -> drop them from the residency and the caches
     -> discard the episodes from the buffer -> remove the journal
@@ -16,7 +17,8 @@ step is idempotent against what is on disk: a rebuilt revision carries the journ
 so a rerun finds it instead of training again; tombstones are written once; discarding an absent episode is a no-op.
 `Forgetter.recover()` (which `forget` runs first) finishes any journal a killed run left; the crash points of
 `memory.consolidate.crash_point` (`forget:journaled`, `forget:training`, `forget:rebuilt`, `forget:committed`,
-`forget:deleted`, `forget:discarded`) are where the tests kill it.
+`forget:deleted`, `forget:discarded`) are where the tests kill it. A forget holds the consolidation lock
+(`memory.claims.LOCKS`) of every skill it changes, and plans again once it holds them.
 
 Tombstones say which revision, when and why (the caller's `reason`, never a `match` text or an episode's content).
 """
@@ -26,20 +28,24 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
+from filelock import FileLock, Timeout
 from pydantic import BaseModel, Field
 
 from memory.buffer import EpisodeBuffer
+from memory.claims import LOCKS
 from memory.consolidate import crash_point
 from memory.dataset import example_from, unique_episodes
 from memory.errors import EpisodeNotFoundError
+from memory.forget_plan import ForgetPlan, ForgetReport, SkillForgetPlan, SkillForgotten, find_episodes, plan
 from memory.recipe import ConsolidationConfig
 from memory.trajectory import Trajectory
-from skills.errors import CorruptSkillError, SkillNotFoundError, UserError
+from skills.errors import UserError
 from skills.files import atomic_write_json
 from skills.manifest import Evaluation
 from skills.residency import Residency
@@ -70,170 +76,11 @@ class Retrainer(Protocol):
     def __call__(self, skill: str, parent: int | None, episodes: Sequence[Trajectory], work: Path) -> TrainResult: ...
 
 
-class SkillForgetPlan(BaseModel):
-    """What forgetting does to one skill. `action`: `rebuild` (retrain from `parent` on `retrain`), `restore`
-    (nothing left to train on: `current` goes back to `restore_to`), `delete` (no clean revision left: the whole
-    skill goes), `drop` (the current revision is clean: only the `affected` revisions go)."""
-
-    skill: str = Field(description="the name in its store")
-    label: str = Field(description="the name the residency and the buffer know it by (`alice/x` for an instance)")
-    action: Literal["rebuild", "restore", "delete", "drop"]
-    affected: list[int] = Field(description="revisions that contain a forgotten episode: deleted")
-    parent: int | None = Field(None, description="the last revision of the current chain without them")
-    restore_to: int | None = None
-    retrain: list[str] = Field(default_factory=list, description="remaining episodes the buffer still holds")
-    missing: list[str] = Field(default_factory=list, description="remaining episodes the buffer no longer holds")
-
-
-class ForgetPlan(BaseModel):
-    """Everything one forget will do; `plan` computes it without writing anything."""
-
-    instance: str | None
-    episodes: list[str]
-    skills: list[SkillForgetPlan]
-
-
 class _Journal(BaseModel):
     id: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     reason: str
     plan: ForgetPlan
-
-
-class SkillForgotten(BaseModel):
-    """What happened to one skill."""
-
-    skill: str
-    action: Literal["rebuild", "restore", "delete", "drop"]
-    revisions_deleted: list[int]
-    new_revision: int | None = None
-    restored_to: int | None = None
-    retrained_on: list[str] = Field(default_factory=list)
-    missing: list[str] = Field(default_factory=list, description="lost from the rebuilt revision: not in the buffer")
-
-
-class ForgetReport(BaseModel):
-    """The result of a forget (or, with `dry_run`, of its plan): what `habitloop forget --json` prints."""
-
-    dry_run: bool = False
-    journal: str | None = None
-    instance: str | None = None
-    episodes: list[str]
-    skills: list[SkillForgotten]
-    caches_removed: list[str] = Field(default_factory=list)
-
-    @classmethod
-    def of_plan(cls, planned: ForgetPlan) -> ForgetReport:
-        """The report a dry run prints: the plan, nothing done."""
-        skills = [
-            SkillForgotten(
-                skill=s.skill,
-                action=s.action,
-                revisions_deleted=s.affected,
-                restored_to=s.restore_to,
-                retrained_on=s.retrain,
-                missing=s.missing,
-            )
-            for s in planned.skills
-        ]
-        return cls(dry_run=True, instance=planned.instance, episodes=planned.episodes, skills=skills)
-
-
-# ------------------------------------------------------------------------------------------------ resolve and plan
-
-
-def find_episodes(
-    buffer: EpisodeBuffer, instance: str | None, *, ids: Sequence[str] = (), match: str | None = None
-) -> list[str]:
-    """The ids to forget: `ids` (each must be this instance's) or the episodes of this instance whose task or user
-    messages contain `match` (case-insensitive). Exactly one of the two; bad input is refused in one line."""
-    if bool(ids) == bool(match):
-        raise UserError("name the episodes to forget by id or by match, not both and not neither")
-    if match:
-        needle = match.casefold()
-        found = [e.id for e in buffer.list(instance=instance) if needle in _user_text(e).casefold()]
-        if not found:
-            raise UserError(f"no episode of this instance matches {match!r}", hint="see `habitloop buffer list`")
-        return found
-    wanted = list(dict.fromkeys(ids))
-    for episode_id in wanted:
-        try:
-            episode = buffer.get(episode_id)
-        except EpisodeNotFoundError:
-            raise UserError(f"no episode {episode_id!r} in the buffer", hint="see `habitloop buffer list`") from None
-        if episode.instance != instance:
-            raise UserError(f"episode {episode_id!r} belongs to another instance", hint="forget it as that instance")
-    return wanted
-
-
-def _user_text(episode: Trajectory) -> str:
-    users = [str(m.get("content", "")) for m in episode.messages if m.get("role") == "user"]
-    return "\n".join([episode.task, *users])
-
-
-def plan(
-    buffer: EpisodeBuffer, store: SkillStore, episodes: Sequence[str], *, instance: str | None = None
-) -> ForgetPlan:
-    """What forgetting `episodes` would do to each skill of `store`; reads only."""
-    forgotten = set(episodes)
-    skills = []
-    for manifest in store.list():
-        planned = _plan_skill(buffer, store, manifest.name, forgotten, instance)
-        if planned is not None:
-            skills.append(planned)
-    return ForgetPlan(instance=instance, episodes=list(episodes), skills=skills)
-
-
-def _plan_skill(
-    buffer: EpisodeBuffer, store: SkillStore, skill: str, forgotten: set[str], instance: str | None
-) -> SkillForgetPlan | None:
-    manifest = store.get(skill)
-    own: dict[int, tuple[str, ...]] = {}
-    parents: dict[int, int | None] = {}
-    for number in manifest.revision_numbers():
-        try:
-            record = store.revision(skill, number)
-        except (CorruptSkillError, SkillNotFoundError) as error:
-            log.warning("forget cannot read %s@%s: %s", skill, number, error)
-            continue
-        own[number], parents[number] = record.provenance.episode_ids, record.parent
-
-    def chain(number: int | None) -> list[int]:  # the revision and its ancestors, newest first
-        out: list[int] = []
-        while number is not None and number in own and number not in out:
-            out.append(number)
-            number = parents[number]
-        return out
-
-    affected = sorted(n for n in own if any(forgotten & set(own[a]) for a in chain(n)))
-    if not affected:
-        return None
-    label = f"{instance}/{skill}" if instance else skill
-    current = chain(manifest.current)
-    clean = next((n for n in current if n not in affected), None)
-    if manifest.current not in affected:
-        return SkillForgetPlan(skill=skill, label=label, action="drop", affected=affected, parent=clean)
-    remaining = list(dict.fromkeys(i for n in reversed(current) if n in affected for i in own[n] if i not in forgotten))
-    held = {e.id for e in buffer.list(instance=instance)}
-    retrain, missing = [i for i in remaining if i in held], [i for i in remaining if i not in held]
-    if retrain:
-        action: Literal["rebuild", "restore", "delete"] = "rebuild"
-        restore_to = None
-    else:
-        unaffected = [n for n in own if n not in affected]
-        promoted = [n for n in unaffected if manifest.status_of(n) == "promoted"]
-        restore_to = clean if clean is not None else max(promoted or unaffected, default=None)
-        action = "restore" if restore_to is not None else "delete"
-    return SkillForgetPlan(
-        skill=skill,
-        label=label,
-        action=action,
-        affected=affected,
-        parent=clean,
-        restore_to=restore_to,
-        retrain=retrain,
-        missing=missing,
-    )
 
 
 # ------------------------------------------------------------------------------------------------ the default retrainer
@@ -279,7 +126,8 @@ class Forgetter:
     """Forgets episodes of one instance (None: the shared agent) from `buffer` and from the skills of `store` (that
     instance's own store, or the shared one). `retrainer` (None: plans and non-rebuilding forgets only) trains the
     rebuilt revisions. `residency` and `composer` (optional) lose the deleted revisions too;
-    `caches` are folders of derived adapters (materialized compositions) removed whole, rebuilt on their next use."""
+    `caches` are folders of derived adapters (materialized compositions) removed whole, rebuilt on their next use.
+    `threads(thread_ids)` deletes the conversation threads the episodes belong to (the agent's checkpointer)."""
 
     def __init__(
         self,
@@ -291,6 +139,8 @@ class Forgetter:
         residency: Residency | None = None,
         composer: Any = None,
         caches: Sequence[Path] = (),
+        threads: Callable[[Sequence[str]], object] | None = None,
+        lock_timeout: float = 60.0,
     ) -> None:
         self.buffer = buffer
         self.store = store
@@ -299,6 +149,8 @@ class Forgetter:
         self.residency = residency
         self.composer = composer
         self.caches = list(caches)
+        self.threads = threads
+        self.lock_timeout = lock_timeout
         self.folder = store.root / FORGET_DIR
 
     def plan(self, ids: Sequence[str] = (), match: str | None = None) -> ForgetPlan:
@@ -309,20 +161,52 @@ class Forgetter:
     def forget(self, ids: Sequence[str] = (), match: str | None = None, *, reason: str = "") -> ForgetReport:
         """Forget the episodes (by id, or every one matching `match`); finishes any earlier journal first."""
         self.recover()
-        planned = self.plan(ids, match)
-        reason = reason or f"forgotten on request ({len(planned.episodes)} episodes)"
-        journal = _Journal(id=uuid.uuid4().hex[:12], reason=reason, plan=planned)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.folder / f"{journal.id}.json", journal.model_dump(mode="json"))
-        crash_point("forget:journaled")
-        return self._run(journal)
+        with ExitStack() as claims:
+            held: set[str] = set()
+            for _ in range(3):  # planned again under the claims: a consolidation may have committed meanwhile
+                planned = self.plan(ids, match)
+                new = sorted({s.skill for s in planned.skills} - held)
+                if not new:
+                    break
+                for skill in new:
+                    claims.enter_context(self._claim(skill))
+                    held.add(skill)
+            reason = reason or f"forgotten on request ({len(planned.episodes)} episodes)"
+            journal = _Journal(id=uuid.uuid4().hex[:12], reason=reason, plan=planned)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.folder / f"{journal.id}.json", journal.model_dump(mode="json"))
+            crash_point("forget:journaled")
+            return self._run(journal)
 
     def recover(self) -> list[ForgetReport]:
         """Finish every journal a killed forget left (oldest first); returns their reports."""
         if not self.folder.is_dir():
             return []
         journals = [_Journal.model_validate_json(p.read_bytes()) for p in sorted(self.folder.glob("*.json"))]
-        return [self._run(j) for j in sorted(journals, key=lambda j: j.created_at)]
+        reports = []
+        for journal in sorted(journals, key=lambda j: j.created_at):
+            with ExitStack() as claims:
+                for skill in sorted({s.skill for s in journal.plan.skills}):
+                    claims.enter_context(self._claim(skill))
+                reports.append(self._run(journal))
+        return reports
+
+    @contextmanager
+    def _claim(self, skill: str) -> Iterator[None]:
+        """Hold the skill's consolidation lock (`memory.claims`): no consolidation trains from a revision that is
+        being forgotten, and none commits one this forget would not see."""
+        (self.store.root / LOCKS).mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.store.root / LOCKS / f"{skill}.lock"))
+        try:
+            lock.acquire(timeout=self.lock_timeout)
+        except Timeout:
+            raise UserError(
+                f"skill {skill!r} is being consolidated by another process", hint="forget again when it is done"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _run(self, journal: _Journal) -> ForgetReport:
         """The steps, in order; each one idempotent against the store and the buffer."""
@@ -338,7 +222,12 @@ class Forgetter:
         (self.folder / f"{journal.id}.json").unlink(missing_ok=True)
         plan_ = journal.plan
         return ForgetReport(
-            journal=journal.id, instance=plan_.instance, episodes=plan_.episodes, skills=done, caches_removed=removed
+            journal=journal.id,
+            instance=plan_.instance,
+            episodes=plan_.episodes,
+            threads=plan_.threads,
+            skills=done,
+            caches_removed=removed,
         )
 
     # --------------------------------------------------------------------------------------------- the steps
@@ -403,7 +292,9 @@ class Forgetter:
 
     def _delete_revisions(self, journal: _Journal, planned: SkillForgetPlan) -> None:
         if planned.action != "delete" and self.store.exists(planned.skill):
-            self.store.forget_revisions(planned.skill, planned.affected, note=journal.reason)
+            self.store.forget_revisions(
+                planned.skill, planned.affected, note=journal.reason, description=planned.description
+            )
 
     def _drop_copies(self, journal: _Journal) -> list[str]:
         """Every in-process and cached copy of the deleted revisions' weights goes: hot and warm adapters, cached
@@ -422,7 +313,10 @@ class Forgetter:
         return removed
 
     def _discard(self, journal: _Journal, done: Sequence[SkillForgotten]) -> None:
-        """The forgotten episodes leave the buffer; the retrained ones are marked consolidated into the rebuild."""
+        """The forgotten episodes leave the buffer (and their threads the checkpointer); the retrained ones are marked
+        consolidated into the rebuild."""
+        if self.threads is not None and journal.plan.threads:
+            self.threads(journal.plan.threads)
         self.buffer.discard(journal.plan.episodes)
         for planned, result in zip(journal.plan.skills, done, strict=True):
             if result.new_revision is None:

@@ -239,19 +239,20 @@ class SkillStore(StoreReader):
         return self._move_pointer(name, to, "rollback", "")
 
     def delete(self, name: str) -> None:
-        """Remove a skill and all its revisions (moved aside first, so a crash never leaves half a skill).
-
-        Reads nothing inside the folder, so a skill whose manifest is garbage or missing is deleted too; the name is
-        validated, so nothing outside the store is touched (a link is removed, never followed)."""
+        """Remove a skill and all its revisions (moved aside first, so a crash never leaves half a skill). Reads nothing
+        inside the folder, so a skill whose manifest is garbage or missing is deleted too; the name is validated, so
+        nothing outside the store is touched (a link is removed, never followed)."""
         with self._write_lock():
             folder = self.skill_dir(name)
             if not folder.exists() and not folder.is_symlink():
                 raise SkillNotFoundError(f"no skill named {name!r} in {self.root}", hint="see `habitloop skills list`")
             self._remove_folder(folder)
 
-    def forget_revisions(self, name: str, numbers: Sequence[int], *, note: str = "") -> list[int]:
-        """Delete revisions on purpose (never the current one): a tombstone each (a `forget` event, `note` saying why),
-        then their folders. Idempotent: no second tombstone, and a folder a crash left is removed."""
+    def forget_revisions(
+        self, name: str, numbers: Sequence[int], *, note: str = "", description: str | None = None
+    ) -> list[int]:
+        """Delete revisions on purpose (never the current one): a tombstone each (a `forget` event, `note` saying why)
+        and the new `description` if given (the old one may quote them), then their folders. Idempotent."""
         with self._write_lock():
             manifest, wanted = self.get(name), sorted(set(numbers))
             if manifest.current in wanted:
@@ -260,16 +261,16 @@ class SkillStore(StoreReader):
             if unknown:
                 raise SkillNotFoundError(f"skill {name!r} has no revisions {unknown}")
             new = [HistoryEvent(action="forget", revision=n, note=note) for n in wanted if not manifest.tombstone(n)]
-            if new:
-                history = (*manifest.history, *new)
-                self._write_manifest(manifest.model_copy(update={"history": history, "updated_at": datetime.now(UTC)}))
+            if new or description not in (None, manifest.description):
+                update: dict[str, Any] = {"history": (*manifest.history, *new), "updated_at": datetime.now(UTC)}
+                update["description"] = manifest.description if description is None else description
+                self._write_manifest(manifest.model_copy(update=update))
             for number in wanted:
                 self._remove_folder(self.skill_dir(name) / "revs" / str(number))
         return wanted
 
     def forget_skill(self, name: str, *, note: str = "") -> SkillTombstone:
-        """Delete a whole skill on purpose, first leaving a tombstone (name, revisions, when, why) in
-        `forgotten.jsonl`. Idempotent: a rerun (same `note`) finishes a deletion a crash interrupted."""
+        """Delete a whole skill on purpose, after a tombstone (name, revisions, when, why) in `forgotten.jsonl`."""
         with self._write_lock():
             tombstone = next((t for t in self.forgotten_skills() if t.name == name and t.note == note), None)
             if tombstone is None:

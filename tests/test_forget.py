@@ -45,7 +45,7 @@ def world(tmp_path: Path, fresh_base: Any, adapter: Adapter) -> dict[str, Any]:
     def make(who: str) -> Agent:
         return Agent(settings=Settings(home=tmp_path), instance=who, base=fresh_base,
                      model=LocalChatModel(fresh_base, residency), store=shared, buffer=buffer,
-                     checkpointer=InMemorySaver(), tools=[])  # fmt: skip
+                     checkpointer=InMemorySaver(), tools=[], max_new_tokens=8, max_steps=1)  # fmt: skip
 
     alice = make("alice")
     eps = [episode(i, task=f"remember: {SECRET}" if i == 2 else None) for i in range(6)]
@@ -55,7 +55,9 @@ def world(tmp_path: Path, fresh_base: Any, adapter: Adapter) -> dict[str, Any]:
     for number, (which, ids) in enumerate([("alpha", eps[0:2]), ("beta", eps[2:4]), ("gamma", eps[4:6])], 1):
         provenance = Provenance(episode_ids=tuple(e.id for e in ids))
         if number == 1:
-            personal.create("memory", adapter(which), kind="memory", provenance=provenance, evaluation=recipe)
+            described = f"Learned from 2 successful episodes, such as 'ping number 0'; {'remember: ' + SECRET!r}."
+            personal.create("memory", adapter(which), kind="memory", description=described, provenance=provenance,
+                            evaluation=recipe)  # fmt: skip
         else:
             personal.add_revision("memory", adapter(which), provenance=provenance, evaluation=recipe)
         buffer.mark_consolidated([e.id for e in ids], into=f"alice/memory@{number}")
@@ -68,6 +70,7 @@ def world(tmp_path: Path, fresh_base: Any, adapter: Adapter) -> dict[str, Any]:
 def test_forgetting_an_episode_of_revision_2_rebuilds_from_revision_1(world: dict[str, Any]) -> None:
     alice, buffer, store, residency = world["alice"], world["buffer"], world["store"], world["residency"]
     assert residency.state("alice/memory", 2) == "warm" and residency.state("alice/memory", 3) == "hot"
+    planned_description = store.get("memory").description
 
     report = alice.forget(["alice-e2"], reason="user asked")
     (skill,) = report.skills
@@ -85,7 +88,9 @@ def test_forgetting_an_episode_of_revision_2_rebuilds_from_revision_1(world: dic
     assert [(h.number, h.status) for h in history] == [(1, "promoted"), (2, "forgotten"), (3, "forgotten"),
                                                        (4, "promoted")]  # fmt: skip
     assert all(h.tombstone and h.tombstone.note == "user asked" for h in history if h.status == "forgotten")
-    assert "4711" not in (store.skill_dir("memory") / "manifest.json").read_text()
+    assert "4711" in planned_description, "the description quoted the episode"
+    assert "4711" not in (store.skill_dir("memory") / "manifest.json").read_text(), "nothing of it in the manifest"
+    assert "ping number 3" in manifest.description, "described again from the remaining episodes"
     # the residency holds neither, hot nor warm
     assert residency.state("alice/memory", 2) == "cold" and residency.state("alice/memory", 3) == "cold"
     loaded = set(residency.model.peft_config)
@@ -168,3 +173,27 @@ def test_the_cli_dry_run_prints_the_plan_and_yes_forgets(world: dict[str, Any], 
     assert done.exit_code == 0, done.output
     (skill,) = ForgetReport.model_validate(json.loads(done.output)).skills
     assert skill.new_revision == 4 and world["store"].revision("memory", 4).parent == 2
+
+
+def test_a_skill_being_consolidated_is_not_forgotten_under_it(world: dict[str, Any]) -> None:
+    from filelock import FileLock
+
+    from memory.claims import LOCKS
+
+    forgetter = world["alice"].forgetter()
+    forgetter.lock_timeout = 0
+    (world["store"].root / LOCKS).mkdir(exist_ok=True)
+    with FileLock(str(world["store"].root / LOCKS / "memory.lock")):
+        with pytest.raises(UserError, match="being consolidated"):
+            forgetter.forget(["alice-e2"])
+    assert world["store"].get("memory").current == 3 and world["buffer"].get("alice-e2")
+    assert not list((world["store"].root / ".forget").glob("*.json")), "refused before the journal"
+
+
+def test_the_conversation_thread_of_a_forgotten_episode_is_deleted(world: dict[str, Any]) -> None:
+    alice = world["alice"]
+    result = alice.run(f"please remember {SECRET}", thread_id="t-secret")
+    assert alice.thread("t-secret"), "the checkpointer holds the conversation"
+    report = alice.forget([result.run_id])
+    assert report.threads == ["t-secret"] and report.skills == []
+    assert alice.thread("t-secret") == [] and world["buffer"].list(instance="alice", consolidated=False) == []
