@@ -197,3 +197,42 @@ def test_the_conversation_thread_of_a_forgotten_episode_is_deleted(world: dict[s
     report = alice.forget([result.run_id])
     assert report.threads == ["t-secret"] and report.skills == []
     assert alice.thread("t-secret") == [] and world["buffer"].list(instance="alice", consolidated=False) == []
+
+
+def test_consolidation_finishes_a_forget_that_died(world: dict[str, Any], monkeypatch: Any) -> None:
+    import memory.forget
+
+    class Killed(BaseException):
+        pass
+
+    def die(name: str) -> None:
+        if name == "forget:committed":
+            raise Killed  # as a kill would: the journal stays, nothing after this point ran
+
+    monkeypatch.setattr(memory.forget, "crash_point", die)
+    with pytest.raises(Killed):
+        world["alice"].forget(["alice-e2"])
+    store = world["store"]
+    assert list((store.root / ".forget").glob("*.json")) and store.get("memory").forgotten() == []
+    monkeypatch.undo()
+    world["alice"].consolidation = FAST.model_copy(update={"min_episodes": 99})  # nothing new to consolidate
+    assert world["alice"].consolidate() == []
+    manifest = store.get("memory")
+    assert manifest.current == 4 and manifest.forgotten() == [2, 3] and not list((store.root / ".forget").glob("*"))
+    assert [e.id for e in world["buffer"].list(instance="alice") if e.id == "alice-e2"] == []
+
+
+def test_skills_history_shows_tombstones(tmp_path: Path, store: SkillStore, adapter: Adapter) -> None:
+    home = tmp_path / "home"
+    shared = SkillStore(home / "skills", base_fingerprint=store.base_fingerprint)
+    shared.create("s", adapter("alpha"), kind="memory")
+    shared.add_revision("s", adapter("beta"), promote=False)
+    shared.forget_revisions("s", [2], note="asked to")
+    runner = CliRunner()
+    result = runner.invoke(app, ["skills", "history", "s", "--json"], env={"HABITLOOP_HOME": str(home)})
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["revisions"]
+    assert [(r["number"], r["status"]) for r in rows] == [(1, "promoted"), (2, "forgotten")]
+    assert rows[1]["note"] == "asked to" and "problem" not in rows[1]
+    table = runner.invoke(app, ["skills", "history", "s"], env={"HABITLOOP_HOME": str(home), "COLUMNS": "200"})
+    assert table.exit_code == 0 and "forgotten" in table.output and "missing" not in table.output
