@@ -240,9 +240,14 @@ class Forgetter:
         )
         if planned.action == "rebuild":
             number = self._rebuilt(journal, planned.skill)
-            if number is None:
-                number = self._rebuild(journal, planned)
-            return result.model_copy(update={"new_revision": number, "retrained_on": planned.retrain})
+            episodes = [] if number is not None else self._remaining(planned)
+            if number is not None or episodes:
+                number = number or self._rebuild(journal, planned, episodes)
+                return result.model_copy(update={"new_revision": number, "retrained_on": planned.retrain})
+            # every remaining episode left the buffer since the plan: nothing to retrain on
+            fallback = "restore" if planned.parent is not None else "delete"
+            planned = planned.model_copy(update={"action": fallback, "restore_to": planned.parent})
+            result = result.model_copy(update={"action": fallback, "missing": planned.missing + planned.retrain})
         if planned.action == "restore" and self.store.exists(planned.skill):
             assert planned.restore_to is not None
             if self.store.get(planned.skill).current != planned.restore_to:
@@ -252,13 +257,19 @@ class Forgetter:
             self.store.forget_skill(planned.skill, note=f"{journal.reason} [forget {journal.id}]")
         return result
 
-    def _rebuild(self, journal: _Journal, planned: SkillForgetPlan) -> int:
+    def _remaining(self, planned: SkillForgetPlan) -> list[Trajectory]:
+        """The episodes to retrain on that the buffer still holds (one may have left it since the plan)."""
         episodes = []
         for episode_id in planned.retrain:
             try:
                 episodes.append(self.buffer.get(episode_id))
             except EpisodeNotFoundError:
                 log.warning("episode %s left the buffer before %s was rebuilt", episode_id, planned.skill)
+        return episodes
+
+    def _rebuild(self, journal: _Journal, planned: SkillForgetPlan, episodes: Sequence[Trajectory]) -> int:
+        """Retrain from the last clean revision (or fresh weights) and commit the result promoted, tagged with the
+        journal's id so that a rerun finds it."""
         if self.retrainer is None:
             raise UserError(f"rebuilding {planned.skill!r} trains an adapter; this forgetter has no retrainer")
         work = self.folder / journal.id / planned.skill

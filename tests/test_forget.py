@@ -236,3 +236,29 @@ def test_skills_history_shows_tombstones(tmp_path: Path, store: SkillStore, adap
     assert rows[1]["note"] == "asked to" and "problem" not in rows[1]
     table = runner.invoke(app, ["skills", "history", "s"], env={"HABITLOOP_HOME": str(home), "COLUMNS": "200"})
     assert table.exit_code == 0 and "forgotten" in table.output and "missing" not in table.output
+
+
+def test_a_rebuild_whose_episodes_all_left_the_buffer_goes_back_to_the_clean_revision(
+    world: dict[str, Any], monkeypatch: Any
+) -> None:
+    import memory.forget
+
+    class Killed(BaseException):
+        pass
+
+    def die(name: str) -> None:
+        if name == "forget:journaled":
+            raise Killed
+
+    monkeypatch.setattr(memory.forget, "crash_point", die)
+    forgetter = world["alice"].forgetter()
+    with pytest.raises(Killed):
+        forgetter.forget(["alice-e2"])
+    monkeypatch.undo()
+    world["buffer"].discard(["alice-e3", "alice-e4", "alice-e5"])  # gone before the rerun could retrain on them
+    (report,) = forgetter.recover()
+    (skill,) = report.skills
+    assert skill.action == "restore" and skill.restored_to == 1 and skill.new_revision is None
+    assert sorted(skill.missing) == ["alice-e3", "alice-e4", "alice-e5"]
+    manifest = world["store"].get("memory")
+    assert manifest.current == 1 and manifest.revision_numbers() == [1] and manifest.forgotten() == [2, 3]
