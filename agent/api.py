@@ -402,8 +402,9 @@ class Agent:
     def forget(
         self, episodes: Sequence[str] = (), *, match: str | None = None, reason: str = "", dry_run: bool = False
     ) -> ForgetReport:
-        """Forget this instance's episodes (by id, or all whose task or user messages contain `match`) from the buffer
-        and from every revision that holds them (rebuilt without them; see `memory.forget`). `dry_run`: the plan."""
+        """Forget this instance's episodes (by id, or all whose task or user messages contain `match`) from the buffer,
+        their threads and every revision that holds them (rebuilt without them; docs/forgetting.md). `dry_run`: the
+        plan, nothing written."""
         forgetter = self.forgetter()
         if dry_run:
             return ForgetReport.of_plan(forgetter.plan(episodes, match))

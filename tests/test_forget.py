@@ -262,3 +262,35 @@ def test_a_rebuild_whose_episodes_all_left_the_buffer_goes_back_to_the_clean_rev
     assert sorted(skill.missing) == ["alice-e3", "alice-e4", "alice-e5"]
     manifest = world["store"].get("memory")
     assert manifest.current == 1 and manifest.revision_numbers() == [1] and manifest.forgotten() == [2, 3]
+
+
+def test_residency_forget_drops_hot_and_warm_and_gives_back_the_plain_base(
+    store: SkillStore, adapter: Adapter, fresh_base: Any
+) -> None:
+    from peft import PeftModel
+
+    store.create("a", adapter("alpha"), kind="memory")
+    store.add_revision("a", adapter("beta"))
+    residency = Residency(fresh_base.model, store, max_hot=1)
+    residency.activate("a", 1)
+    residency.activate("a", 2)  # 1 goes warm
+    assert (residency.state("a", 1), residency.state("a", 2)) == ("warm", "hot")
+    residency.forget("a", 1)
+    assert residency.state("a", 1) == "cold" and residency.warm() == []
+    residency.forget("a", 2)
+    assert residency.state("a", 2) == "cold" and not isinstance(residency.model, PeftModel), "the plain base again"
+    residency.forget("a", 2)  # not resident: nothing to do
+    residency.activate("a", 1)
+    assert residency.state("a", 1) == "hot", "a forgotten key can be loaded again from disk (if it is still there)"
+
+
+def test_composer_clear_deletes_every_cached_composition(store: SkillStore, adapter: Adapter, fresh_base: Any) -> None:
+    from skills.compose import Composer, CompositionSpec
+
+    store.create("a", adapter("alpha"), kind="memory")
+    store.create("b", adapter("beta"), kind="memory")
+    composer = Composer(Residency(fresh_base.model, store, max_hot=2))
+    name = composer.build(CompositionSpec.of("a", "b"))
+    assert composer.cached() == [name] and name in composer.model.peft_config
+    composer.clear()
+    assert composer.cached() == [] and name not in composer.model.peft_config

@@ -34,10 +34,10 @@ def forget(
     yes: Annotated[bool, typer.Option("--yes", help="do it without asking")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Forget episodes: they leave the buffer, and every skill revision trained on them (or on a revision that was)
-    is deleted from disk and replaced by one retrained, from the last revision without them, on the rest. History
-    keeps a tombstone (which revision, when, why), never the content. An archive written by `habitloop skills
-    export` to a path of your own cannot be recalled: delete it yourself."""
+    """Forget episodes: they leave the buffer (their threads too), and every skill revision trained on them (or on a
+    revision that was) is deleted from disk and replaced by one retrained, from the last revision without them, on
+    the rest. History keeps a tombstone (which revision, when, why), never the content. An archive written by
+    `habitloop skills export` to a path of your own cannot be recalled: delete it yourself (docs/forgetting.md)."""
     agent = open_agent(instance)
     if not yes:
         planned = agent.forget(episode or (), match=match, dry_run=True)
