@@ -236,6 +236,9 @@ def test_skills_history_shows_tombstones(tmp_path: Path, store: SkillStore, adap
     assert rows[1]["note"] == "asked to" and "problem" not in rows[1]
     table = runner.invoke(app, ["skills", "history", "s"], env={"HABITLOOP_HOME": str(home), "COLUMNS": "200"})
     assert table.exit_code == 0 and "forgotten" in table.output and "missing" not in table.output
+    shared.forget_skill("s", note="all of it")
+    listed = json.loads(runner.invoke(app, ["skills", "list", "--json"], env={"HABITLOOP_HOME": str(home)}).output)
+    assert listed["skills"] == [] and [(t["name"], t["note"]) for t in listed["forgotten"]] == [("s", "all of it")]
 
 
 def test_a_rebuild_whose_episodes_all_left_the_buffer_goes_back_to_the_clean_revision(

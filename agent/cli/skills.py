@@ -21,8 +21,10 @@ skills_app = typer.Typer(help="Skills in the store ($HABITLOOP_HOME/skills).")
 
 @skills_app.command("list")
 def skills_list(as_json: JsonFlag = False) -> None:
-    """List the skills in the store (and any that cannot be read, with the reason)."""
-    scan = skill_store(Settings()).scan()
+    """List the skills in the store (and any that cannot be read, with the reason; and the tombstones of forgotten
+    skills)."""
+    store = skill_store(Settings())
+    scan = store.scan()
     if as_json:
         output.print_json(
             {
@@ -40,6 +42,7 @@ def skills_list(as_json: JsonFlag = False) -> None:
                     for s in scan.skills
                 ],
                 "problems": [p.model_dump() for p in scan.problems],
+                "forgotten": [t.model_dump(mode="json") for t in store.forgotten_skills()],
             }
         )
         return
