@@ -99,6 +99,8 @@ def find_episodes(
 ) -> list[str]:
     """The ids to forget: `ids` (each must be this instance's) or the episodes of this instance whose task or user
     messages contain `match` (case-insensitive). Exactly one of the two; bad input is refused in one line."""
+    if isinstance(ids, str):
+        raise UserError("pass the episode ids as a list, not one string", hint=f"e.g. forget([{ids!r}])")
     if bool(ids) == bool(match):
         raise UserError("name the episodes to forget by id or by match, not both and not neither")
     if match:

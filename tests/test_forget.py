@@ -150,6 +150,8 @@ def test_bad_input_is_refused_in_one_line(world: dict[str, Any]) -> None:
     for kwargs in ({}, {"episodes": ["alice-e1"], "match": "ping"}):
         with pytest.raises(UserError, match="not both and not neither"):
             alice.forget(**kwargs)
+    with pytest.raises(UserError, match="as a list"):
+        alice.forget("alice-e1")
     with pytest.raises(UserError, match="no episode 'nope'"):
         alice.forget(["nope"])
     with pytest.raises(UserError, match="another instance"):
