@@ -20,6 +20,7 @@ from agent.runtime import default_buffer, local_runtime, sqlite_checkpointer
 from memory.buffer import EpisodeBuffer
 from memory.consolidate import ConsolidationConfig, ConsolidationReport, Consolidator
 from memory.facts import MEMORY_SKILL
+from memory.forget import ForgetReport, Forgetter, recipe_retrainer
 from memory.recipe import facts_recipe
 from memory.trajectory import Outcome, OutcomeStatus, SkillUse, Step, Trajectory, new_id
 from skills.errors import SkillNotFoundError, UserError
@@ -389,6 +390,7 @@ class Agent:
         if self.instance:  # an instance trains into its own store only, never into a shared skill
             store = PersonalView(self.personal_store(), self.instance)
             skill = None if skill is None else qualify(self.instance, store.bare(skill))
+        self.forgetter().recover()  # a killed forget is finished before anything trains on what it was removing
         consolidator = Consolidator(
             self.buffer,
             store,
@@ -407,6 +409,32 @@ class Agent:
             report = consolidator.consolidate_facts(name)
             return [] if report is None else [report]
         return consolidator.run(skill)
+
+    def forget(
+        self, episodes: Sequence[str] = (), *, match: str | None = None, reason: str = "", dry_run: bool = False
+    ) -> ForgetReport:
+        """Forget this instance's episodes (by id, or all whose task or user messages contain `match`) from the buffer,
+        their threads and every revision that holds them (rebuilt without them; docs/forgetting.md). `dry_run`: the
+        plan, nothing written."""
+        forgetter = self.forgetter()
+        if dry_run:
+            return ForgetReport.of_plan(forgetter.plan(episodes, match))
+        return forgetter.forget(episodes, match, reason=reason)
+
+    def forgetter(self) -> Forgetter:
+        """The forgetting pipeline on this agent's buffer, store (the instance's own, else the shared one) and model."""
+        store = self.personal_store() if self.instance else self.store
+        local = self.residency is not None and self.base is not None
+        return Forgetter(
+            self.buffer,
+            store,
+            retrainer=recipe_retrainer(store, self.residency, self.base.tokenizer) if local else None,
+            instance=self.instance,
+            residency=self.residency,
+            composer=getattr(self.model, "composer", None),
+            caches=[self.settings.home / "cache" / "compositions"],
+            threads=lambda ids: [self.checkpointer.delete_thread(self._thread_key(t)) for t in ids],
+        )
 
     def recall(self, query: str, k: int = 3) -> list[tuple[str, str, float]]:
         """(task, answer, similarity) of the most similar successful episodes not yet consolidated."""

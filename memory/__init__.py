@@ -1,6 +1,7 @@
-"""Memory: episodes (trajectories), the short-term buffer they wait in, and consolidation into skill weights.
+"""Memory: episodes (trajectories), the short-term buffer they wait in, consolidation into skill weights, forgetting.
 
-`ChromaBuffer`, `Consolidator` and `ConsolidationConfig` load lazily (chromadb, torch), so `import memory` is cheap.
+`ChromaBuffer`, `Consolidator`, `ConsolidationConfig` and `Forgetter` load lazily (chromadb, torch), so
+`import memory` is cheap.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from memory.trajectory import Outcome, SkillUse, Step, Trajectory
 if TYPE_CHECKING:
     from memory.chroma import ChromaBuffer, ChromaEmbeddingFunction
     from memory.consolidate import ConsolidationReport, Consolidator
+    from memory.forget import ForgetReport, Forgetter
     from memory.recipe import ConsolidationConfig
 
 __all__ = [
@@ -41,6 +43,8 @@ __all__ = [
     "EpisodeBuffer",
     "EpisodeNotFoundError",
     "EpisodeSummary",
+    "ForgetReport",
+    "Forgetter",
     "HashingEmbedder",
     "InMemoryBuffer",
     "Outcome",
@@ -60,6 +64,8 @@ _LAZY = {
     "ConsolidationConfig": "memory.recipe",
     "ConsolidationReport": "memory.consolidate",
     "Consolidator": "memory.consolidate",
+    "ForgetReport": "memory.forget",
+    "Forgetter": "memory.forget",
 }
 
 

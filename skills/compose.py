@@ -390,6 +390,14 @@ class Composer:
         self._cache.pop(key)
         self.model.delete_adapter(name)
 
+    def clear(self) -> None:
+        """Delete every cached composition from the model: after a part was forgotten, none may keep its weights.
+        They are rebuilt from the store on their next use."""
+        self._sync()
+        for name in list(self._cache.values()):
+            self._discard(name)
+        self._cache.clear()
+
     # ------------------------------------------------------------------------------------------------ internals
 
     def _sync(self) -> None:

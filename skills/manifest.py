@@ -196,15 +196,28 @@ class RevisionRecord(_Model):
         return validate_skill_name(value)
 
 
-RevisionStatus = Literal["promoted", "rejected"]
+RevisionStatus = Literal["promoted", "rejected", "forgotten"]
 
 
 class HistoryEvent(_Model):
-    """A move of the skill's `current` pointer, or a revision kept without moving it."""
+    """A move of the skill's `current` pointer, a revision kept without moving it, or a tombstone.
+
+    A `forget` event is the tombstone of a revision deleted on purpose (`SkillStore.forget_revisions`): which
+    revision, when, and why (`note`); never what it was trained on. The revision then counts as gone, not lost."""
 
     at: datetime = Field(default_factory=_now)
-    action: Literal["create", "promote", "reject", "rollback"]
+    action: Literal["create", "promote", "reject", "rollback", "forget"]
     revision: int = Field(ge=1)
+    note: str = ""
+
+
+class SkillTombstone(_Model):
+    """A whole skill deleted on purpose by forgetting: one line of the store's `forgotten.jsonl`. Names the skill,
+    its revisions, when and why; never their content."""
+
+    name: str
+    revisions: tuple[int, ...] = ()
+    at: datetime = Field(default_factory=_now)
     note: str = ""
 
 
@@ -243,10 +256,25 @@ class SkillManifest(_Model):
         return value
 
     def revision_numbers(self) -> list[int]:
-        """Revisions committed to this skill (promoted or rejected), oldest first."""
-        return sorted({event.revision for event in self.history})
+        """Revisions committed to this skill (promoted or rejected) and not forgotten, oldest first."""
+        forgotten = set(self.forgotten())
+        return sorted({event.revision for event in self.history} - forgotten)
+
+    def forgotten(self) -> list[int]:
+        """Revisions deleted on purpose (each has a `forget` tombstone in the history), oldest first."""
+        return sorted({event.revision for event in self.history if event.action == "forget"})
+
+    def tombstone(self, revision: int) -> HistoryEvent | None:
+        """The `forget` event of a forgotten revision (None for a revision that is not forgotten)."""
+        return next((e for e in self.history if e.revision == revision and e.action == "forget"), None)
+
+    def last_number(self) -> int:
+        """The highest revision number ever used (forgotten ones included): numbers are never reused."""
+        return max((event.revision for event in self.history), default=0)
 
     def status_of(self, revision: int) -> RevisionStatus:
-        """Whether a committed revision was ever promoted (made current) or only kept as rejected."""
+        """Whether a committed revision was ever promoted (made current), only kept as rejected, or forgotten."""
         actions = {event.action for event in self.history if event.revision == revision}
+        if "forget" in actions:
+            return "forgotten"
         return "promoted" if actions & {"create", "promote", "rollback"} else "rejected"

@@ -27,11 +27,19 @@ from skills.errors import (
     UserError,
 )
 from skills.files import ADAPTER_CONFIG, ADAPTER_FILES, ADAPTER_WEIGHTS, check_adapter_dir, read_safetensors
-from skills.manifest import RevisionRecord, RevisionStatus, SkillManifest, validate_skill_name
+from skills.manifest import (
+    HistoryEvent,
+    RevisionRecord,
+    RevisionStatus,
+    SkillManifest,
+    SkillTombstone,
+    validate_skill_name,
+)
 
 MANIFEST = "manifest.json"
 REVISION = "revision.json"
 GENERATION = ".generation"
+FORGOTTEN = "forgotten.jsonl"
 REVISION_FILES = (REVISION, *ADAPTER_FILES)
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -39,13 +47,15 @@ _M = TypeVar("_M", bound=BaseModel)
 class HistoryEntry(BaseModel):
     """One committed revision as `history` shows it. A revision the manifest names but whose record cannot be read
     (its folder lost, say) is still listed, with `revision` None and `problem` saying what is wrong and the fix:
-    one lost revision never hides the others."""
+    one lost revision never hides the others. A forgotten revision (deleted on purpose) is listed with `revision`
+    None, status "forgotten" and its `tombstone` (when and why), and no problem: it is gone, not lost."""
 
     number: int
     revision: RevisionRecord | None
     status: RevisionStatus
     current: bool
     problem: str | None = None
+    tombstone: HistoryEvent | None = None
 
 
 class SkillProblem(BaseModel):
@@ -206,10 +216,16 @@ class StoreReader:
 
     def history(self, name: str) -> builtins.list[HistoryEntry]:
         """Every revision the manifest names, oldest first; one whose record cannot be read is listed with its
-        `problem` instead of failing the whole history."""
+        `problem` instead of failing the whole history, a forgotten one with its tombstone."""
         manifest = self.get(name)
         entries = []
-        for number in manifest.revision_numbers():
+        for number in sorted({*manifest.revision_numbers(), *manifest.forgotten()}):
+            tombstone = manifest.tombstone(number)
+            if tombstone is not None:
+                entries.append(
+                    HistoryEntry(number=number, revision=None, status="forgotten", current=False, tombstone=tombstone)
+                )
+                continue
             record, problem = None, None
             try:
                 record = self._read_revision(name, number, manifest)
@@ -263,6 +279,14 @@ class StoreReader:
             except (CorruptSkillError, BaseMismatchError, SkillNotFoundError) as error:
                 problems.append(str(error))
         return problems
+
+    def forgotten_skills(self) -> builtins.list[SkillTombstone]:
+        """Skills deleted whole by forgetting (`SkillStore.forget_skill`), oldest first: their tombstones."""
+        path = self.root / FORGOTTEN
+        if not path.is_file():
+            return []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [SkillTombstone.model_validate_json(line) for line in lines if line.strip()]
 
     def check_base(self, name: str, fingerprint: str) -> None:
         """Refuse a skill made for another base than the one loaded (when one is)."""

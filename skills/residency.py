@@ -201,6 +201,24 @@ class Residency:
         else:
             self._warm.pop(key, None)
 
+    def forget(self, skill: str, revision: int) -> None:
+        """Drop one revision from the model and from RAM (hot and warm alike), as when it was deleted on purpose:
+        `evict` keeps an adapter warm, this keeps nothing. A revision that is not resident is ignored."""
+        self.restore()
+        key = (skill, revision)
+        self._warm.pop(key, None)
+        if key not in self._hot:
+            return
+        name, _ = self._hot.pop(key)
+        if self._active == name:
+            self._active = None
+        if list(self._model.peft_config) == [name]:
+            self._model = self._model.unload()  # nothing else was loaded: give back the plain base
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*was active which is now deleted.*", category=UserWarning)
+            self._delete(name)
+
     @contextmanager
     def trial(self, adapter_dir: Path | str) -> Iterator[Any]:
         """Activate an uncommitted adapter folder (e.g. a training candidate) inside the block, then remove it.

@@ -6,6 +6,7 @@ Layout under `root` (normally `$HABITLOOP_HOME/skills`):
     <name>/revs/<n>/            immutable: adapter_config.json, adapter_model.safetensors (PEFT's own format,
                                 so vLLM / LoRAX can serve it unchanged) and revision.json (provenance, evaluation,
                                 checksums)
+    forgotten.jsonl             tombstones of skills deleted by forgetting (name, revisions, when, why)
     .lock                       one writer at a time (readers never need it: every write is a rename)
     .generation                 a counter bumped after every write, so readers that cache (the router) notice
     .tmp/  .trash/              staging and deletion areas; leftovers of a crashed writer are cleaned on next write
@@ -62,10 +63,12 @@ from skills.manifest import (
     RevisionRecord,
     RoutingVector,
     SkillManifest,
+    SkillTombstone,
     skill_kinds,
     validate_skill_name,
 )
 from skills.reader import (
+    FORGOTTEN,
     GENERATION,
     MANIFEST,
     REVISION,
@@ -177,8 +180,12 @@ class SkillStore(StoreReader):
         promote: bool = True,
         note: str = "",
         routing: RoutingVector | None = None,
+        fresh: bool = False,
     ) -> RevisionRecord:
-        """Commit a new immutable revision; move `current` to it when `promote`, else keep it as rejected."""
+        """Commit a new immutable revision; move `current` to it when `promote`, else keep it as rejected.
+
+        `parent` is the revision it continued training from (default: the current one); `fresh` records none (trained
+        from new LoRA weights, as forgetting does when no clean ancestor is left)."""
         with self._write_lock():
             manifest = self.get(name)
             fingerprint = self._fingerprint_for_write(name, manifest.base_fingerprint)
@@ -188,14 +195,16 @@ class SkillStore(StoreReader):
                     hint=f"its revisions are {manifest.revision_numbers()}",
                 )
             revs = self.skill_dir(name) / "revs"
-            number = 1 + max((int(p.name) for p in revs.iterdir() if p.name.isdigit()), default=0)
+            # never a number used before: neither a folder's (an orphan of a crash) nor a forgotten revision's
+            folders = (int(p.name) for p in revs.iterdir() if p.name.isdigit())
+            number = 1 + max(max(folders, default=0), manifest.last_number())
             staging = self._staging_dir()
             record = self._stage_revision(
                 staging,
                 Path(adapter_dir),
                 name,
                 number,
-                manifest.current if parent is None else parent,
+                None if fresh else manifest.current if parent is None else parent,
                 fingerprint,
                 provenance,
                 evaluation,
@@ -230,22 +239,48 @@ class SkillStore(StoreReader):
         return self._move_pointer(name, to, "rollback", "")
 
     def delete(self, name: str) -> None:
-        """Remove a skill and all its revisions (moved aside first, so a crash never leaves half a skill).
-
-        Reads nothing inside the folder, so a skill whose manifest is garbage or missing is deleted too; the name is
-        validated, so nothing outside the store is touched (a link is removed, never followed)."""
+        """Remove a skill and all its revisions (moved aside first, so a crash never leaves half a skill). Reads nothing
+        inside the folder, so a skill whose manifest is garbage or missing is deleted too; the name is validated, so
+        nothing outside the store is touched (a link is removed, never followed)."""
         with self._write_lock():
             folder = self.skill_dir(name)
             if not folder.exists() and not folder.is_symlink():
                 raise SkillNotFoundError(f"no skill named {name!r} in {self.root}", hint="see `habitloop skills list`")
-            trash = self.root / ".trash" / f"{name}-{uuid.uuid4().hex[:8]}"
-            trash.parent.mkdir(exist_ok=True)
-            folder.rename(trash)
-            fsync_dir(self.root)
-            if trash.is_dir() and not trash.is_symlink():
-                shutil.rmtree(trash)
-            else:
-                trash.unlink()
+            self._remove_folder(folder)
+
+    def forget_revisions(
+        self, name: str, numbers: Sequence[int], *, note: str = "", description: str | None = None
+    ) -> list[int]:
+        """Delete revisions on purpose (never the current one): a tombstone each (a `forget` event, `note` saying why)
+        and the new `description` if given (the old one may quote them), then their folders. Idempotent."""
+        with self._write_lock():
+            manifest, wanted = self.get(name), sorted(set(numbers))
+            if manifest.current in wanted:
+                raise UserError(f"skill {name!r}: revision {manifest.current} is current", hint="move `current` first")
+            unknown = sorted(set(wanted) - {*manifest.revision_numbers(), *manifest.forgotten()})
+            if unknown:
+                raise SkillNotFoundError(f"skill {name!r} has no revisions {unknown}")
+            new = [HistoryEvent(action="forget", revision=n, note=note) for n in wanted if not manifest.tombstone(n)]
+            if new or description not in (None, manifest.description):
+                update: dict[str, Any] = {"history": (*manifest.history, *new), "updated_at": datetime.now(UTC)}
+                update["description"] = manifest.description if description is None else description
+                self._write_manifest(manifest.model_copy(update=update))
+            for number in wanted:
+                self._remove_folder(self.skill_dir(name) / "revs" / str(number))
+        return wanted
+
+    def forget_skill(self, name: str, *, note: str = "") -> SkillTombstone:
+        """Delete a whole skill on purpose, after a tombstone (name, revisions, when, why) in `forgotten.jsonl`."""
+        with self._write_lock():
+            tombstone = next((t for t in self.forgotten_skills() if t.name == name and t.note == note), None)
+            if tombstone is None:
+                revisions = tuple(self.get(name).revision_numbers()) if self.exists(name) else ()
+                tombstone = SkillTombstone(name=name, revisions=revisions, note=note)
+                lines = "".join(t.model_dump_json() + "\n" for t in (*self.forgotten_skills(), tombstone))
+                atomic_write_bytes(self.root / FORGOTTEN, lines.encode())
+            if self.skill_dir(name).exists():
+                self.delete(name)
+        return tombstone
 
     def export(self, name: str, dest: Path | str) -> Path:
         """Write skill `name` with its committed revisions to one `.tar.gz` (written atomically).
@@ -354,6 +389,15 @@ class SkillStore(StoreReader):
                 atomic_write_bytes(self.root / GENERATION, str(self.generation() + 1).encode())
         finally:
             lock.release()
+
+    def _remove_folder(self, folder: Path) -> None:
+        """Move a folder aside (one rename), then remove it: it is never seen half deleted."""
+        if folder.exists() or folder.is_symlink():
+            trash = self.root / ".trash" / f"{folder.name}-{uuid.uuid4().hex[:8]}"
+            trash.parent.mkdir(exist_ok=True)
+            folder.rename(trash)
+            fsync_dir(folder.parent)
+            shutil.rmtree(trash) if trash.is_dir() and not trash.is_symlink() else trash.unlink()
 
     def _staging_dir(self) -> Path:
         path = self.root / ".tmp" / uuid.uuid4().hex

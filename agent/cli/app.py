@@ -11,6 +11,7 @@ import sys
 import typer
 
 import agent.cli.bench as cli_bench
+import agent.cli.forget as cli_forget
 import agent.cli.memory as cli_memory
 import agent.cli.output as output
 import agent.cli.route as cli_route
@@ -36,6 +37,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(practice_app, name="practice")
 app.add_typer(packs_app, name="packs")
 app.command("consolidate")(cli_run.consolidate)
+app.command("forget")(cli_forget.forget)
 app.command("run")(cli_run.run)
 app.command("bench")(cli_bench.bench)
 app.command("demo")(cli_bench.demo)

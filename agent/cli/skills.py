@@ -21,8 +21,10 @@ skills_app = typer.Typer(help="Skills in the store ($HABITLOOP_HOME/skills).")
 
 @skills_app.command("list")
 def skills_list(as_json: JsonFlag = False) -> None:
-    """List the skills in the store (and any that cannot be read, with the reason)."""
-    scan = skill_store(Settings()).scan()
+    """List the skills in the store (and any that cannot be read, with the reason; and the tombstones of forgotten
+    skills)."""
+    store = skill_store(Settings())
+    scan = store.scan()
     if as_json:
         output.print_json(
             {
@@ -40,6 +42,7 @@ def skills_list(as_json: JsonFlag = False) -> None:
                     for s in scan.skills
                 ],
                 "problems": [p.model_dump() for p in scan.problems],
+                "forgotten": [t.model_dump(mode="json") for t in store.forgotten_skills()],
             }
         )
         return
@@ -86,7 +89,8 @@ def skills_show(name: str, as_json: JsonFlag = False) -> None:
 
 @skills_app.command("history")
 def skills_history(name: str, as_json: JsonFlag = False) -> None:
-    """List a skill's revisions (promoted or rejected) and pointer moves; a lost revision is listed with its problem."""
+    """List a skill's revisions (promoted, rejected or forgotten) and pointer moves; a lost revision is listed with
+    its problem, a forgotten one with its tombstone (when, why)."""
     store = skill_store(Settings())
     entries = store.history(name)
     manifest = store.get(name)
@@ -94,7 +98,9 @@ def skills_history(name: str, as_json: JsonFlag = False) -> None:
         rows: list[dict[str, Any]] = []
         for e in entries:
             row: dict[str, Any] = {"number": e.number, "status": e.status, "current": e.current}
-            if e.revision is None:
+            if e.tombstone is not None:  # forgotten on purpose: when and why, nothing of what it held
+                row |= {"forgotten_at": e.tombstone.at.isoformat(), "note": e.tombstone.note}
+            elif e.revision is None:
                 row["problem"] = e.problem
             else:
                 row |= {
@@ -119,6 +125,10 @@ def skills_history(name: str, as_json: JsonFlag = False) -> None:
         table.add_column(column)
     for e in entries:
         marker = " *" if e.current else ""
+        if e.tombstone is not None:
+            when = e.tombstone.at.strftime("%Y-%m-%d %H:%M:%S")
+            table.add_row(str(e.number), "", "[dim]forgotten[/dim]", when, "", terminal_text(e.tombstone.note))
+            continue
         if e.revision is None:
             table.add_row(f"{e.number}{marker}", "", f"[red]{e.status}, missing[/red]", "", "", "")
             continue
