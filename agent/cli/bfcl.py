@@ -13,7 +13,7 @@ from agent.cli.output import JsonFlag
 from agent.config import Settings
 from agent.evals.bfcl.data import Split
 
-eval_app = typer.Typer(help="Evaluations (BFCL, single-turn Python categories).")
+eval_app = typer.Typer(help="Evaluations: BFCL (single-turn Python categories) and BFCL memory.")
 practice_app = typer.Typer(help="Collect training episodes (BFCL train split).")
 
 Category = Annotated[str, typer.Option("--category", help="simple_python, multiple, live_simple or live_multiple")]
@@ -22,11 +22,12 @@ MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=8, help="toke
 DEFAULT_MAX_NEW_TOKENS = 96
 
 
-def make_agent(settings: Settings, max_new_tokens: int) -> Any:
-    """The agent the commands use: the shared base, the store, the buffer. Tests replace this factory."""
+def make_agent(settings: Settings, max_new_tokens: int, instance: str | None = None) -> Any:
+    """The agent the commands use: the shared base, the store, the buffer (as personal `instance`, whose skills
+    resolve too). Tests replace this factory."""
     from agent.api import Agent
 
-    return Agent(settings=settings, tools=[], max_steps=1, max_new_tokens=max_new_tokens)
+    return Agent(settings=settings, tools=[], max_steps=1, max_new_tokens=max_new_tokens, instance=instance)
 
 
 @eval_app.command("bfcl")
@@ -41,6 +42,9 @@ def eval_bfcl(
     k: Annotated[int, typer.Option("--k", min=1, help="worked examples in retrieval mode")] = 3,
     out: Annotated[Path | None, typer.Option("--out", help="write one JSON line per case here")] = None,
     max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,
+    instance: Annotated[
+        str | None, typer.Option("--instance", help="as this user, so --skill may name theirs (tool-habits+memory)")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run BFCL cases through the agent (tools = each case's functions, never executed); judge the first call."""
@@ -53,7 +57,7 @@ def eval_bfcl(
     chosen = cast(Split, split)
     settings = Settings()
     cases = load_cases(settings.home, check_category(category), chosen, limit=limit)
-    agent = make_agent(settings, max_new_tokens)
+    agent = make_agent(settings, max_new_tokens, instance) if instance else make_agent(settings, max_new_tokens)
     correct = 0
     with output.progress_bar(as_json) as progress:
         bar = progress.add_task(f"{category}/{split} {mode}", total=len(cases), status="")

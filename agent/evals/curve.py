@@ -147,7 +147,7 @@ def _practice_points(
             curve.console.print("[yellow]no skill to practise with; practice rounds skipped[/yellow]")
             break
         curve.console.rule(f"practice round {round_} with {skill}")
-        agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
+        agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False, instance=agent.instance)])
         summary = practice(agent, train, attempts=attempts, skill=skill)
         curve.console.print(f"  solved {summary.solved}/{summary.cases} train cases in {summary.attempts} samples")
         consolidated += summary.solved

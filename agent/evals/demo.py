@@ -132,7 +132,7 @@ def _record(agent: Agent, console: Console, train: list[BfclCase]) -> None:
     """Step 2: the demonstrations go into the buffer, replacing any a previous run left waiting."""
     console.print(f"\n[bold]2. {len(train)} demonstrations[/bold] from the train split go into the episode buffer.")
     # A rerun of the demo starts from the same demonstrations: drop the ones a previous run left waiting.
-    agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
+    agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False, instance=agent.instance)])
     with _Bar(console, "recording", len(train)) as bar:
         record_demonstrations(agent, train, on_case=bar.step)
     console.print(f"  buffer: {agent.buffer.stats().unconsolidated_successes} successes waiting")

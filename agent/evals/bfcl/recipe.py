@@ -64,5 +64,5 @@ def experiment_agent(settings: Settings, agent: Agent | None = None, recipe: dic
 def fresh_demonstrations(agent: Agent, cases: Sequence[BfclCase], *, state_optional: bool = False) -> list[Any]:
     """Drop the buffer's waiting episodes, then record `cases` as demonstrations: each experiment step trains on
     exactly the demonstrations it names."""
-    agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False)])
+    agent.buffer.discard([t.id for t in agent.buffer.list(consolidated=False, instance=agent.instance)])
     return record_demonstrations(agent, cases, state_optional=state_optional)
