@@ -46,15 +46,19 @@ class ConsolidationConfig(BaseModel):
 
 
 def facts_recipe(**overrides: object) -> ConsolidationConfig:
-    """The default recipe of a user's memory adapter (kind `memory`): self-study pairs (`memory.facts`), more steps
-    than a habit needs (every fact is one example), a higher rank."""
+    """The default recipe of a user's memory adapter (kind `memory`): self-study pairs (`memory.facts`), more passes
+    than a habit needs (every fact is one example: 8 epochs at lr 2e-3 took notetaker's loss from 3.4 to 0.01, where
+    3 epochs at 1e-3 stopped at 1.5 and recalled nothing), a higher rank. `max_steps` bounds a big user's training
+    time on a CPU (150 steps of 8: ~2 epochs of customer's ~600 pairs)."""
     values: dict[str, object] = {
         "facts": FactsConfig(),
         "kind": "memory",
         "min_episodes": 1,
-        "epochs": 4.0,
-        "max_steps": 400,
+        "epochs": 8.0,
+        "max_steps": 150,
         "batch_size": 8,
+        "learning_rate": 2e-3,
+        "gradient_checkpointing": False,
         "replay": 16,
         "replay_share": 0.15,
         "lora": LoraSpec(r=16, alpha=32),

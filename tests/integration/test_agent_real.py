@@ -90,7 +90,15 @@ def test_cli_run_json_on_the_real_base(real_base: Any, real_home: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "script", ["00_train_a_skill.py", "01_quickstart.py", "02_custom_tool.py", "06_compose_skills.py"]
+    "script",
+    [
+        "00_train_a_skill.py",
+        "01_quickstart.py",
+        "02_custom_tool.py",
+        # the longest examples (3-4 minutes each here) run with `make test-all`, keeping `make test` in its budget
+        pytest.param("05_personal_memory.py", marks=pytest.mark.slow),
+        pytest.param("06_compose_skills.py", marks=pytest.mark.slow),
+    ],
 )
 def test_examples_run(real_base: Any, real_home: Path, script: str) -> None:
     # a generous limit: the examples train real adapters, and CI machines are shared and slow

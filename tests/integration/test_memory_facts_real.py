@@ -15,10 +15,10 @@ from memory.recipe import facts_recipe
 USER = "notetaker"  # a dev user
 
 
-def test_a_users_turns_become_their_memory_adapter_and_questions_never_reach_the_buffer(
+def test_a_users_turns_become_their_memory_adapter_and_forgetting_rebuilds_it(
     real_base: Any, real_settings: Settings
 ) -> None:
-    recipe = facts_recipe(max_steps=24, epochs=2.0)
+    recipe = facts_recipe(max_steps=16, replay=4)
     agent = Agent(settings=real_settings, base=real_base, instance=USER, tools=[], max_steps=1, consolidation=recipe)
     conversations = load_conversations(real_settings.home, USER)[:2]
     played = play_conversations(agent, conversations, progress=False)
@@ -47,3 +47,17 @@ def test_a_users_turns_become_their_memory_adapter_and_questions_never_reach_the
     assert rows["retrieval"].prompt_tokens_mean > rows["base"].prompt_tokens_mean
     texts = {t.task for t in agent.buffer.list(instance=USER)}
     assert texts == set(told.values()), "no question was recorded: it would be trained on"
+
+    # forget the second conversation: its turns leave the buffer and the weights (revision 1 held them: rebuilt)
+    gone = conversations[1].id
+    forgotten = [t.id for t in agent.buffer.list(instance=USER) if t.thread_id == gone]
+    result = agent.forget(forgotten, reason="test")
+    (skill,) = result.skills
+    assert skill.action == "rebuild" and skill.revisions_deleted == [record.number] and skill.new_revision
+    rebuilt = agent.personal_store().revision(MEMORY_SKILL)
+    assert rebuilt.number == skill.new_revision and rebuilt.parent is None, "no clean ancestor: fresh weights"
+    assert set(rebuilt.provenance.episode_ids) == set(told) - set(forgotten)
+    assert not (agent.personal_store().skill_dir(MEMORY_SKILL) / "revs" / str(record.number)).exists()
+    assert not set(forgotten) & {t.id for t in agent.buffer.list(instance=USER)}
+    after = evaluate_memory(agent, USER, "weights", questions=questions)
+    assert after.skill == f"{USER}/{MEMORY_SKILL}@{rebuilt.number}" and after.n == len(questions)

@@ -32,12 +32,12 @@ from agent.errors import ContextLengthError
 from agent.evals.memory.checker import is_correct
 from agent.evals.memory.data import MemoryQuestion, check_scenario, load_questions
 from agent.prompt import memory_notes
+from memory.facts import MEMORY_SKILL
 from skills.errors import SkillNotFoundError, UserError
 from skills.messages import ChatMessage
 
 Mode = Literal["base", "retrieval", "weights", "weights+retrieval", "context"]
 MODES: tuple[Mode, ...] = ("base", "retrieval", "weights", "weights+retrieval", "context")
-MEMORY_SKILL = "memory"
 DEFAULT_K = 4
 ANSWER_TOKENS = 48  # enough for a name, a number or a short phrase; the same for every mode
 
