@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import Agent, Settings
@@ -46,6 +47,8 @@ def first_reply_is_call(agent: Agent, question: str, city: str, skills: list[str
     return result.steps[0].text.strip() == call(city)
 
 
+# 4 minutes here; the demo's integration test consolidates on the real base too, so this one runs in `make test-all`
+@pytest.mark.slow
 def test_consolidating_demonstrations_teaches_the_base_a_new_tool_habit(
     real_base: Any, real_settings: Settings, tmp_path: Path
 ) -> None:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from agent.evals.bfcl.checker import Verdict, check_call
 from agent.evals.bfcl.data import BfclCase, Split, load_cases
 from skills.errors import UserError
+from skills.instances import LayeredStore
 from skills.reference import SkillRef
 from tools import Tool, ToolRegistry, parse_tool_calls
 
@@ -273,9 +274,11 @@ def evaluate(
     verdicts either way; a batch is faster per case on the CPU."""
     checked = _check_mode(mode, skill)
     if checked == "skill":
+        skills = getattr(agent, "skills", agent.store)  # an instance's view also reads its personal skills
         for part in skill_list(skill or ""):  # an unknown skill or revision fails here, before any case runs
             ref = SkillRef.parse_one(part)
-            agent.store.revision(ref.qualified, ref.revision)
+            name = skills.canonical(ref.qualified) if isinstance(skills, LayeredStore) else ref.qualified
+            skills.revision(name, ref.revision)
     if cases is None:
         cases = load_cases(agent.settings.home, category, split, limit=limit)
     results = []
