@@ -25,6 +25,7 @@ from agent.router import Router
 from agent.testing import tiny_base
 from memory import HashingEmbedder, InMemoryBuffer, Trajectory
 from memory.consolidate import CANDIDATES, ConsolidationConfig, ConsolidationReport, Consolidator
+from memory.report import skipped_report
 from memory.trajectory import SkillUse
 from skills import CorruptSkillError, OperatorError, Residency, SkillStore
 
@@ -467,12 +468,36 @@ def test_the_cli_prints_a_skipped_consolidation_as_skipped(monkeypatch: pytest.M
         def __init__(self, **kwargs: Any) -> None:
             pass
 
-        def consolidate(self, skill: str | None, *, min_episodes: int | None = None) -> list[ConsolidationReport]:
-            worker = Consolidator.__new__(Consolidator)
-            return [worker._skipped("good", reason)]
+        def consolidate(
+            self, skill: str | None, *, min_episodes: int | None = None, facts: bool = False
+        ) -> list[ConsolidationReport]:
+            return [skipped_report("good", reason)]
 
     monkeypatch.setattr(agent.api, "Agent", Busy)
     result = runner.invoke(app, ["consolidate", "--skill", "good"], env={"HABITLOOP_HOME": str(tmp_path)})
     assert result.exit_code == 0, result.output
     assert "skipped good" in result.output and "being consolidated by another process" in result.output
     assert "revision None" not in result.output
+
+
+def test_the_cli_consolidates_a_users_facts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import agent.api
+
+    seen: dict[str, Any] = {}
+
+    class Recording:
+        def __init__(self, **kwargs: Any) -> None:
+            seen["instance"] = kwargs.get("instance")
+
+        def consolidate(
+            self, skill: str | None, *, min_episodes: int | None = None, facts: bool = False
+        ) -> list[ConsolidationReport]:
+            seen["facts"] = facts
+            return []
+
+    monkeypatch.setattr(agent.api, "Agent", Recording)
+    args = ["consolidate", "--instance", "ann", "--facts"]
+    result = runner.invoke(app, args, env={"HABITLOOP_HOME": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert seen == {"instance": "ann", "facts": True}
+    assert "not enough waiting turns" in result.output
