@@ -68,7 +68,7 @@ from skills.generation import generate
 from skills.manifest import Evaluation, RoutingVector, validate_skill_name
 from skills.residency import Residency
 from skills.store import SkillStore
-from skills.train import TrainConfig, TrainResult, train_lora
+from skills.train import TrainResult, train_lora
 
 __all__ = ["CANDIDATES", "LOCKS", "ConsolidationConfig", "ConsolidationReport", "Consolidator", "crash_point"]
 
@@ -281,15 +281,7 @@ class Consolidator:
         """Train the candidate into `work`, the claimed folder (swept by the next claim if this run dies), continuing
         from the current revision."""
         cfg = self.config
-        steps = max(cfg.min_steps, min(cfg.max_steps, round(cfg.epochs * len(data.examples) / cfg.batch_size)))
-        train_config = TrainConfig(
-            lora=cfg.lora,
-            steps=steps,
-            batch_size=cfg.batch_size,
-            learning_rate=cfg.learning_rate,
-            seed=cfg.seed,
-            gradient_checkpointing=cfg.gradient_checkpointing,
-        )
+        train_config = cfg.train_config(len(data.examples))
         result = train_lora(
             self.residency.model,
             self.tokenizer,

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from memory.facts import FactsConfig
 from skills.manifest import LoraSpec
+from skills.train import TrainConfig
 
 
 class ConsolidationConfig(BaseModel):
@@ -43,6 +44,19 @@ class ConsolidationConfig(BaseModel):
         description="learn what the user said (memory.facts) instead of the replies of successful episodes; "
         "set by `facts_recipe`",
     )
+
+    def train_config(self, n_examples: int, lora: LoraSpec | None = None) -> TrainConfig:
+        """The training run of `n_examples` examples: `epochs` passes, within [min_steps, max_steps]; `lora` is the
+        shape to train (default: this recipe's, for a new skill)."""
+        steps = max(self.min_steps, min(self.max_steps, round(self.epochs * n_examples / self.batch_size)))
+        return TrainConfig(
+            lora=lora or self.lora,
+            steps=steps,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            seed=self.seed,
+            gradient_checkpointing=self.gradient_checkpointing,
+        )
 
 
 def facts_recipe(**overrides: object) -> ConsolidationConfig:

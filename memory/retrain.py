@@ -21,7 +21,7 @@ from memory.trajectory import Trajectory
 from skills.generation import generate
 from skills.residency import Residency
 from skills.store import SkillStore
-from skills.train import ChatExample, TrainConfig, TrainResult, train_lora
+from skills.train import ChatExample, TrainResult, train_lora
 
 
 def recipe_retrainer(store: SkillStore, residency: Residency, tokenizer: Any, *, progress: bool = False) -> Any:
@@ -31,15 +31,7 @@ def recipe_retrainer(store: SkillStore, residency: Residency, tokenizer: Any, *,
         details = store.revision(skill).evaluation.details.get("config")
         recipe = ConsolidationConfig.model_validate(details) if isinstance(details, dict) else ConsolidationConfig()
         examples = training_examples(recipe, episodes, residency, tokenizer)
-        steps = max(recipe.min_steps, min(recipe.max_steps, round(recipe.epochs * len(examples) / recipe.batch_size)))
-        config = TrainConfig(
-            lora=store.get(skill).lora,
-            steps=steps,
-            batch_size=recipe.batch_size,
-            learning_rate=recipe.learning_rate,
-            seed=recipe.seed,
-            gradient_checkpointing=recipe.gradient_checkpointing,
-        )
+        config = recipe.train_config(len(examples), store.get(skill).lora)
         return train_lora(
             residency.model,
             tokenizer,
