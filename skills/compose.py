@@ -48,7 +48,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skills.errors import UserError
-from skills.manifest import validate_skill_name
+from skills.instances import split_name
 from skills.residency import Residency
 from skills.train import save_adapter
 
@@ -120,14 +120,15 @@ class ComponentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    skill: str = Field(description="the skill's name in the store")
+    skill: str = Field(description="the skill's name in the store: shared `name` or personal `instance/name`")
     revision: int | None = Field(None, ge=1, description="a committed revision; None: the current one, when used")
     weight: float = Field(1.0, allow_inf_nan=False, description="multiplies the skill's update (may be negative)")
 
     @field_validator("skill")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        return validate_skill_name(value)
+        split_name(value)  # a shared name or an instance's qualified one; both parts validated
+        return value
 
     @property
     def ref(self) -> str:

@@ -164,6 +164,27 @@ def test_one_residency_serves_every_instance_with_its_own_adapter(layered: dict[
     assert set(residency.hot()) <= {("pref", 1), ("alice/pref", 1), ("bob/only-bob", 1)}
 
 
+def test_a_shared_and_a_personal_skill_compose_in_one_request(layered: dict[str, Any], fresh_base: Any) -> None:
+    """The shared habit plus alice's own adapter, by qualified name: the sum changes the output, bob cannot name it."""
+    from skills.compose import Composer, CompositionSpec
+
+    residency = Residency(fresh_base.model, layered["alice"], max_hot=4)  # type: ignore[arg-type]
+    composer = Composer(residency)
+    ids = fresh_base.tokenizer("ping", return_tensors="pt")
+    logits = {}
+    for names in (("common",), ("alice/pref",), ("common", "alice/pref")):
+        composer.activate(CompositionSpec.of(*names, method="cat"))
+        logits[names] = residency.model(**ids).logits
+    assert not torch.equal(logits[("common", "alice/pref")], logits[("common",)])
+    assert not torch.equal(logits[("common", "alice/pref")], logits[("alice/pref",)])
+    with pytest.raises(InstanceAccessError):
+        Composer(Residency(fresh_base.model, layered["bob"], max_hot=4)).activate(  # type: ignore[arg-type]
+            CompositionSpec.of("common", "alice/pref", method="cat")
+        )
+    with pytest.raises(ValueError):
+        CompositionSpec.of("common", "alice/../pref")
+
+
 def _agent(home: Path, instance: str | None, buffer: InMemoryBuffer, saver: InMemorySaver, store: SkillStore) -> Agent:
     return Agent(
         settings=Settings(home=home),
