@@ -50,6 +50,7 @@ from memory.claims import CANDIDATES, LOCKS, SkillClaims
 from memory.dataset import Chat, Dataset, derive_name, group_episodes, split_holdout, system_prompts, unique_episodes
 from memory.embed import TextEmbedder, routing_vector
 from memory.facts import MEMORY_SKILL, answer_recall, fact_pairs, split_pairs
+from memory.forget_plan import pending_forgets
 from memory.gate import ModelScorer, Scorer, Scores, Trial, decide
 from memory.offtask import (
     OFF_TASK_EVAL,
@@ -185,7 +186,7 @@ class Consolidator:
             if work is None:
                 return self._busy(skill)
             self.reconcile()
-            waiting = self.buffer.list(consolidated=False, instance=self.instance)
+            waiting = self._waiting(consolidated=False)
             said = [e for e in waiting if e.outcome.status != "failure"]
             if len(said) < self.config.min_episodes:
                 return None
@@ -426,7 +427,7 @@ class Consolidator:
             return []
         earlier = [
             e
-            for e in self.buffer.list(status="success", consolidated=True, instance=self.instance)
+            for e in self._waiting(status="success", consolidated=True)
             if e.id not in exclude and (e.consolidated_into or "").split("@")[0] == skill
         ]
         return earlier[: self.config.regression_size]
@@ -468,8 +469,12 @@ class Consolidator:
             return None
 
     def _groups(self, skill: str | None) -> dict[str | None, list[Trajectory]]:
-        episodes = self.buffer.list(status="success", consolidated=False, instance=self.instance)
-        return group_episodes(episodes, skill)
+        return group_episodes(self._waiting(status="success", consolidated=False), skill)
+
+    def _waiting(self, **filters: Any) -> list[Trajectory]:
+        """This instance's episodes (`buffer.list` filters), less those an unfinished forget is removing."""
+        leaving = pending_forgets(self.store.root)
+        return [e for e in self.buffer.list(instance=self.instance, **filters) if e.id not in leaving]
 
     def _busy(self, name: str) -> ConsolidationReport:
         return self._skipped(name, f"skill {name!r} is being consolidated by another process; skipped")

@@ -41,7 +41,15 @@ from memory.buffer import EpisodeBuffer
 from memory.claims import LOCKS
 from memory.consolidate import crash_point
 from memory.errors import EpisodeNotFoundError
-from memory.forget_plan import ForgetPlan, ForgetReport, SkillForgetPlan, SkillForgotten, find_episodes, plan
+from memory.forget_plan import (
+    FORGET_DIR,
+    ForgetPlan,
+    ForgetReport,
+    SkillForgetPlan,
+    SkillForgotten,
+    find_episodes,
+    plan,
+)
 from memory.retrain import recipe_retrainer
 from memory.trajectory import Trajectory
 from skills.errors import UserError
@@ -65,7 +73,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("habitloop.forget")
-FORGET_DIR = ".forget"
 
 
 class Retrainer(Protocol):

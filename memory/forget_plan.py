@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from memory.buffer import EpisodeBuffer
 from memory.dataset import derive_name
@@ -22,6 +23,9 @@ from skills.errors import CorruptSkillError, SkillNotFoundError, UserError
 from skills.store import SkillStore
 
 log = logging.getLogger("habitloop.forget")
+
+
+FORGET_DIR = ".forget"  # under a store's root: the journals of forgets not yet finished (see memory.forget)
 
 
 class SkillForgetPlan(BaseModel):
@@ -202,3 +206,25 @@ def _plan_skill(
 def _quotes(description: str, task: str) -> bool:
     """Whether a skill's description quotes a task (`derive_name` quotes the first episodes' tasks)."""
     return bool(task.strip()) and (task[:60] in description or repr(task[:60]) in description)
+
+
+class _JournalPlan(BaseModel):
+    """The part of a forget journal that says which episodes are on their way out."""
+
+    plan: ForgetPlan
+
+
+def pending_forgets(root: Path) -> set[str]:
+    """The episodes of forgets that have not finished (a killed run's journal under `root`): consolidation must not
+    train on them, or gate on them, while `Forgetter.recover()` has yet to remove them."""
+    folder = root / FORGET_DIR
+    ids: set[str] = set()
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            ids.update(_JournalPlan.model_validate_json(path.read_bytes()).plan.episodes)
+        except (OSError, ValidationError) as error:
+            raise UserError(
+                f"cannot read the forget journal {path}: {type(error).__name__}",
+                hint="restore it from a backup, or remove it to give that forget up (its episodes then stay)",
+            ) from None
+    return ids

@@ -224,6 +224,40 @@ def test_consolidation_finishes_a_forget_that_died(world: dict[str, Any], monkey
     assert [e.id for e in world["buffer"].list(instance="alice") if e.id == "alice-e2"] == []
 
 
+def test_no_consolidation_trains_on_what_an_unfinished_forget_is_removing(
+    world: dict[str, Any], monkeypatch: Any
+) -> None:
+    """Another process (or a Consolidator used directly) consolidates while a forget's journal is on disk."""
+    import memory.forget
+    from memory.consolidate import Consolidator
+    from skills.instances import PersonalView
+
+    class Killed(BaseException):
+        pass
+
+    def die(name: str) -> None:
+        if name == "forget:journaled":
+            raise Killed
+
+    buffer = world["buffer"]
+    fresh = [episode(10 + i, task=f"say hello number {i}") for i in range(3)]
+    buffer.add_many([*fresh, episode(20, task=f"say hello, {SECRET}")])
+    monkeypatch.setattr(memory.forget, "crash_point", die)
+    with pytest.raises(Killed):
+        world["alice"].forget(["alice-e20"])
+    monkeypatch.undo()
+    store, alice = world["store"], world["alice"]
+    consolidator = Consolidator(buffer, PersonalView(store, "alice"), world["residency"], alice.base.tokenizer,
+                                config=FAST, instance="alice")  # fmt: skip
+    reports = consolidator.run()
+    trained = {i for r in reports for i in r.episodes}
+    assert {e.id for e in fresh} <= trained and "alice-e20" not in trained
+    (journal,) = (store.root / ".forget").glob("*.json")
+    journal.write_text("{not json")
+    with pytest.raises(UserError, match="forget journal"):
+        consolidator.run()
+
+
 def test_skills_history_shows_tombstones(tmp_path: Path, store: SkillStore, adapter: Adapter) -> None:
     home = tmp_path / "home"
     shared = SkillStore(home / "skills", base_fingerprint=store.base_fingerprint)
