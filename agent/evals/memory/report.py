@@ -116,6 +116,7 @@ def markdown_table(reports: Sequence[MemoryEvalReport]) -> str:
             continue
         lines.append(
             f"| {r.scenario} | {r.mode} | {r.n} | {r.accuracy:.1%} | {r.control_accuracy:.1%} | "
-            f"{r.prompt_tokens_mean:.0f} | {r.answer_tokens_mean:.1f} | {r.seconds_per_question:.2f} |"
+            f"{r.prompt_tokens_mean:.0f} | {r.answer_tokens_mean:.1f} | "
+            f"{f'{r.seconds_per_question:.2f}' if r.seconds_per_question else '-'} |"  # 0: not timed
         )
     return "\n".join(lines) + "\n"
