@@ -28,7 +28,7 @@ class Settings(BaseSettings):
         2000, ge=1, description="unconsolidated episodes kept; beyond it the oldest failures go first"
     )
     buffer_max_age_days: float | None = Field(
-        30.0, gt=0, description="older failures, and older consolidated episodes, are dropped (waiting successes stay)"
+        30.0, gt=0, description="older failures and consolidated episodes are dropped (what awaits consolidation stays)"
     )
     retrieval_k: int = Field(2, ge=0, description="similar successful episodes shown as worked examples (0: none)")
     route: bool = Field(

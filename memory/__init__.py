@@ -12,6 +12,7 @@ from memory.buffer import (
     EpisodeBuffer,
     EpisodeSummary,
     InMemoryBuffer,
+    awaits_consolidation,
     plan_evictions,
 )
 from memory.embed import (
@@ -53,6 +54,7 @@ __all__ = [
     "TextEmbedder",
     "Trajectory",
     "default_model_path",
+    "awaits_consolidation",
     "plan_evictions",
     "register_embedder",
     "routing_vector",

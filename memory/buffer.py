@@ -12,8 +12,9 @@ Rules every backend keeps:
   `instance=X` returns only X's episodes; `instance=None` returns only episodes recorded without an instance;
   `ALL_INSTANCES` (the default of `list`, `stats`, and `search`) returns everything and is meant for operators
   (the CLI, consolidation). **The agent always passes its own instance (None included) when it recalls.**
-- Capacity (`enforce_capacity`): a success that is not consolidated yet is never dropped; it is the material the
-  next consolidation learns from. See `plan_evictions` for the exact order.
+- Capacity (`enforce_capacity`): an episode that waits for consolidation is never dropped (`awaits_consolidation`:
+  an unconsolidated success, or an instance's unconsolidated turn that did not fail, which is what its user said and
+  the facts recipe learns from). See `plan_evictions` for the exact order.
 """
 
 from __future__ import annotations
@@ -136,6 +137,15 @@ def age_cutoff(max_age_days: float | None, now: datetime | None = None) -> float
     return now_ts - max_age_days * _SECONDS_PER_DAY
 
 
+def awaits_consolidation(summary: EpisodeSummary) -> bool:
+    """Whether a consolidation may still learn from this episode, so capacity must keep it: an unconsolidated success
+    (the tool-habit recipe's material), or an instance's unconsolidated turn that did not fail (what its user said:
+    the facts recipe's material, which has no checker to call it a success)."""
+    if summary.consolidated:
+        return False
+    return summary.status == "success" or (summary.status == "unknown" and summary.instance is not None)
+
+
 def plan_evictions(
     catalog: Iterable[EpisodeSummary],
     max_unconsolidated: int | None,
@@ -146,19 +156,19 @@ def plan_evictions(
     """The ids `enforce_capacity` drops, in the order it drops them. Pure: backends share it.
 
     1. Consolidated episodes older than `max_age_days` (they are already in the weights: first to go).
-    2. Unconsolidated failures and unknowns older than `max_age_days`.
-    3. While more than `max_unconsolidated` episodes are unconsolidated, the oldest unconsolidated failure or unknown.
+    2. Unconsolidated failures, and unknowns recorded without an instance, older than `max_age_days`.
+    3. While more than `max_unconsolidated` episodes are unconsolidated, the oldest of those.
 
-    An unconsolidated success is never planned: when successes alone exceed the cap, the buffer stays over it until a
-    consolidation marks them (or someone discards them). Consolidated episodes do not count against the cap; with
-    `max_age_days=None` they stay until discarded. Within each step the oldest (`started_at`, then id) go first.
+    An episode that `awaits_consolidation` is never planned: when those alone exceed the cap, the buffer stays over it
+    until a consolidation marks them (or someone discards them). Consolidated episodes do not count against the cap;
+    with `max_age_days=None` they stay until discarded. Within each step the oldest (`started_at`, then id) go first.
     """
     check_capacity(max_unconsolidated, max_age_days)
     oldest_first = list(reversed(newest_first(catalog)))
     cutoff = age_cutoff(max_age_days, now)
 
-    def droppable(s: EpisodeSummary) -> bool:  # never an unconsolidated success
-        return s.consolidated or s.status != "success"
+    def droppable(s: EpisodeSummary) -> bool:
+        return not awaits_consolidation(s)
 
     plan = [s.id for s in oldest_first if s.consolidated and s.created_at < cutoff]
     plan += [s.id for s in oldest_first if not s.consolidated and droppable(s) and s.created_at < cutoff]

@@ -408,12 +408,14 @@ class ChromaBuffer(EpisodeBuffer):
 
         The agent calls this after every run, and a full catalog carries every episode's JSON (megabytes over HTTP
         once the buffer holds thousands). So: read in full only the episodes that may go (too old and droppable;
-        every unconsolidated failure or unknown when, and only when, the buffer is over the cap), and stand in for
+        every unconsolidated droppable one when, and only when, the buffer is over the cap), and stand in for
         the rest of the unconsolidated episodes, which only count, by ids alone.
         """
         check_capacity(max_unconsolidated, max_age_days)
         cutoff = age_cutoff(max_age_days, now)
-        droppable = {"$or": [{"consolidated": {"$eq": True}}, {"status": {"$ne": "success"}}]}
+        # not `awaits_consolidation`: consolidated, failed, or unknown without an instance
+        shared_unknown = {"$and": [{"status": {"$eq": "unknown"}}, {"instance": {"$eq": ""}}]}
+        droppable = {"$or": [{"consolidated": {"$eq": True}}, {"status": {"$eq": "failure"}}, shared_unknown]}
         candidates: dict[str, EpisodeSummary] = {}
         if max_age_days is not None:
             aged = self._collection.get(
@@ -424,7 +426,7 @@ class ChromaBuffer(EpisodeBuffer):
             pending = self._collection.get(where={"consolidated": {"$eq": False}}, include=[])["ids"]
             if len([i for i in pending if i not in candidates]) > max_unconsolidated:
                 failed = self._collection.get(
-                    where={"$and": [{"consolidated": {"$eq": False}}, {"status": {"$ne": "success"}}]},
+                    where={"$and": [{"consolidated": {"$eq": False}}, droppable]},
                     include=["metadatas"],
                 )
                 candidates.update(_summaries(failed))

@@ -390,6 +390,23 @@ def test_capacity_drops_oldest_failures_and_unknowns_never_pending_successes(buf
     assert buffer.enforce_capacity(0, 0, now=NOW) == []
 
 
+def test_capacity_keeps_what_an_instances_user_said_until_it_is_consolidated(buffer: EpisodeBuffer) -> None:
+    """An instance's turns have no checker (status unknown) and are its facts recipe's material: never dropped."""
+    buffer.add_many(
+        [
+            episode(id="said-old", status="unknown", instance="ann", age_days=90),
+            episode(id="shared-unknown", status="unknown", age_days=80),
+            episode(id="ann-failed", status="failure", instance="ann", age_days=70),
+            episode(id="said-new", status="unknown", instance="ann", age_days=1),
+        ]
+    )
+    assert buffer.enforce_capacity(None, 30, now=NOW) == ["shared-unknown", "ann-failed"]
+    assert buffer.enforce_capacity(0, None, now=NOW) == []
+    assert ids(buffer.list()) == ["said-new", "said-old"]
+    buffer.mark_consolidated(["said-old"], into="ann/memory@1")
+    assert buffer.enforce_capacity(None, 30, now=NOW) == ["said-old"]
+
+
 def test_capacity_by_age_drops_consolidated_first_and_keeps_pending_successes(buffer: EpisodeBuffer) -> None:
     buffer.add_many(
         [
@@ -442,6 +459,7 @@ _ADD = st.tuples(
     st.sampled_from(["success", "failure", "unknown"]),
     st.integers(0, 20),
     st.sampled_from([False, False, False, True]),  # mostly unconsolidated: the cap only counts those
+    st.sampled_from([None, None, "ann"]),
 )
 _ENFORCE = st.tuples(
     st.just("enforce"), st.one_of(st.none(), st.integers(0, 4)), st.one_of(st.none(), st.integers(0, 15))
@@ -469,9 +487,11 @@ def test_capacity_rule_holds_over_random_histories(
     model: dict[str, Trajectory] = {}
     for op in [*start, *ops, last]:
         if op[0] == "add":
-            _, n, status, age, learned = op
+            _, n, status, age, learned, instance = op
             into = "s@1" if learned else None
-            traj = episode(f"task {n}", id=f"e{n}", status=status, age_days=age, consolidated_into=into)
+            traj = episode(
+                f"task {n}", id=f"e{n}", status=status, age_days=age, consolidated_into=into, instance=instance
+            )
             buffer.add(traj)
             model[traj.id] = traj
         elif op[0] == "mark":
@@ -507,13 +527,14 @@ def _check_eviction(
     cap: int | None,
     max_age: int | None,
 ) -> None:
-    def pending_success(t: Trajectory) -> bool:
-        return t.consolidated_into is None and t.outcome.status == "success"
+    def pending_success(t: Trajectory) -> bool:  # what a consolidation may still learn from
+        pending = t.consolidated_into is None
+        return pending and (t.outcome.status == "success" or (t.outcome.status == "unknown" and t.instance is not None))
 
     def too_old(t: Trajectory) -> bool:
         return max_age is not None and t.started_at < NOW - timedelta(days=max_age)
 
-    # A success that is not consolidated is never dropped.
+    # A success that is not consolidated (or an instance's turn that did not fail) is never dropped.
     assert not [i for i in dropped if pending_success(before[i])]
     # Nothing droppable is left past the age limit, and nothing young is dropped by age.
     assert not [t for t in after.values() if too_old(t) and not pending_success(t)]
