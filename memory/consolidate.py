@@ -1,13 +1,13 @@
 """Consolidation: successful episodes in the buffer become a new revision of a skill adapter.
 
-    claim the skill -> build the dataset (+ self-distillation replay) -> train a candidate (continuing from the
-    current revision) -> score candidate and current -> gate -> commit (promoted or rejected) -> mark the episodes
-    consolidated -> report
+    claim the skill -> build the dataset (+ self-distillation replay, + negatives) -> train a candidate (continuing
+    from the current revision) -> score candidate and current -> gate -> commit (promoted or rejected) -> mark the
+    episodes consolidated -> report
 
 `Consolidator._consolidate` is that sequence, one method per step; the pieces live beside this module:
-`memory.dataset` (grouping, deduplication, the held-out split, names), `memory.offtask` (the replay and off-task
-prompts, the off-task check), `memory.gate` (scoring and the keep/reject decision), `memory.report` (the report and
-its plot), `memory.recipe` (`ConsolidationConfig`). This module keeps the order of the steps and their crash safety.
+`memory.dataset` (grouping, deduplication, held-out split, names), `memory.offtask` (replay and off-task prompts, the
+off-task check), `memory.negatives` (negatives, the relevance check), `memory.gate` (scoring, the keep/reject
+decision), `memory.report`, `memory.recipe` (`ConsolidationConfig`). This module keeps the steps' order and safety.
 
 Crash safety comes from the order of the writes and from one reconciling step at the start of every run:
 - the store commits a revision atomically (folder rename, then manifest rename); the buffer is only touched after;
@@ -40,6 +40,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from memory.dataset import Chat, Dataset, derive_name, group_episodes, split_hol
 from memory.embed import TextEmbedder, routing_vector
 from memory.facts import MEMORY_SKILL, answer_recall, fact_pairs, split_pairs
 from memory.gate import ModelScorer, Scorer, Scores, Trial, decide
+from memory.negatives import Relevance, build_relevance
 from memory.offtask import (
     OFF_TASK_EVAL,
     OFF_TASK_TRAIN,
@@ -225,17 +227,17 @@ class Consolidator:
         what it would replace, gate, commit (promoted or rejected), mark the episodes, write the report."""
         started = time.perf_counter()
         target = self._target(name, episodes)
-        data, offtask_chats, base_offtask = self._build_dataset(episodes)
+        data, offtask_chats, base_offtask, relevance = self._build_dataset(episodes)
         if not target.created:
             tried = self._already_tried(target.name, target.parent, data.digest)
             if tried is not None:
                 return self._report_tried(target.name, tried, target.parent, data.chosen, started)
         regression = [] if target.created else self._regression_set(target.name, exclude={e.id for e in data.chosen})
-        trial = Trial(data.holdout, regression, offtask_chats, base_offtask)
+        trial = Trial(data.holdout, regression, offtask_chats, base_offtask, relevance.gate_chats)
         result = self._train_candidate(target, data, work)
         candidate, current = self._score_candidate_and_current(target, result.adapter_dir, trial)
-        promoted, reason = decide(candidate, current, self.config.margin)
-        report = self._report(target, data, result, candidate, current, promoted, reason)
+        promoted, reason = decide(candidate, current, self.config.margin, self.config.relevance_margin)
+        report = self._report(target, data, result, candidate, current, promoted, reason, relevance)
         revision = self._commit(target, data, result, report, work)
         crash_point("committed")
         if promoted and revision is not None:
@@ -253,10 +255,10 @@ class Consolidator:
             description = f"What {self.instance or 'the user'} told the agent, learned as facts (memory.facts)."
         return Target.of(self.store, name, description)
 
-    def _build_dataset(self, episodes: Sequence[Trajectory]) -> tuple[Dataset, list[Chat], list[str]]:
+    def _build_dataset(self, episodes: Sequence[Trajectory]) -> tuple[Dataset, list[Chat], list[str], Relevance]:
         """Deduplicate, split (episodes, or with the facts recipe the pairs made from what the user said), add the
-        base's replay answers; also the off-task chats of the gate and the base's answers to them (all asked of the
-        base in one go)."""
+        base's replay answers and the negatives; also the off-task chats of the gate, the base's answers to them (all
+        asked of the base in one go) and the gate's held-out mismatched cases."""
         cfg = self.config
         chosen = unique_episodes(episodes, by_task=cfg.facts is not None)
         systems = system_prompts(chosen)
@@ -274,8 +276,12 @@ class Consolidator:
             offtask_chats = off_task_chats(OFF_TASK_EVAL, systems)
             replay_answers = self._generate(model, replay_chats)
             base_offtask = self._generate(model, offtask_chats, OFFTASK_TOKENS)
-        data = Dataset.build(chosen, train, holdout, replay_chats, replay_answers, trained=trained)
-        return data, offtask_chats, base_offtask
+            ask = partial(self._generate, model)
+            relevance = build_relevance(train, holdout, cfg, self.embedder, ask, self.is_tool_call)
+        data = Dataset.build(
+            chosen, train, holdout, replay_chats, replay_answers, trained=trained, negatives=relevance.examples
+        )
+        return data, offtask_chats, base_offtask, relevance
 
     def _train_candidate(self, target: Target, data: Dataset, work: Path) -> TrainResult:
         """Train the candidate into `work`, the claimed folder (swept by the next claim if this run dies), continuing
@@ -318,6 +324,7 @@ class Consolidator:
         current: Scores,
         promoted: bool,
         reason: str,
+        relevance: Relevance,
     ) -> ConsolidationReport:
         """The report of the decision, before the commit gives it a revision."""
         return ConsolidationReport(
@@ -331,6 +338,7 @@ class Consolidator:
             n_train=len(data.train),
             n_holdout=len(data.holdout),
             n_replay=len(data.replay_chats),
+            **relevance.report_fields(),
             candidate=candidate,
             current=current,
             losses=result.losses,
