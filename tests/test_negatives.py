@@ -20,6 +20,7 @@ from memory.dataset import split_holdout
 from memory.facts import FactsConfig
 from memory.gate import Scores, Trial, decide
 from memory.negatives import REFUSAL, build_relevance, mismatches, negative_answers, offered_functions
+from memory.retrain import recipe_retrainer, stored_recipe, training_examples
 from skills import Residency, SkillStore
 from tools import parse_tool_calls
 
@@ -319,3 +320,22 @@ def test_with_too_few_episodes_the_report_says_the_relevance_check_was_skipped(c
     (report,) = consolidator(consolidation).run()
     assert report.n_mismatched == 0 and report.candidate.mismatched_call_rate is None
     assert any("relevance check skipped" in note for note in report.notes)
+
+
+def test_a_rebuild_trains_the_negatives_of_the_recipe_it_was_made_with(consolidation: dict[str, Any]) -> None:
+    eps = distinct_episodes(12)
+    recipe = FAST.model_copy(update={"negative_target": "refusal"})
+    examples = training_examples(recipe, eps, consolidation["residency"], consolidation["tokenizer"], EMBEDDER)
+    negatives = [e for e in examples if e.source_id.startswith("negative:")]
+    assert len(negatives) == math.ceil(0.25 * 12), "paired among all the remaining episodes (nothing held out)"
+    assert all(e.messages[-1].content == REFUSAL for e in negatives)
+    # through the retrainer, with the recipe the revision stored
+    consolidation["buffer"].add_many(eps)
+    (report,) = consolidator(consolidation, config=recipe).run()
+    retrain = recipe_retrainer(consolidation["store"], consolidation["residency"], consolidation["tokenizer"])
+    result = retrain(report.skill, None, eps, consolidation["tmp"] / "rebuild")
+    assert result.examples == len(examples)
+    # a recipe stored before negatives existed made none, and its rebuild makes none
+    legacy = ConsolidationConfig().model_dump(exclude={"negative_share"})
+    assert stored_recipe(legacy).negative_share == 0.0 and stored_recipe(None) == ConsolidationConfig()
+    assert stored_recipe(recipe.model_dump()).negative_share == 0.25
