@@ -1,13 +1,12 @@
 """Consolidation: successful episodes in the buffer become a new revision of a skill adapter.
 
-    claim the skill -> build the dataset (+ self-distillation replay) -> train a candidate (continuing from the
-    current revision) -> score candidate and current -> gate -> commit (promoted or rejected) -> mark the episodes
-    consolidated -> report
+    claim the skill -> build the dataset (+ self-distillation replay, + negatives) -> train a candidate (continuing
+    from the current revision) -> score candidate and current -> gate -> commit (promoted or rejected) -> mark the
+    episodes consolidated -> report
 
-`Consolidator._consolidate` is that sequence, one method per step; the pieces live beside this module:
-`memory.dataset` (grouping, deduplication, the held-out split, names), `memory.offtask` (the replay and off-task
-prompts, the off-task check), `memory.gate` (scoring and the keep/reject decision), `memory.report` (the report and
-its plot), `memory.recipe` (`ConsolidationConfig`). This module keeps the order of the steps and their crash safety.
+`Consolidator._consolidate` is that sequence, one method per step; the pieces live beside it: `memory.dataset`
+(grouping, dedup, split, names), `memory.offtask` (replay, the off-task check), `memory.negatives` (negatives, the
+relevance check), `memory.gate` (scores, the decision), `memory.report`, `memory.recipe`. Here: order and safety.
 
 Crash safety comes from the order of the writes and from one reconciling step at the start of every run:
 - the store commits a revision atomically (folder rename, then manifest rename); the buffer is only touched after;
@@ -40,6 +39,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,9 @@ from memory.claims import CANDIDATES, LOCKS, SkillClaims
 from memory.dataset import Chat, Dataset, derive_name, group_episodes, split_holdout, system_prompts, unique_episodes
 from memory.embed import TextEmbedder, routing_vector
 from memory.facts import MEMORY_SKILL, answer_recall, fact_pairs, split_pairs
-from memory.forget_plan import pending_forgets
+from memory.forget_plan import pending_forgets, without
 from memory.gate import ModelScorer, Scorer, Scores, Trial, decide
+from memory.negatives import Relevance, build_relevance
 from memory.offtask import (
     OFF_TASK_EVAL,
     OFF_TASK_TRAIN,
@@ -226,17 +227,17 @@ class Consolidator:
         what it would replace, gate, commit (promoted or rejected), mark the episodes, write the report."""
         started = time.perf_counter()
         target = self._target(name, episodes)
-        data, offtask_chats, base_offtask = self._build_dataset(episodes)
+        data, offtask_chats, base_offtask, relevance = self._build_dataset(episodes)
         if not target.created:
             tried = self._already_tried(target.name, target.parent, data.digest)
             if tried is not None:
                 return self._report_tried(target.name, tried, target.parent, data.chosen, started)
         regression = [] if target.created else self._regression_set(target.name, exclude={e.id for e in data.chosen})
-        trial = Trial(data.holdout, regression, offtask_chats, base_offtask)
+        trial = Trial(data.holdout, regression, offtask_chats, base_offtask, relevance.gate_chats)
         result = self._train_candidate(target, data, work)
         candidate, current = self._score_candidate_and_current(target, result.adapter_dir, trial)
-        promoted, reason = decide(candidate, current, self.config.margin)
-        report = self._report(target, data, result, candidate, current, promoted, reason)
+        promoted, reason = decide(candidate, current, self.config.margin, self.config.relevance_margin)
+        report = self._report(target, data, result, candidate, current, promoted, reason, relevance)
         revision = self._commit(target, data, result, report, work)
         crash_point("committed")
         if promoted and revision is not None:
@@ -254,10 +255,10 @@ class Consolidator:
             description = f"What {self.instance or 'the user'} told the agent, learned as facts (memory.facts)."
         return Target.of(self.store, name, description)
 
-    def _build_dataset(self, episodes: Sequence[Trajectory]) -> tuple[Dataset, list[Chat], list[str]]:
+    def _build_dataset(self, episodes: Sequence[Trajectory]) -> tuple[Dataset, list[Chat], list[str], Relevance]:
         """Deduplicate, split (episodes, or with the facts recipe the pairs made from what the user said), add the
-        base's replay answers; also the off-task chats of the gate and the base's answers to them (all asked of the
-        base in one go)."""
+        base's replay answers and the negatives; also the off-task chats of the gate, the base's answers to them (all
+        asked of the base in one go) and the gate's held-out mismatched cases."""
         cfg = self.config
         chosen = unique_episodes(episodes, by_task=cfg.facts is not None)
         systems = system_prompts(chosen)
@@ -275,8 +276,13 @@ class Consolidator:
             offtask_chats = off_task_chats(OFF_TASK_EVAL, systems)
             replay_answers = self._generate(model, replay_chats)
             base_offtask = self._generate(model, offtask_chats, OFFTASK_TOKENS)
-        data = Dataset.build(chosen, train, holdout, replay_chats, replay_answers, trained=trained)
-        return data, offtask_chats, base_offtask
+            relevance = build_relevance(
+                train, holdout, cfg, self.embedder, partial(self._generate, model), self.is_tool_call
+            )
+        data = Dataset.build(
+            chosen, train, holdout, replay_chats, replay_answers, trained=trained, negatives=relevance.examples
+        )
+        return data, offtask_chats, base_offtask, relevance
 
     def _train_candidate(self, target: Target, data: Dataset, work: Path) -> TrainResult:
         """Train the candidate into `work`, the claimed folder (swept by the next claim if this run dies), continuing
@@ -319,6 +325,7 @@ class Consolidator:
         current: Scores,
         promoted: bool,
         reason: str,
+        relevance: Relevance,
     ) -> ConsolidationReport:
         """The report of the decision, before the commit gives it a revision."""
         return ConsolidationReport(
@@ -332,6 +339,7 @@ class Consolidator:
             n_train=len(data.train),
             n_holdout=len(data.holdout),
             n_replay=len(data.replay_chats),
+            **relevance.report_fields(),
             candidate=candidate,
             current=current,
             losses=result.losses,
@@ -394,7 +402,7 @@ class Consolidator:
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         )
-        report = self._write_report(report)
+        report = write_report(report, self.reports_dir)
         (work / DRAFT).unlink()  # written: nothing left for a sweep to recover
         return report
 
@@ -455,7 +463,7 @@ class Consolidator:
         rejected_new = not draft.report.promoted and draft.report.parent is None  # commits nothing
         if revision is not None or rejected_new:  # decided (and committed), but the report was never written
             reason = f"{draft.report.reason} (report written by a later run: this one was killed)"
-            self._write_report(draft.report.model_copy(update={"revision": revision, "reason": reason}))
+            write_report(draft.report.model_copy(update={"revision": revision, "reason": reason}), self.reports_dir)
 
     def _committed(self, draft: ReportDraft) -> int | None:
         """The revision of `draft.report.skill` trained on the draft's data from its parent, if it was committed."""
@@ -473,8 +481,7 @@ class Consolidator:
 
     def _waiting(self, **filters: Any) -> list[Trajectory]:
         """This instance's episodes (`buffer.list` filters), less those an unfinished forget is removing."""
-        leaving = pending_forgets(self.store.root)
-        return [e for e in self.buffer.list(instance=self.instance, **filters) if e.id not in leaving]
+        return without(self.buffer.list(instance=self.instance, **filters), pending_forgets(self.store.root))
 
     def _busy(self, name: str) -> ConsolidationReport:
         return self._skipped(name, f"skill {name!r} is being consolidated by another process; skipped")
@@ -491,6 +498,3 @@ class Consolidator:
         if promoted:  # committed before a crash; marking is what was left
             self.buffer.mark_consolidated([e.id for e in episodes], into=f"{skill}@{revision}")
         return tried_report(skill, revision, parent, promoted, [e.id for e in episodes], time.perf_counter() - started)
-
-    def _write_report(self, report: ConsolidationReport) -> ConsolidationReport:
-        return write_report(report, self.reports_dir)

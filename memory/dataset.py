@@ -105,7 +105,7 @@ def group_episodes(episodes: Sequence[Trajectory], skill: str | None) -> dict[st
 @dataclass(frozen=True)
 class Dataset:
     """One consolidation's data: the episodes chosen (deduplicated), their split, the replay chats and the examples
-    trained on (trained episodes, then replay), with the examples' data hash."""
+    trained on (trained episodes, then replay, then negatives: `memory.negatives`), with the examples' data hash."""
 
     chosen: list[Trajectory]
     train: list[Trajectory]
@@ -124,9 +124,10 @@ class Dataset:
         replay_answers: list[str],
         *,
         trained: Sequence[ChatExample] | None = None,
+        negatives: Sequence[ChatExample] = (),
     ) -> Dataset:
         """The examples: each trained episode (or `trained`, examples made from them, e.g. by the facts recipe), then
-        each replay chat ending in the base's answer to it."""
+        each replay chat ending in the base's answer to it, then the `negatives`."""
         own = [example_from(e) for e in train] if trained is None else list(trained)
         examples = own + [
             ChatExample(
@@ -135,4 +136,5 @@ class Dataset:
             )
             for i, (chat, a) in enumerate(zip(replay_chats, replay_answers, strict=True))
         ]
+        examples += negatives
         return cls(chosen, train, holdout, replay_chats, examples, data_hash(examples))

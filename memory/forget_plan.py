@@ -228,3 +228,8 @@ def pending_forgets(root: Path) -> set[str]:
                 hint="restore it from a backup, or remove it to give that forget up (its episodes then stay)",
             ) from None
     return ids
+
+
+def without(episodes: Sequence[Trajectory], ids: set[str]) -> list[Trajectory]:
+    """`episodes` less those whose id is in `ids`, in order."""
+    return [e for e in episodes if e.id not in ids]

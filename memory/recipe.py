@@ -7,11 +7,16 @@ how it was made. Recipes for a use (BFCL tool habits: `agent.evals.bfcl.recipe`;
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from memory.facts import FactsConfig
 from skills.manifest import LoraSpec
 from skills.train import TrainConfig
+
+# What a negative demonstration (memory.negatives) trains towards: the base's answer with no tools, or a fixed reply.
+NegativeTarget = Literal["base", "refusal"]
 
 
 class ConsolidationConfig(BaseModel):
@@ -22,6 +27,35 @@ class ConsolidationConfig(BaseModel):
     replay: int = Field(12, ge=0, description="at least this many off-task prompts answered by the base, trained on")
     replay_share: float = Field(
         0.2, ge=0.0, le=1.0, description="and at least this share of the trained episodes (up to the prompt pool's 64)"
+    )
+    negative_share: float = Field(
+        0.15,
+        ge=0.0,
+        le=1.0,
+        description="negative demonstrations (memory.negatives: a question under another episode's tools, none of "
+        "which fits; answered in plain text) as a share of the trained episodes, like replay_share; 0: none",
+    )
+    negative_target: NegativeTarget = Field(
+        "base", description="what a negative answers: the base's own reply with no tools (base) or a fixed refusal"
+    )
+    negative_max_similarity: float = Field(
+        0.4,
+        ge=-1.0,
+        le=1.0,
+        description="a function whose text scores this (cosine, the consolidator's embedder) or more against a "
+        "question fits it: never paired with that question",
+    )
+    relevance_size: int = Field(
+        24, ge=0, description="held-out mismatched cases (from held-out episodes only) the gate asks at most; 0: none"
+    )
+    relevance_min: int = Field(
+        4, ge=1, description="fewer held-out mismatched cases than this: the relevance check is skipped (reported)"
+    )
+    relevance_margin: float | None = Field(
+        None,
+        ge=0.0,
+        description="how much more often than the current revision a candidate may call on held-out mismatched "
+        "cases; None: `margin`",
     )
     regression_size: int = Field(8, ge=0, description="episodes of earlier revisions re-checked (kept small)")
     margin: float = Field(0.05, ge=0.0, description="how much worse than the current revision a candidate may be")

@@ -30,6 +30,9 @@ class ConsolidationReport(BaseModel):
     n_train: int
     n_holdout: int
     n_replay: int
+    n_negatives: int = Field(0, description="negative demonstrations trained on (memory.negatives)")
+    n_mismatched: int = Field(0, description="held-out mismatched cases the gate asked (0: relevance check skipped)")
+    notes: list[str] = Field(default_factory=list, description="what the recipe asked for but could not be built")
     candidate: Scores
     current: Scores
     losses: list[float] = Field(default_factory=list)
@@ -115,12 +118,12 @@ def plot_report(report: ConsolidationReport, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
     left.plot(range(1, len(report.losses) + 1), report.losses, marker=".")
     left.set_xlabel("step")
     left.set_ylabel("training loss")
     left.set_title(f"{report.skill}: training")
-    names = ["heldout_match", "regression_match", "offtask_call_rate", "offtask_agreement"]
+    names = ["heldout_match", "regression_match", "offtask_call_rate", "offtask_agreement", "mismatched_call_rate"]
     values = [(getattr(report.current, n) or 0.0, getattr(report.candidate, n) or 0.0) for n in names]
     xs = range(len(names))
     baseline = "base" if report.parent is None else f"revision {report.parent}"

@@ -2,20 +2,23 @@
 
 The recipe is the one stored with the skill's current revision (`evaluation.details["config"]`, else the default
 `ConsolidationConfig`): its data rule (the episodes' replies, or with a facts part the pairs `memory.facts` makes from
-what the user said), its replay of the base's own answers, its steps rule, batch, learning rate and seed, and the
-skill's LoRA shape. There is no gate: the rebuilt revision replaces one that must go, whatever it scores.
+what the user said), its replay of the base's own answers, its negatives (`memory.negatives`, paired among the
+remaining episodes; a recipe stored before negatives existed has none), its steps rule, batch, learning rate and seed,
+and the skill's LoRA shape. There is no gate: the rebuilt revision replaces one that must go, whatever it scores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from memory.consolidate import crash_point
 from memory.dataset import Dataset, example_from, system_prompts, unique_episodes
+from memory.embed import TextEmbedder
 from memory.facts import fact_pairs
-from memory.offtask import OFF_TASK_TRAIN, off_task_chats, replay_count
+from memory.negatives import build_relevance
+from memory.offtask import OFF_TASK_TRAIN, looks_like_tool_call, off_task_chats, replay_count
 from memory.recipe import ConsolidationConfig
 from memory.trajectory import Trajectory
 from skills.generation import generate
@@ -24,13 +27,22 @@ from skills.store import SkillStore
 from skills.train import ChatExample, TrainResult, train_lora
 
 
-def recipe_retrainer(store: SkillStore, residency: Residency, tokenizer: Any, *, progress: bool = False) -> Any:
-    """A `memory.forget.Retrainer` that trains with the recipe of the skill's current revision (see the module)."""
+def recipe_retrainer(
+    store: SkillStore,
+    residency: Residency,
+    tokenizer: Any,
+    *,
+    progress: bool = False,
+    embedder: TextEmbedder | None = None,
+    is_tool_call: Callable[[str], bool] = looks_like_tool_call,
+) -> Any:
+    """A `memory.forget.Retrainer` that trains with the recipe of the skill's current revision (see the module);
+    `embedder` and `is_tool_call` pair and answer its negatives as `memory.consolidate.Consolidator` does (no
+    embedder: question/function similarity by shared words, `HashingEmbedder`)."""
 
     def retrain(skill: str, parent: int | None, episodes: Sequence[Trajectory], work: Path) -> TrainResult:
-        details = store.revision(skill).evaluation.details.get("config")
-        recipe = ConsolidationConfig.model_validate(details) if isinstance(details, dict) else ConsolidationConfig()
-        examples = training_examples(recipe, episodes, residency, tokenizer)
+        recipe = stored_recipe(store.revision(skill).evaluation.details.get("config"))
+        examples = training_examples(recipe, episodes, residency, tokenizer, embedder, is_tool_call)
         config = recipe.train_config(len(examples), store.get(skill).lora)
         return train_lora(
             residency.model,
@@ -47,10 +59,24 @@ def recipe_retrainer(store: SkillStore, residency: Residency, tokenizer: Any, *,
     return retrain
 
 
+def stored_recipe(details: Any) -> ConsolidationConfig:
+    """The recipe a revision stored (`evaluation.details["config"]`), else the default. A recipe stored before
+    negatives existed trained none: it is read with `negative_share` 0, so a rebuild makes what it made."""
+    if not isinstance(details, dict):
+        return ConsolidationConfig()
+    return ConsolidationConfig.model_validate({"negative_share": 0.0} | details)
+
+
 def training_examples(
-    recipe: ConsolidationConfig, episodes: Sequence[Trajectory], residency: Residency, tokenizer: Any
+    recipe: ConsolidationConfig,
+    episodes: Sequence[Trajectory],
+    residency: Residency,
+    tokenizer: Any,
+    embedder: TextEmbedder | None = None,
+    is_tool_call: Callable[[str], bool] = looks_like_tool_call,
 ) -> list[ChatExample]:
-    """What `recipe` trains on for `episodes`, every one of them (nothing held out), with the base's replay answers."""
+    """What `recipe` trains on for `episodes`, every one of them (nothing held out), with the base's replay answers
+    and the negatives paired among them."""
     chosen = unique_episodes(episodes, by_task=recipe.facts is not None)
     with residency.base_only() as model:
         if recipe.facts is None:
@@ -60,5 +86,7 @@ def training_examples(
             own = [p.example() for p in fact_pairs(chosen, ask, recipe.facts)]
         count = replay_count(len(own), floor=recipe.replay, share=recipe.replay_share)
         chats = off_task_chats(OFF_TASK_TRAIN[:count], system_prompts(chosen))
-        answers = generate(model, tokenizer, chats, max_new_tokens=recipe.max_new_tokens) if chats else []
-    return Dataset.build(chosen, chosen, [], chats, answers, trained=own).examples
+        answer = lambda asked: generate(model, tokenizer, asked, max_new_tokens=recipe.max_new_tokens)  # noqa: E731
+        answers = answer(chats) if chats else []
+        negatives = build_relevance(chosen, [], recipe, embedder, answer, is_tool_call).examples
+    return Dataset.build(chosen, chosen, [], chats, answers, trained=own, negatives=negatives).examples

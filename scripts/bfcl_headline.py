@@ -4,13 +4,16 @@
 (194), and those of any further CATEGORY (e.g. `multiple`), and consolidate them into `tool-habits` with the demo's
 recipe (RECIPE-JSON overrides it); `--state-optional` states the optional values the answers give
 (`BfclCase.ground_truth`); writes `reports/bfcl-headline-consolidation.json`.
-`eval MODE [LIMIT]`: evaluate MODE (base, retrieval, skill) on the test split (all 206, or the first LIMIT);
-retrieval first records the 194 demonstrations again as unconsolidated episodes (what retrieval reads), and
-discards them afterwards. Writes `reports/bfcl-headline-<mode>.json` (+ per-case `.jsonl`).
+`eval MODE [LIMIT] [CATEGORY]`: evaluate MODE (base, retrieval, skill) on the test split (all 206, or the first LIMIT;
+0: all) of simple_python, or of CATEGORY (`irrelevance`: the other side, where no offered function fits and the
+call rate is the figure); retrieval first records the 194 simple_python demonstrations again as unconsolidated
+episodes (what retrieval reads), and discards them afterwards. Writes `reports/bfcl-headline-<mode>.json`
+(`-<mode>-<category>.json` for another category; + per-case `.jsonl`).
 `practice ATTEMPTS [RECIPE-JSON]`: one practice round over simple_python's train split with `tool-habits` active
 (sampling, the checker as judge), then the successes consolidated into its next revision; writes
 `reports/bfcl-headline-practice.json`. Run `eval skill` again afterwards.
-`summary`: gathers the phases' files into `reports/bfcl-headline.json` and a PNG.
+`summary`: gathers the phases' files into `reports/bfcl-headline.json` and a PNG; each mode's irrelevance call rate,
+where measured, sits beside its simple_python accuracy (`side_by_side`).
 """
 
 from __future__ import annotations
@@ -79,9 +82,9 @@ def practice_round(settings: Settings, attempts: int, recipe: dict[str, Any]) ->
     write_phase(settings, "practice", out, reports)
 
 
-def run_eval(settings: Settings, mode: str, limit: int | None) -> None:
+def run_eval(settings: Settings, mode: str, limit: int | None, category: str = CATEGORY) -> None:
     agent = bfcl_agent(settings)
-    test = load_cases(settings.home, CATEGORY, "test", limit=limit)
+    test = load_cases(settings.home, category, "test", limit=limit)
     recorded = []
     if mode == "retrieval":
         recorded = fresh_demonstrations(agent, load_cases(settings.home, CATEGORY, "train"))
@@ -95,7 +98,7 @@ def run_eval(settings: Settings, mode: str, limit: int | None) -> None:
             print(f"{mode}: {done[0]}/{len(test)} {done[1]} correct, {time.perf_counter() - started:.0f} s", flush=True)
 
     report = evaluate(
-        agent, CATEGORY, "test", mode=mode, skill=SKILL if mode == "skill" else None, k=3, cases=test, on_case=tick
+        agent, category, "test", mode=mode, skill=SKILL if mode == "skill" else None, k=3, cases=test, on_case=tick
     )
     if recorded:
         agent.buffer.discard([t.id for t in recorded])
@@ -103,8 +106,9 @@ def run_eval(settings: Settings, mode: str, limit: int | None) -> None:
     if mode == "skill":
         summary["skill_revision"] = agent.store.get(SKILL).current
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    (settings.reports_dir / f"bfcl-headline-{mode}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    report.write_cases(settings.reports_dir / f"bfcl-headline-{mode}.jsonl")
+    stem = f"bfcl-headline-{mode}" + ("" if category == CATEGORY else f"-{category}")
+    (settings.reports_dir / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    report.write_cases(settings.reports_dir / f"{stem}.jsonl")
     print(json.dumps(summary), flush=True)
 
 
@@ -119,16 +123,29 @@ def summarize(settings: Settings) -> None:
     for item in consolidation["consolidations"]:
         item.pop("losses", None)
         item.pop("episodes", None)
+    irrelevance = {}
+    for mode in modes:
+        path = reports / f"bfcl-headline-{mode}-irrelevance.json"
+        if path.exists():
+            irrelevance[mode] = json.loads(path.read_text())
     summary = {
         "category": CATEGORY,
         "n_test": max(m["n"] for m in modes.values()),
         "n_train": consolidation["n_train_cases"],
         "modes": modes,
+        "irrelevance": irrelevance,
+        "side_by_side": {
+            mode: {
+                f"{CATEGORY}_accuracy": report["accuracy"],
+                "irrelevance_call_rate": irrelevance[mode]["tool_call_rate"] if mode in irrelevance else None,
+            }
+            for mode, report in modes.items()
+        },
         "consolidation": consolidation,
     }
     (reports / "bfcl-headline.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_demo(summary, reports / "bfcl-headline.png")
-    print(json.dumps({m: (v["accuracy"], v["n"]) for m, v in modes.items()}))
+    print(json.dumps(summary["side_by_side"]))
 
 
 def main(argv: list[str]) -> None:
@@ -141,7 +158,8 @@ def main(argv: list[str]) -> None:
     elif argv[0] == "practice":
         practice_round(settings, int(argv[1]), json.loads(argv[2]) if len(argv) > 2 else {})
     elif argv[0] == "eval":
-        run_eval(settings, argv[1], int(argv[2]) if len(argv) > 2 else None)
+        limit = int(argv[2]) if len(argv) > 2 and int(argv[2]) > 0 else None
+        run_eval(settings, argv[1], limit, argv[3] if len(argv) > 3 else CATEGORY)
     else:
         summarize(settings)
 

@@ -16,7 +16,14 @@ from agent.evals.bfcl.data import Split
 eval_app = typer.Typer(help="Evaluations: BFCL (single-turn Python categories) and BFCL memory.")
 practice_app = typer.Typer(help="Collect training episodes (BFCL train split).")
 
-Category = Annotated[str, typer.Option("--category", help="simple_python, multiple, live_simple or live_multiple")]
+Category = Annotated[
+    str,
+    typer.Option(
+        "--category",
+        help="simple_python, multiple, live_simple, live_multiple, or irrelevance (no offered function fits: "
+        "right when nothing is called; evaluation only)",
+    ),
+]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=8, help="tokens the model may write per case")]
 # Enough for any single call of simple_python/multiple; a base that answers in prose is cut there, not at 256.
 DEFAULT_MAX_NEW_TOKENS = 96

@@ -10,6 +10,8 @@ A call `{"name", "arguments"}` is valid against a case when:
   ",./-_*^" ignored, ' read as "), lists element-wise so, dicts key by key, lists of dicts in order;
 - a parameter of the possible answer that is missing is allowed only when "" is among its acceptable values.
 For `multiple` the expected function is the one named by the possible answer, among the several offered.
+For `irrelevance` (no possible answer: none of the offered functions fits the question) a reply is right when it makes
+no call at all (`check_no_call`), as BFCL's relevance checker counts it.
 """
 
 from __future__ import annotations
@@ -201,3 +203,11 @@ def check_call(
     if function is None:
         return _fail("checker:bad_case", f"the expected function {expected_name!r} is not among those offered")
     return check_function_call(function, call, expected)
+
+
+def check_no_call(call: Any) -> Verdict:
+    """Judge a reply to a case whose right answer calls nothing (BFCL's `irrelevance`): valid when `call` is None."""
+    if call is None:
+        return Verdict(valid=True, reason="no call: none of the offered functions fits the question")
+    name = call.get("name") if isinstance(call, dict) else call
+    return _fail("irrelevance:called", f"called {name!r}, but none of the offered functions fits the question")

@@ -6,6 +6,10 @@ default home's, where `make setup` puts it), else `python -m pip download --no-d
 
 Each case is split into train or test by the parity of the first byte of sha256(id) (even: train, odd: test), so the
 split never depends on the order of the file or on which other cases exist: a test item is never trained on.
+
+`irrelevance` (`NO_CALL_CATEGORIES`) is the other side of a tool habit: task-like questions whose offered functions do
+not fit them, with no possible-answer file; the right reply calls nothing. It is split the same way, measured and
+never trained on (practice and demonstrations refuse its cases, whatever the split).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ DATA_PREFIX = "bfcl_eval/data/"
 # The single-turn Python categories that have possible answers: one expected call per case. (The parallel ones
 # expect several calls and the harness judges the first call only, so they are left out.)
 CATEGORIES = ("simple_python", "multiple", "live_simple", "live_multiple")
+# Categories whose right answer is no call at all (no possible_answer file): what a habit must leave alone.
+NO_CALL_CATEGORIES = ("irrelevance",)
 Split = Literal["train", "test", "all"]
 
 
@@ -48,7 +54,7 @@ class BfclCase(BaseModel):
     """One BFCL case: the question, the functions offered, and every acceptable call.
 
     `possible_answer` is BFCL's ground truth as is: a list of `{function name: {parameter: [acceptable values]}}`,
-    where `""` among a parameter's values means it may be omitted.
+    where `""` among a parameter's values means it may be omitted; empty for a case that expects no call.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -64,6 +70,11 @@ class BfclCase(BaseModel):
         return split_of(self.id)
 
     @property
+    def expects_no_call(self) -> bool:
+        """Whether the right reply calls nothing (`NO_CALL_CATEGORIES`: none of the offered functions fits)."""
+        return self.category in NO_CALL_CATEGORIES
+
+    @property
     def task(self) -> str:
         """The text the agent receives: the question's user messages (a system message of the case goes first)."""
         messages = self.question[0] if self.question else []
@@ -76,6 +87,10 @@ class BfclCase(BaseModel):
         `state_optional`, each one that also has a value (e.g. "at a significance level of 0.05", or a default the
         answer lists) is stated: BFCL accepts both, and a case that names the value requires it.
         """
+        if not self.possible_answer:
+            raise UserError(
+                f"{self.id} has no ground-truth call", hint="its right reply calls nothing; never train on it"
+            )
         ((name, params),) = self.possible_answer[0].items()
         function = next((f for f in self.functions if f.get("name") == name), {})
         required = set(function.get("parameters", {}).get("required", []))
@@ -112,10 +127,9 @@ def split_of(case_id: str) -> Literal["train", "test"]:
 
 
 def check_category(category: str) -> str:
-    if category not in CATEGORIES:
-        raise UserError(
-            f"unsupported BFCL category {category!r}", hint=f"use one of: {', '.join(CATEGORIES)} (single-turn Python)"
-        )
+    if category not in CATEGORIES + NO_CALL_CATEGORIES:
+        known = ", ".join(CATEGORIES + NO_CALL_CATEGORIES)
+        raise UserError(f"unsupported BFCL category {category!r}", hint=f"use one of: {known} (single-turn Python)")
     return category
 
 
@@ -168,9 +182,11 @@ def _stderr(line: str) -> None:
     sys.stderr.write(line + "\n")
 
 
-def data_files(category: str) -> tuple[str, str]:
-    """The wheel members holding a category's cases and its possible answers."""
+def data_files(category: str) -> tuple[str, ...]:
+    """The wheel members holding a category's cases and its possible answers (none for `NO_CALL_CATEGORIES`)."""
     name = f"BFCL_v4_{check_category(category)}.json"
+    if category in NO_CALL_CATEGORIES:
+        return (DATA_PREFIX + name,)
     return DATA_PREFIX + name, DATA_PREFIX + "possible_answer/" + name
 
 
@@ -216,18 +232,18 @@ def load_cases(
 ) -> list[BfclCase]:
     """The cases of one category (in BFCL's order), restricted to a split, the first `limit` of them."""
     data = extract(home, [category], download=download)
-    questions_file, answers_file = (data / m.removeprefix(DATA_PREFIX) for m in data_files(category))
-    answers = {row["id"]: row["ground_truth"] for row in read_lines(answers_file)}
+    questions_file, *answers_file = (data / m.removeprefix(DATA_PREFIX) for m in data_files(category))
+    answers = {row["id"]: row["ground_truth"] for path in answers_file for row in read_lines(path)}
     cases = []
     for row in read_lines(questions_file):
-        if row["id"] not in answers:
+        if answers_file and row["id"] not in answers:
             continue
         case = BfclCase(
             id=row["id"],
             category=category,
             question=row["question"],
             functions=row["function"],
-            possible_answer=answers[row["id"]],
+            possible_answer=answers.get(row["id"], []),
         )
         if split == "all" or case.split == split:
             cases.append(case)
@@ -239,5 +255,5 @@ if (
 ):  # `python -m agent.evals.bfcl.data`: fetch and extract now (make setup), so nothing waits later
     from agent.config import Settings
 
-    folder = extract(Settings().home)
+    folder = extract(Settings().home, CATEGORIES + NO_CALL_CATEGORIES)
     print(f"BFCL data ready in {folder}")

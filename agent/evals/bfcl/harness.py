@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agent.evals.bfcl.checker import Verdict, check_call
+from agent.evals.bfcl.checker import Verdict, check_call, check_no_call
 from agent.evals.bfcl.data import BfclCase, Split, load_cases
 from skills.errors import UserError
 from skills.instances import LayeredStore
@@ -102,8 +102,11 @@ def first_call(text: str, registry: ToolRegistry) -> dict[str, Any] | None:
 def judge_text(
     case: BfclCase, text: str, registry: ToolRegistry | None = None
 ) -> tuple[dict[str, Any] | None, Verdict]:
-    """(the parsed first call, BFCL's verdict on it) for a model's reply to `case`."""
+    """(the parsed first call, BFCL's verdict on it) for a model's reply to `case` (for a case that expects no call,
+    `irrelevance`: right when there is none)."""
     call = first_call(text, registry or case_tools(case))
+    if case.expects_no_call:
+        return call, check_no_call(call)
     return call, check_call(case.functions, case.possible_answer, call)
 
 
@@ -129,7 +132,10 @@ class CaseResult(BaseModel):
 
 
 class EvalReport(BaseModel):
-    """Accuracy, prompt length and speed of one mode on one category and split; `cases` has every case's result."""
+    """Accuracy, prompt length and speed of one mode on one category and split; `cases` has every case's result.
+
+    On `irrelevance` (no call expected) `tool_call_rate` is the figure that matters: the share of questions where the
+    model called an offered function though none fits (accuracy is its complement)."""
 
     category: str
     split: Split

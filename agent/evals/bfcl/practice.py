@@ -9,7 +9,8 @@
   consolidation trains on. Cases go `batch` at a time: each attempt round samples the chunk's unsolved cases as one
   `Agent.run_batch`.
 
-Both refuse test-split cases: a test item must never become training data.
+Both refuse test-split cases: a test item must never become training data; and cases that expect no call
+(`irrelevance`), whatever their split: that category is a measurement of restraint, never training data.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class PracticeSummary(BaseModel):
 
 
 def _train_only(cases: Sequence[BfclCase]) -> None:
+    measured = [c.id for c in cases if c.expects_no_call]
+    if measured:
+        raise UserError(
+            f"{len(measured)} of these cases expect no call (e.g. {measured[0]}); they are measured, never trained on",
+            hint="practice and demonstrations use simple_python, multiple, live_simple or live_multiple",
+        )
     test = [c.id for c in cases if c.split != "train"]
     if test:
         raise UserError(
