@@ -392,18 +392,9 @@ class Agent:
             skill = None if skill is None else qualify(self.instance, store.bare(skill))
         self.forgetter().recover()  # a killed forget is finished before anything trains on what it was removing
         consolidator = Consolidator(
-            self.buffer,
-            store,
-            self.residency,
-            self.base.tokenizer,
-            config=config,
-            reports_dir=self.settings.reports_dir,
-            instance=self.instance,
-            # centroids in the router's vector space (by default the buffer's embedder, which the router also uses)
-            embedder=self._router.embedder if self._router is not None else None,
-            # the gate counts off-task tool calls in every format the agent reads (fenced and Python-style too)
-            is_tool_call=lambda text: bool(parse_tool_calls(text).calls),
-        )
+            self.buffer, store, self.residency, self.base.tokenizer, config=config,
+            reports_dir=self.settings.reports_dir, instance=self.instance, **self._judges(),
+        )  # fmt: skip
         if facts:
             name = MEMORY_SKILL if skill is None else store.bare(skill) if self.instance else skill
             report = consolidator.consolidate_facts(name)
@@ -421,6 +412,11 @@ class Agent:
             return ForgetReport.of_plan(forgetter.plan(episodes, match))
         return forgetter.forget(episodes, match, reason=reason)
 
+    def _judges(self) -> dict[str, Any]:
+        """How consolidation and a forget's rebuild judge text: the router's embedder, the agent's call parser."""
+        embedder = self._router.embedder if self._router is not None else None
+        return {"embedder": embedder, "is_tool_call": lambda text: bool(parse_tool_calls(text).calls)}
+
     def forgetter(self) -> Forgetter:
         """The forgetting pipeline on this agent's buffer, store (the instance's own, else the shared one) and model."""
         store = self.personal_store() if self.instance else self.store
@@ -428,7 +424,7 @@ class Agent:
         return Forgetter(
             self.buffer,
             store,
-            retrainer=recipe_retrainer(store, self.residency, self.base.tokenizer) if local else None,
+            retrainer=recipe_retrainer(store, self.residency, self.base.tokenizer, **self._judges()) if local else None,
             instance=self.instance,
             residency=self.residency,
             composer=getattr(self.model, "composer", None),

@@ -78,6 +78,12 @@ def test_negatives_make_a_tool_habit_call_less_where_no_offered_tool_fits(
             residency.model.unload()  # the session's base goes back as it came
 
     plain, negatives = reports["habit-plain"], reports["habit-negatives"]
+    for skill, report in reports.items():  # the figures, for the README (`pytest -s`)
+        print(
+            f"{skill}: irrelevance calls {rates[skill]:.1%}, gate mismatched calls "
+            f"{report.candidate.mismatched_call_rate} (base {report.current.mismatched_call_rate}), "
+            f"held-out {report.candidate.heldout_match}, off-task {report.candidate.offtask_call_rate:.2f}"
+        )
     assert plain.n_negatives == 0 and negatives.n_negatives > 0, (plain.notes, negatives.notes)
     assert plain.n_train == negatives.n_train and plain.n_replay == negatives.n_replay, "same data otherwise"
     assert plain.n_mismatched == negatives.n_mismatched, "the gate asked the same held-out mismatched cases"
