@@ -43,19 +43,19 @@ def test_negatives_make_a_tool_habit_call_less_where_no_offered_tool_fits(
     ]
     irrelevant = load_cases(real_settings.home, "irrelevance", "test", limit=N_IRRELEVANT)
     assert len(demonstrations) == N_DEMONSTRATIONS and len(irrelevant) == N_IRRELEVANT
-    store = SkillStore(tmp_path / "skills", base_fingerprint=real_base.fingerprint)
-    residency = Residency(real_base.model, store)
-    model = LocalChatModel(real_base, residency)
     embedder = Embedder()  # the real one: the negatives' similarity rule is tuned for it
     share = ConsolidationConfig().negative_share
     assert share > 0, "negatives are in the default recipe"
     rates, reports = {}, {}
-    try:  # the base is shared by the session's tests: take the adapters off it even when an assert fails
-        for skill, negative_share in (("habit-plain", 0.0), ("habit-negatives", share)):
+    for skill, negative_share in (("habit-plain", 0.0), ("habit-negatives", share)):
+        # a store each: in one store, the second skill's episodes (the same ids) would be reconciled as consolidated
+        store = SkillStore(tmp_path / skill / "skills", base_fingerprint=real_base.fingerprint)
+        residency = Residency(real_base.model, store)
+        try:  # the base is shared by the session's tests: take the adapters off it even when an assert fails
             agent = Agent(
                 settings=Settings(home=tmp_path / skill),
                 base=real_base,
-                model=model,
+                model=LocalChatModel(real_base, residency),
                 store=store,
                 tools=[],
                 checkpointer=InMemorySaver(),
@@ -73,9 +73,9 @@ def test_negatives_make_a_tool_habit_call_less_where_no_offered_tool_fits(
             reports[skill] = report
             result = evaluate(agent, "irrelevance", "test", mode="skill", skill=skill, cases=irrelevant)
             rates[skill] = result.tool_call_rate
-    finally:
-        if isinstance(residency.model, PeftModel):
-            residency.model.unload()  # the session's base goes back as it came
+        finally:
+            if isinstance(residency.model, PeftModel):
+                residency.model.unload()  # the next skill, and the session's other tests, get the plain base
 
     plain, negatives = reports["habit-plain"], reports["habit-negatives"]
     for skill, report in reports.items():  # the figures, for the README (`pytest -s`)
