@@ -34,6 +34,21 @@ def episode(i: int, instance: str | None = "alice", task: str | None = None) -> 
     return t.model_copy(update={"id": f"{instance or 'shared'}-e{i}", "instance": instance})
 
 
+class Killed(BaseException):
+    """What a kill at a crash point leaves: nothing after it ran, the journal on disk."""
+
+
+def kill_forget_at(monkeypatch: Any, point: str) -> None:
+    """Make the forget die at `point` (a `memory.consolidate.crash_point` name), as kill -9 would."""
+    import memory.forget
+
+    def die(name: str) -> None:
+        if name == point:
+            raise Killed
+
+    monkeypatch.setattr(memory.forget, "crash_point", die)
+
+
 @pytest.fixture
 def world(tmp_path: Path, fresh_base: Any, adapter: Adapter) -> dict[str, Any]:
     """alice's skill `memory` with revisions 1 <- 2 <- 3 trained on episodes (0, 1), (2, 3), (4, 5); episode 2 holds
@@ -202,16 +217,7 @@ def test_the_conversation_thread_of_a_forgotten_episode_is_deleted(world: dict[s
 
 
 def test_consolidation_finishes_a_forget_that_died(world: dict[str, Any], monkeypatch: Any) -> None:
-    import memory.forget
-
-    class Killed(BaseException):
-        pass
-
-    def die(name: str) -> None:
-        if name == "forget:committed":
-            raise Killed  # as a kill would: the journal stays, nothing after this point ran
-
-    monkeypatch.setattr(memory.forget, "crash_point", die)
+    kill_forget_at(monkeypatch, "forget:committed")
     with pytest.raises(Killed):
         world["alice"].forget(["alice-e2"])
     store = world["store"]
@@ -228,21 +234,13 @@ def test_no_consolidation_trains_on_what_an_unfinished_forget_is_removing(
     world: dict[str, Any], monkeypatch: Any
 ) -> None:
     """Another process (or a Consolidator used directly) consolidates while a forget's journal is on disk."""
-    import memory.forget
     from memory.consolidate import Consolidator
     from skills.instances import PersonalView
-
-    class Killed(BaseException):
-        pass
-
-    def die(name: str) -> None:
-        if name == "forget:journaled":
-            raise Killed
 
     buffer = world["buffer"]
     fresh = [episode(10 + i, task=f"say hello number {i}") for i in range(3)]
     buffer.add_many([*fresh, episode(20, task=f"say hello, {SECRET}")])
-    monkeypatch.setattr(memory.forget, "crash_point", die)
+    kill_forget_at(monkeypatch, "forget:journaled")
     with pytest.raises(Killed):
         world["alice"].forget(["alice-e20"])
     monkeypatch.undo()
@@ -280,16 +278,7 @@ def test_skills_history_shows_tombstones(tmp_path: Path, store: SkillStore, adap
 def test_a_rebuild_whose_episodes_all_left_the_buffer_goes_back_to_the_clean_revision(
     world: dict[str, Any], monkeypatch: Any
 ) -> None:
-    import memory.forget
-
-    class Killed(BaseException):
-        pass
-
-    def die(name: str) -> None:
-        if name == "forget:journaled":
-            raise Killed
-
-    monkeypatch.setattr(memory.forget, "crash_point", die)
+    kill_forget_at(monkeypatch, "forget:journaled")
     forgetter = world["alice"].forgetter()
     with pytest.raises(Killed):
         forgetter.forget(["alice-e2"])
