@@ -23,6 +23,7 @@ from memory.facts import (
     split_pairs,
     turn_pairs,
 )
+from memory.gate import Scores, decide
 from memory.recipe import facts_recipe
 from skills import Residency, SkillStore
 from skills.errors import UserError
@@ -169,3 +170,12 @@ def test_facts_consolidation_needs_a_facts_recipe(setup: dict[str, Any], fresh_b
     )
     with pytest.raises(UserError, match="facts"):
         plain.consolidate_facts()
+
+
+def test_the_facts_gate_keeps_no_memory_that_recalls_less_than_what_it_replaces() -> None:
+    config = facts_recipe()
+    worse, better = Scores(heldout_match=0.04), Scores(heldout_match=0.07)
+    promoted, reason = decide(worse, better, config.margin, config.relevance_margin)
+    assert not promoted and "heldout_match 0.04 < 0.07" in reason
+    assert decide(better, worse, config.margin)[0]
+    assert decide(Scores(heldout_match=0.07), Scores(heldout_match=0.07), config.margin)[0], "level is kept"
