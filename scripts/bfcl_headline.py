@@ -12,8 +12,10 @@ episodes (what retrieval reads), and discards them afterwards. Writes `reports/b
 `practice ATTEMPTS [RECIPE-JSON]`: one practice round over simple_python's train split with `tool-habits` active
 (sampling, the checker as judge), then the successes consolidated into its next revision; writes
 `reports/bfcl-headline-practice.json`. Run `eval skill` again afterwards.
-`summary`: gathers the phases' files into `reports/bfcl-headline.json` and a PNG; each mode's irrelevance call rate,
-where measured, sits beside its simple_python accuracy (`side_by_side`).
+`summary`: gathers the phases' files into `reports/bfcl-headline.json` and a PNG; each mode's `multiple` accuracy and
+irrelevance call rate, where measured, sit beside its simple_python accuracy (`side_by_side`).
+`compare LABEL=HOME ... OUT.json`: the skill rows of several homes' summaries side by side (e.g. a recipe with
+negatives and one without, `{"negative_share": 0}`), with their gates' figures.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -112,6 +115,49 @@ def run_eval(settings: Settings, mode: str, limit: int | None, category: str = C
     print(json.dumps(summary), flush=True)
 
 
+OTHER_CATEGORIES = ("irrelevance", "multiple")
+"""Categories evaluated beside simple_python (`eval MODE 0 CATEGORY`): the summary sets them side by side."""
+
+
+def side_by_side(mode: str, report: dict[str, Any], others: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One mode's figures on both sides: accuracy where a call is wanted, the call rate where none fits."""
+    multiple, irrelevance = others["multiple"].get(mode), others["irrelevance"].get(mode)
+    return {
+        f"{CATEGORY}_accuracy": report["accuracy"],
+        "multiple_accuracy": multiple["accuracy"] if multiple else None,
+        "irrelevance_call_rate": irrelevance["tool_call_rate"] if irrelevance else None,
+    }
+
+
+def compare(runs: Sequence[str], out: str) -> None:
+    """`compare LABEL=HOME ... OUT`: each run's summary (`reports/bfcl-headline.json` in that home) set side by side,
+    with its consolidation's gate figures, written to OUT (JSON) and printed as a markdown table."""
+    rows = []
+    for run in runs:
+        label, home = run.split("=", 1)
+        summary = json.loads((Path(home) / "reports" / "bfcl-headline.json").read_text())
+        gate = summary["consolidation"]["consolidations"][-1]
+        rows.append(
+            {"run": label, "recipe": summary["consolidation"]["recipe"], **summary["side_by_side"]["skill"]}
+            | {
+                "n_negatives": gate.get("n_negatives"),
+                "promoted": gate["promoted"],
+                "heldout_match": [gate["candidate"]["heldout_match"], gate["current"]["heldout_match"]],
+                "mismatched_call_rate": [
+                    gate["candidate"].get("mismatched_call_rate"),
+                    gate["current"].get("mismatched_call_rate"),
+                ],
+                "wall_seconds": summary["consolidation"]["wall_seconds"],
+            }
+        )
+    Path(out).write_text(json.dumps(rows, indent=2) + "\n")
+    keys = ["run", f"{CATEGORY}_accuracy", "multiple_accuracy", "irrelevance_call_rate", "n_negatives"]
+    keys += ["heldout_match", "mismatched_call_rate", "wall_seconds"]
+    print("| " + " | ".join(keys) + " |\n|" + " --- |" * len(keys))
+    for row in rows:
+        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+
+
 def summarize(settings: Settings) -> None:
     reports = settings.reports_dir
     modes = {}
@@ -123,24 +169,21 @@ def summarize(settings: Settings) -> None:
     for item in consolidation["consolidations"]:
         item.pop("losses", None)
         item.pop("episodes", None)
-    irrelevance = {}
-    for mode in modes:
-        path = reports / f"bfcl-headline-{mode}-irrelevance.json"
-        if path.exists():
-            irrelevance[mode] = json.loads(path.read_text())
+    others: dict[str, dict[str, Any]] = {category: {} for category in OTHER_CATEGORIES}
+    for category, by_mode in others.items():
+        for mode in modes:
+            path = reports / f"bfcl-headline-{mode}-{category}.json"
+            if path.exists():
+                by_mode[mode] = json.loads(path.read_text())
+    irrelevance = others["irrelevance"]
     summary = {
         "category": CATEGORY,
         "n_test": max(m["n"] for m in modes.values()),
         "n_train": consolidation["n_train_cases"],
         "modes": modes,
         "irrelevance": irrelevance,
-        "side_by_side": {
-            mode: {
-                f"{CATEGORY}_accuracy": report["accuracy"],
-                "irrelevance_call_rate": irrelevance[mode]["tool_call_rate"] if mode in irrelevance else None,
-            }
-            for mode, report in modes.items()
-        },
+        "multiple": others["multiple"],
+        "side_by_side": {mode: side_by_side(mode, report, others) for mode, report in modes.items()},
         "consolidation": consolidation,
     }
     (reports / "bfcl-headline.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -160,6 +203,8 @@ def main(argv: list[str]) -> None:
     elif argv[0] == "eval":
         limit = int(argv[2]) if len(argv) > 2 and int(argv[2]) > 0 else None
         run_eval(settings, argv[1], limit, argv[3] if len(argv) > 3 else CATEGORY)
+    elif argv[0] == "compare":
+        compare(argv[1:-1], argv[-1])
     else:
         summarize(settings)
 
