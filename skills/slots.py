@@ -1,0 +1,125 @@
+"""The tensor math of adapter slots: one adapted Linear's stacked LoRA weights, and the gathered batched update.
+
+A `SlotStack` holds, for one `nn.Linear` of the base, the LoRA weights of every slot at once:
+A: (S, R, in) and B: (S, out, R), the adapter's scaling folded into B and ranks below R padded with zeros. Slot 0
+is the zero slot (never written): a row with no adapter, or an adapter that does not adapt this module, gathers it.
+
+`lora_delta` is what a forward hook adds to the Linear's output for a batch whose rows use different slots: one
+gathered shrink and one gathered expand (BGMV, as Punica / S-LoRA / vLLM's `torch_ops` do), never a loop over the
+distinct adapters. Several slots per row (a composition) are the same two matmuls at rank k*R: concatenating LoRA
+ranks is an exact sum, B_1 A_1 + B_2 A_2 = [B_1, B_2] [A_1; A_2].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+ZERO_SLOT = 0
+"""The slot that holds zeros everywhere: what a row without an adapter (or an unadapted module) gathers."""
+
+
+@dataclass
+class SlotStack:
+    """The stacked LoRA weights of one Linear layer for every slot (allocated lazily, grown by doubling)."""
+
+    in_features: int
+    out_features: int
+    dtype: torch.dtype
+    device: torch.device
+    a: torch.Tensor = field(init=False)  # (S, R, in)
+    b: torch.Tensor = field(init=False)  # (S, out, R), scaling folded in
+    occupied: set[int] = field(default_factory=set)  # slots with a nonzero update on this module
+
+    def __post_init__(self) -> None:
+        self.a = torch.zeros(0, 0, self.in_features, dtype=self.dtype, device=self.device)
+        self.b = torch.zeros(0, self.out_features, 0, dtype=self.dtype, device=self.device)
+
+    @property
+    def slots(self) -> int:
+        return int(self.a.shape[0])
+
+    @property
+    def rank(self) -> int:
+        return int(self.a.shape[1])
+
+    def nbytes(self) -> int:
+        return self.a.numel() * self.a.element_size() + self.b.numel() * self.b.element_size()
+
+    def resize(self, slots: int, rank: int) -> None:
+        """Grow to at least `slots` slots and rank `rank`, keeping what is stored (new entries are zeros)."""
+        slots, rank = max(slots, self.slots), max(rank, self.rank)
+        if (slots, rank) == (self.slots, self.rank):
+            return
+        a = torch.zeros(slots, rank, self.in_features, dtype=self.dtype, device=self.device)
+        b = torch.zeros(slots, self.out_features, rank, dtype=self.dtype, device=self.device)
+        a[: self.slots, : self.rank] = self.a
+        b[: self.slots, :, : self.rank] = self.b
+        self.a, self.b = a, b
+
+    @torch.no_grad()
+    def write(self, slot: int, lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> None:
+        """Copy one adapter's A (r, in) and B (out, r) into `slot`, B scaled; the rest of the slot's rank is zeroed.
+        The caller has checked the shapes and grown the stack (`resize`) to hold rank r."""
+        r = int(lora_a.shape[0])
+        self.a[slot].zero_()
+        self.b[slot].zero_()
+        self.a[slot, :r].copy_(lora_a)
+        self.b[slot, :, :r].copy_(lora_b.to(self.dtype) * scaling)  # scaled in the stack's dtype's precision
+        self.occupied.add(slot)
+
+    @torch.no_grad()
+    def clear(self, slot: int) -> None:
+        """Zero `slot` here, so the next adapter in it starts from the zero update on modules it does not adapt."""
+        if slot in self.occupied:
+            self.a[slot].zero_()
+            self.b[slot].zero_()
+            self.occupied.discard(slot)
+
+
+@dataclass
+class GatheredRows:
+    """What one batch needs of one stack, gathered once per batch (and reused by every decode step)."""
+
+    uniform: bool  # every row uses the same slots: plain matmuls on (in) -> (k*R) -> (out)
+    a: torch.Tensor  # uniform: (kR, in); mixed: (b, in, kR), transposed for bmm
+    b: torch.Tensor  # uniform: (out, kR); mixed: (b, kR, out)
+
+
+def gather(stack: SlotStack, slots: torch.Tensor, uniform: bool) -> GatheredRows | None:
+    """The rows' weights of `stack`: `slots` is (b, k) slot indices (ZERO_SLOT for none). None: nothing to add.
+
+    Slots that do not adapt this module are mapped to the zero slot first, so a module no row adapts costs nothing.
+    """
+    present = torch.tensor(sorted(stack.occupied), dtype=slots.dtype, device=slots.device)
+    if present.numel() == 0:
+        return None
+    rows = torch.where(torch.isin(slots, present), slots, torch.zeros_like(slots))  # (b, k)
+    if not bool((rows != ZERO_SLOT).any()):
+        return None
+    if uniform:
+        used = [int(s) for s in rows[0] if int(s) != ZERO_SLOT]  # the one row's slots, every row alike
+        a = torch.cat([stack.a[s] for s in used], dim=0) if len(used) > 1 else stack.a[used[0]]  # (kR, in)
+        b = torch.cat([stack.b[s] for s in used], dim=1) if len(used) > 1 else stack.b[used[0]]  # (out, kR)
+        return GatheredRows(uniform=True, a=a, b=b)
+    batch, k = rows.shape
+    a = stack.a[rows]  # (b, k, R, in)
+    b = stack.b[rows]  # (b, k, out, R)
+    rank = stack.rank
+    a_t = a.reshape(batch, k * rank, stack.in_features).transpose(1, 2).contiguous()  # (b, in, kR)
+    b_t = b.permute(0, 1, 3, 2).reshape(batch, k * rank, stack.out_features).contiguous()  # (b, kR, out)
+    return GatheredRows(uniform=False, a=a_t, b=b_t)
+
+
+def lora_delta(x: torch.Tensor, output: torch.Tensor, rows: GatheredRows) -> torch.Tensor:
+    """`output` + the rows' LoRA updates of `x`: x (b, t, in) -> output (b, t, out). One shrink, one expand."""
+    if rows.uniform:
+        shrink = torch.nn.functional.linear(x, rows.a)  # (..., kR)
+        return output + torch.nn.functional.linear(shrink, rows.b)  # (..., out)
+    if x.dim() != 3 or x.shape[0] != rows.a.shape[0]:
+        raise ValueError(
+            f"adapter slots were set for {rows.a.shape[0]} rows, but a layer got input of shape {tuple(x.shape)}"
+        )
+    shrink = torch.bmm(x.to(rows.a.dtype), rows.a)  # (b, t, kR)
+    return torch.baddbmm(output, shrink, rows.b)  # (b, t, out)
