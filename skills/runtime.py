@@ -37,7 +37,7 @@ import torch
 from skills.adapter_check import PREFIX, check_adapter, rank_of, targets_module
 from skills.errors import AdapterMisfitError, SlotsFullError, UserError
 from skills.reader import AdapterWeights
-from skills.slots import ZERO_SLOT, GatheredRows, SlotStack, gather, lora_delta
+from skills.slots import ZERO_SLOT, GatheredRows, SlotStack, gather_rows, lora_delta
 
 _INITIAL_SLOTS = 8  # slots allocated before the first doubling (plus the zero slot)
 
@@ -187,6 +187,16 @@ class AdapterSlots:
             for key in keys:
                 self.unpin(key)
 
+    def gather(self) -> None:
+        """Gather every stack's weights for the selected rows now, inside a `using` block (the hooks otherwise do it
+        on a layer's first forward): what a switch costs in full, measured or paid before the first token."""
+        batch = self._batch
+        if batch is None:
+            raise UserError("no adapter slots are selected", hint="call gather() inside a `using` block")
+        for module, stack in self._stacks.items():
+            if module not in batch.gathered:
+                batch.gathered[module] = gather_rows(stack, batch.slots, batch.uniform)
+
     def close(self) -> None:
         """Remove every hook and stack: the base is exactly as it was given."""
         for handle in self._hooks.values():
@@ -322,7 +332,7 @@ class AdapterSlots:
             if batch is None:  # no slot selected: the base path, untouched
                 return None
             if module not in batch.gathered:
-                batch.gathered[module] = gather(self._stacks[module], batch.slots, batch.uniform)
+                batch.gathered[module] = gather_rows(self._stacks[module], batch.slots, batch.uniform)
             rows = batch.gathered[module]
             if rows is None:  # no row's adapter adapts this layer
                 return None

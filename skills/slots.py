@@ -87,7 +87,7 @@ class GatheredRows:
     b: torch.Tensor  # uniform: (out, kR); mixed: (b, kR, out)
 
 
-def gather(stack: SlotStack, slots: torch.Tensor, uniform: bool) -> GatheredRows | None:
+def gather_rows(stack: SlotStack, slots: torch.Tensor, uniform: bool) -> GatheredRows | None:
     """The rows' weights of `stack`: `slots` is (b, k) slot indices (ZERO_SLOT for none). None: nothing to add.
 
     Slots that do not adapt this module are mapped to the zero slot first, so a module no row adapts costs nothing.
