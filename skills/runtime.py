@@ -79,9 +79,7 @@ class AdapterSlots:
         parameter = next(model.parameters())
         self._dtype, self._device = parameter.dtype, parameter.device
         # every Linear of the base, by peft's module path: what an adapter may target
-        self._linears: dict[str, torch.nn.Linear] = {
-            name: module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)
-        }
+        self._linears: dict[str, torch.nn.Linear] = dict(_base_linears(model))
         self._stacks: dict[str, SlotStack] = {}
         self._hooks: dict[str, Any] = {}
         self._slots: OrderedDict[Hashable, int] = OrderedDict()  # key -> slot, least recently used first
@@ -342,6 +340,17 @@ class AdapterSlots:
 
 
 _FALLBACK = "serve this adapter with peft (Residency) instead"
+
+
+def _base_linears(model: Any) -> Iterator[tuple[str, torch.nn.Linear]]:
+    """(peft's module path, layer) of the base's own Linear layers. A layer peft has wrapped already (the residency
+    loaded a skill before the slots were made) is found as its `base_layer`, under the path adapters name it by;
+    peft's own modules (lora_A, lora_B, ...) are not the base's."""
+    for name, module in model.named_modules():
+        parts = name.split(".")
+        if not isinstance(module, torch.nn.Linear) or any(p.startswith("lora_") for p in parts):
+            continue
+        yield (name.removesuffix(".base_layer") if parts[-1] == "base_layer" else name), module
 
 
 def _alpha_of(lora: Any, module: str) -> float:

@@ -206,6 +206,18 @@ def test_peft_still_wraps_the_slotted_base(make: Make, tiny: Any) -> None:
     runtime.close()
 
 
+def test_slots_fit_a_base_that_peft_wrapped_first(make: Make, tiny: Any) -> None:
+    weights, other = make(8, ALL), make(4, QV)
+    model = tiny_base().model
+    peft_model = PeftModel.from_pretrained(model, str(other.path), adapter_name="p")  # wraps `model` in place
+    runtime = AdapterSlots(model, capacity=2)  # the plain model object, its Linears now peft's base layers
+    runtime.load("a", weights)
+    x = ids(tiny)
+    with peft_model.disable_adapter(), runtime.using([["a"]] * len(PROMPTS)):
+        assert_close(logits(peft_model, x), peft_logits([weights], x))
+    runtime.close()
+
+
 def test_stacks_exist_only_for_targeted_modules(slots: AdapterSlots, make: Make, tiny: Any) -> None:
     slots.load("a", make(8, QV))
     layers = tiny.model.config.num_hidden_layers
