@@ -55,7 +55,7 @@ class _Batch:
     """The rows selected by `using`: slot indices (b, k), and the weights each stack gathered for them."""
 
     slots: torch.Tensor  # (b, k) long, ZERO_SLOT where a row has fewer than k adapters
-    uniform: bool
+    uniform: list[int] | None  # every row the same: that row's slots
     gathered: dict[str, GatheredRows | None]
 
 
@@ -172,12 +172,11 @@ class AdapterSlots:
         for key in keys:
             self.pin(key)
         try:
-            slots = torch.full((len(rows), width), ZERO_SLOT, dtype=torch.long, device=self._device)
-            for i, row in enumerate(rows):
-                for j, key in enumerate(row):
-                    slots[i, j] = self._slots[key]
-                    self._slots.move_to_end(key)
-            uniform = all(list(row) == list(rows[0]) for row in rows)
+            table = [[self._slots[key] for key in row] + [ZERO_SLOT] * (width - len(row)) for row in rows]
+            slots = torch.tensor(table, dtype=torch.long, device=self._device)  # (b, k)
+            for key in keys:
+                self._slots.move_to_end(key)
+            uniform = table[0] if all(row == table[0] for row in table) else None
             self._batch = _Batch(slots=slots, uniform=uniform, gathered={})
             yield
         finally:

@@ -31,10 +31,12 @@ class SlotStack:
     a: torch.Tensor = field(init=False)  # (S, R, in)
     b: torch.Tensor = field(init=False)  # (S, out, R), scaling folded in
     occupied: set[int] = field(default_factory=set)  # slots with a nonzero update on this module
+    mask: torch.Tensor = field(init=False)  # (S,) bool: `occupied` as a tensor, for gathering without a Python loop
 
     def __post_init__(self) -> None:
         self.a = torch.zeros(0, 0, self.in_features, dtype=self.dtype, device=self.device)
         self.b = torch.zeros(0, self.out_features, 0, dtype=self.dtype, device=self.device)
+        self.mask = torch.zeros(0, dtype=torch.bool, device=self.device)
 
     @property
     def slots(self) -> int:
@@ -54,9 +56,11 @@ class SlotStack:
             return
         a = torch.zeros(slots, rank, self.in_features, dtype=self.dtype, device=self.device)
         b = torch.zeros(slots, self.out_features, rank, dtype=self.dtype, device=self.device)
+        mask = torch.zeros(slots, dtype=torch.bool, device=self.device)
         a[: self.slots, : self.rank] = self.a
         b[: self.slots, :, : self.rank] = self.b
-        self.a, self.b = a, b
+        mask[: self.slots] = self.mask
+        self.a, self.b, self.mask = a, b, mask
 
     @torch.no_grad()
     def write(self, slot: int, lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> None:
@@ -68,6 +72,7 @@ class SlotStack:
         self.a[slot, :r].copy_(lora_a)
         self.b[slot, :, :r].copy_(lora_b.to(self.dtype) * scaling)  # scaled in the stack's dtype's precision
         self.occupied.add(slot)
+        self.mask[slot] = True
 
     @torch.no_grad()
     def clear(self, slot: int) -> None:
@@ -76,6 +81,7 @@ class SlotStack:
             self.a[slot].zero_()
             self.b[slot].zero_()
             self.occupied.discard(slot)
+            self.mask[slot] = False
 
 
 @dataclass
@@ -87,22 +93,23 @@ class GatheredRows:
     b: torch.Tensor  # uniform: (out, kR); mixed: (b, kR, out)
 
 
-def gather_rows(stack: SlotStack, slots: torch.Tensor, uniform: bool) -> GatheredRows | None:
-    """The rows' weights of `stack`: `slots` is (b, k) slot indices (ZERO_SLOT for none). None: nothing to add.
+def gather_rows(stack: SlotStack, slots: torch.Tensor, uniform: list[int] | None) -> GatheredRows | None:
+    """The rows' weights of `stack`: `slots` is (b, k) slot indices (ZERO_SLOT for none); `uniform`, when every row
+    is the same, that one row's slots (then no gather at all: views, or one concatenation). None: nothing to add.
 
     Slots that do not adapt this module are mapped to the zero slot first, so a module no row adapts costs nothing.
+    Costs O(rows), never O(resident adapters): a switch stays flat however many slots are filled.
     """
-    present = torch.tensor(sorted(stack.occupied), dtype=slots.dtype, device=slots.device)
-    if present.numel() == 0:
-        return None
-    rows = torch.where(torch.isin(slots, present), slots, torch.zeros_like(slots))  # (b, k)
-    if not bool((rows != ZERO_SLOT).any()):
-        return None
-    if uniform:
-        used = [int(s) for s in rows[0] if int(s) != ZERO_SLOT]  # the one row's slots, every row alike
+    if uniform is not None:
+        used = [s for s in uniform if s in stack.occupied]
+        if not used:
+            return None
         a = torch.cat([stack.a[s] for s in used], dim=0) if len(used) > 1 else stack.a[used[0]]  # (kR, in)
         b = torch.cat([stack.b[s] for s in used], dim=1) if len(used) > 1 else stack.b[used[0]]  # (out, kR)
         return GatheredRows(uniform=True, a=a, b=b)
+    rows = torch.where(stack.mask[slots], slots, torch.zeros_like(slots))  # (b, k): unadapted here -> zero slot
+    if not bool((rows != ZERO_SLOT).any()):
+        return None
     batch, k = rows.shape
     a = stack.a[rows]  # (b, k, R, in)
     b = stack.b[rows]  # (b, k, out, R)
