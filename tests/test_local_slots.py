@@ -90,3 +90,12 @@ def test_forgetting_a_revision_empties_its_slot(filled: SkillStore) -> None:
     assert slotted.residency.slots.slot_of(("a", 1)) is not None
     slotted.residency.forget("a", 1)
     assert slotted.residency.slots.slot_of(("a", 1)) is None and ("a", 1) not in slotted.residency.warm()
+
+
+def test_with_slots_a_batch_is_bounded_by_their_capacity_not_the_hot_set(filled: SkillStore) -> None:
+    many = [ChatRequest(messages=[{"role": "user", "content": "ping"}], skills=[(n, 1)]) for n in "abcabc"]
+    slotted, plain = local(filled, slots=True), local(filled, slots=False)  # 8 slots
+    slotted.residency.max_hot = plain.residency.max_hot = 2  # fewer than the 3 distinct skills
+    assert list(slotted.batches_that_fit(list(range(6)), many)) == [list(range(6))]
+    assert [g.tokens for g in slotted.generate_batch(many)] == [g.tokens for g in plain.generate_batch(many)]
+    assert list(plain.batches_that_fit(list(range(6)), many)) == [[0, 1], [2, 3], [4, 5]]

@@ -153,7 +153,12 @@ class LocalChatModel:
     def batches_that_fit(self, indices: list[int], requests: Sequence[ChatRequest]) -> Iterator[list[int]]:
         """`indices` (of `requests`) split into batches that fit: at most `max_batch` rows, and no more distinct single
         skills than stay hot together (nor compositions than the composer caches), so loading one adapter never evicts
-        a batch-mate. `generate_batch` runs each batch as one mixed-adapter generation."""
+        a batch-mate. `generate_batch` runs each batch as one mixed-adapter generation. With adapter slots the bounds
+        are the slots' capacity and no composition cache (a composition is a sum of slots per row): a batch that
+        falls back to peft beyond its bounds is still answered, one request at a time."""
+        slots = self.residency.slots
+        max_skills = self.residency.max_hot if slots is None else slots.capacity
+        max_composed = self.composer.max_cached if slots is None else self.max_batch
         chunk: list[int] = []
         hot: set[tuple[str, int]] = set()  # every single skill the chunk loads (a composition's parts too)
         composed: set[tuple[tuple[str, int], ...]] = set()
@@ -162,8 +167,8 @@ class LocalChatModel:
             combo = {tuple(sorted(skills))} if len(skills) > 1 else set()
             fits = (
                 len(chunk) < self.max_batch
-                and len(hot | set(skills)) <= self.residency.max_hot
-                and len(composed | combo) <= self.composer.max_cached
+                and len(hot | set(skills)) <= max_skills
+                and len(composed | combo) <= max_composed
             )
             if chunk and not fits:
                 yield chunk
