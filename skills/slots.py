@@ -120,13 +120,24 @@ def gather_rows(stack: SlotStack, slots: torch.Tensor, uniform: list[int] | None
 
 
 def lora_delta(x: torch.Tensor, output: torch.Tensor, rows: GatheredRows) -> torch.Tensor:
-    """`output` + the rows' LoRA updates of `x`: x (b, t, in) -> output (b, t, out). One shrink, one expand."""
+    """`output` + the rows' LoRA updates of `x`: x (b, t, in) -> output (b, t, out). One shrink, one expand.
+
+    The expand accumulates into `output` in place when autograd does not need it (inference): at batch 1 a decode
+    step is dominated by per-op overhead, and fusing the add into the expand saves one op per adapted layer.
+    """
+    in_place = not (torch.is_grad_enabled() and (output.requires_grad or x.requires_grad))
     if rows.uniform:
         shrink = torch.nn.functional.linear(x, rows.a)  # (..., kR)
+        if in_place and output.is_contiguous():
+            flat = output.view(-1, output.shape[-1])  # (b*t, out)
+            flat.addmm_(shrink.reshape(-1, shrink.shape[-1]), rows.b.t())  # += shrink @ B^T
+            return output
         return output + torch.nn.functional.linear(shrink, rows.b)  # (..., out)
     if x.dim() != 3 or x.shape[0] != rows.a.shape[0]:
         raise ValueError(
             f"adapter slots were set for {rows.a.shape[0]} rows, but a layer got input of shape {tuple(x.shape)}"
         )
     shrink = torch.bmm(x.to(rows.a.dtype), rows.a)  # (b, t, kR)
-    return torch.baddbmm(output, shrink, rows.b)  # (b, t, out)
+    if in_place:
+        return output.baddbmm_(shrink, rows.b)  # (b, t, out)
+    return torch.baddbmm(output, shrink, rows.b)
