@@ -21,6 +21,13 @@ class Settings(BaseSettings):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's own choice")
     max_hot: int = Field(8, ge=1, description="adapters kept loaded in the model at once")
     max_warm: int = Field(64, ge=0, description="adapters kept in RAM (evicted from the model, not yet dropped)")
+    slots: int = Field(
+        0,
+        ge=0,
+        description="adapter slots (skills.runtime) for mixed batches and single skills, at most this many skills "
+        "resident, rank <= slot_rank; 0: off, every skill runs as a peft adapter",
+    )
+    slot_rank: int = Field(64, ge=1, description="the largest LoRA rank an adapter slot holds (larger: peft)")
     chroma_url: str | None = Field(
         None, description="a chroma server (http://host:port) for the buffer; default: embedded under home/buffer"
     )

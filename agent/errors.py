@@ -6,6 +6,7 @@ this module re-exports them all, so users import any of them from here.
 
 from memory.errors import EpisodeNotFoundError
 from skills.errors import (
+    AdapterMisfitError,
     BaseMismatchError,
     BaseModelMissingError,
     CorruptSkillError,
@@ -17,6 +18,7 @@ from skills.errors import (
     OperatorError,
     SkillExistsError,
     SkillNotFoundError,
+    SlotsFullError,
     StoreLockedError,
     UnsafeArchiveError,
     UserError,
@@ -31,6 +33,7 @@ class ContextLengthError(UserError):
 
 
 __all__ = [
+    "AdapterMisfitError",
     "BaseMismatchError",
     "BaseModelMissingError",
     "ContextLengthError",
@@ -44,6 +47,7 @@ __all__ = [
     "OperatorError",
     "SkillExistsError",
     "SkillNotFoundError",
+    "SlotsFullError",
     "StoreLockedError",
     "UnsafeArchiveError",
     "UserError",

@@ -52,11 +52,17 @@ def local_runtime(
     base = base or load_base(settings=settings)
     store = store or SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
     view = store if instances_dir is None else LayeredStore(store, instances_dir)
+    slots = None
+    if settings.slots:  # before the residency wraps the base into a PeftModel: slots hook the plain base's layers
+        from skills.runtime import AdapterSlots
+
+        slots = AdapterSlots(base.model, capacity=settings.slots, r_max=settings.slot_rank)
     residency = Residency(
         base.model,
         view,  # a SkillReader: the store, or the store with the personal skills layered over it
         max_hot=settings.max_hot if max_hot is None else max_hot,
         max_warm=settings.max_warm if max_warm is None else max_warm,
+        slots=slots,
     )
     return LocalRuntime(base=base, store=store, residency=residency, model=LocalChatModel(base, residency))
 

@@ -11,6 +11,7 @@ from skills.compose import (
     register_composition_method,
 )
 from skills.errors import (
+    AdapterMisfitError,
     BaseMismatchError,
     CorruptSkillError,
     HabitloopError,
@@ -21,6 +22,7 @@ from skills.errors import (
     OperatorError,
     SkillExistsError,
     SkillNotFoundError,
+    SlotsFullError,
     StoreLockedError,
     UnsafeArchiveError,
     UserError,
@@ -45,6 +47,8 @@ from skills.store import AdapterWeights, HistoryEntry, SkillProblem, SkillStore,
 from skills.train import ChatExample, TrainConfig, TrainResult, save_adapter, train_lora
 
 __all__ = [
+    "AdapterMisfitError",
+    "AdapterSlots",
     "AdapterWeights",
     "BaseMismatchError",
     "ChatExample",
@@ -72,6 +76,7 @@ __all__ = [
     "SkillExistsError",
     "SkillManifest",
     "SkillTombstone",
+    "SlotsFullError",
     "SkillNotFoundError",
     "SkillProblem",
     "SkillReader",
@@ -91,3 +96,12 @@ __all__ = [
     "train_lora",
     "validate_skill_name",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`AdapterSlots` lazily: the runtime imports torch, which `import skills` alone never does."""
+    if name == "AdapterSlots":
+        from skills.runtime import AdapterSlots
+
+        return AdapterSlots
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

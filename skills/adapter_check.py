@@ -159,6 +159,12 @@ def check_adapter(config: Mapping[str, Any], tensors: Mapping[str, Any], *, labe
     return lora
 
 
+def targets_module(lora: Any, module: str, *, output_layer: str | None = None) -> bool:
+    """Whether peft would put the adapter of config `lora` on the Linear layer `module` (`output_layer`: the base's
+    output head, which "all-linear" leaves out): peft's own matcher, for runtimes that place adapters themselves."""
+    return _targeted(lora, module, output_layer=output_layer)
+
+
 def rank_of(lora: Any, module: str) -> int:
     """The rank of the adapter on `module` (its `rank_pattern` entry, else r), found as peft finds it."""
     from peft.utils.other import get_pattern_key

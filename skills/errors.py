@@ -63,6 +63,15 @@ class InvalidAdapterError(UserError):
     """An adapter folder is not a LoRA adapter in PEFT's format."""
 
 
+class AdapterMisfitError(UserError):
+    """A valid LoRA adapter that adapter slots cannot hold (DoRA, embeddings, a rank above r_max, a module that is
+    not a Linear of the base): serve it with peft (`Residency`) instead."""
+
+
+class SlotsFullError(UserError):
+    """Every adapter slot is pinned: nothing can be evicted to make room."""
+
+
 class CorruptSkillError(OperatorError):
     """A skill's files on disk are unreadable, truncated or fail their checksum."""
 

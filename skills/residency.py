@@ -5,6 +5,9 @@ linearly as adapters pile up in one model (measured on SmolLM2: `set_adapter` 9 
 So the hot set is bounded (`max_hot`) and evicted least-recently-used first; an evicted adapter's tensors stay warm
 in RAM (`max_warm`, LRU again) so bringing it back reads nothing from disk. Switching between hot skills only calls
 `set_adapter`: nothing is reloaded.
+
+With adapter slots (`slots=`, skills.runtime), `slot()` places a skill in a slot instead (a tensor copy from the
+warm copy; switching is then an index); `forget` empties its slot too.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -23,6 +26,9 @@ from skills.adapter_check import check_adapter
 from skills.errors import CorruptSkillError, InvalidAdapterError, UserError
 from skills.files import ADAPTER_WEIGHTS, check_adapter_dir, read_safetensors
 from skills.reader import AdapterWeights, SkillReader
+
+if TYPE_CHECKING:
+    from skills.runtime import AdapterSlots
 
 State = Literal["hot", "warm", "cold"]
 
@@ -34,6 +40,7 @@ class ResidencyStats(BaseModel):
     model_loads: int = 0  # warm -> hot: adapter added to the PeftModel
     hot_hits: int = 0  # already hot: nothing loaded
     switches: int = 0  # set_adapter calls
+    slot_loads: int = 0  # copied into adapter slots (`slot`)
     merges: int = 0  # adapters folded into the base's weights for decoding (see Residency.merged)
     hot_evictions: int = 0
     warm_evictions: int = 0
@@ -51,10 +58,15 @@ class Residency:
     current object) or a `PeftModel` already. Keys are (skill, revision): two revisions of one skill can be hot at once.
     """
 
-    def __init__(self, model: Any, store: SkillReader, *, max_hot: int = 8, max_warm: int = 64) -> None:
+    def __init__(
+        self, model: Any, store: SkillReader, *, max_hot: int = 8, max_warm: int = 64, slots: AdapterSlots | None = None
+    ) -> None:
         if max_hot < 1:
             raise UserError("max_hot must be at least 1")
         self._model = model
+        # adapter slots (skills.runtime.AdapterSlots) on the same base, or None: skills placed there with `slot()`
+        # run as per-row slot indices; peft's adapters stay for what the slots refuse, merging and training
+        self.slots = slots
         self.store = store
         self.max_hot = max_hot
         self.max_warm = max_warm
@@ -158,6 +170,32 @@ class Residency:
         self._evict_hot(keep=key)
         return name
 
+    def slot(self, skill: str, revision: int | None = None) -> tuple[str, int]:
+        """Make a skill resident in the adapter slots (not in the PeftModel) and return its key there.
+
+        The weights come from the hot or warm copy when there is one (nothing read from disk), else from the store,
+        and stay warm. Raises `AdapterMisfitError` for an adapter the slots cannot hold (serve it with `load`).
+        """
+        if self.slots is None:
+            raise UserError("this residency has no adapter slots", hint="pass slots=AdapterSlots(base_model)")
+        key = self._key(skill, revision)
+        if self.slots.slot_of(key) is not None:
+            return key
+        weights = self._hot[key][1] if key in self._hot else self._warm.get(key)
+        if weights is None:
+            weights = self.store.read_adapter(*key)
+            self.stats.disk_loads += 1
+            if self.max_warm > 0:
+                self._warm[key] = weights
+                while len(self._warm) > self.max_warm:
+                    self._warm.popitem(last=False)
+                    self.stats.warm_evictions += 1
+        elif key in self._warm:
+            self._warm.move_to_end(key)
+        self.slots.load(key, weights)
+        self.stats.slot_loads += 1
+        return key
+
     def activate(self, skill: str, revision: int | None = None) -> str:
         """Load a skill if needed and make it the active adapter; returns its adapter name."""
         name = self.load(skill, revision)
@@ -207,6 +245,8 @@ class Residency:
         self.restore()
         key = (skill, revision)
         self._warm.pop(key, None)
+        if self.slots is not None:
+            self.slots.unload(key)
         if key not in self._hot:
             return
         name, _ = self._hot.pop(key)

@@ -1,7 +1,9 @@
 """The in-process backend: the shared base with skills as peft adapters (`LocalChatModel`).
 
 One skill runs as its own adapter, several as their exact sum (the `Composer`), and a batch of requests with different
-skills runs in one forward pass per token (peft's mixed-batch `adapter_names`).
+skills runs in one forward pass per token (peft's mixed-batch `adapter_names`). When the residency has adapter slots
+(`skills.runtime`), batches and unmerged single conversations run through them instead (one slot list per row, one
+gathered shrink + expand per layer), and peft serves only what the slots refuse.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pydantic import BaseModel
 
 from agent.backends.protocol import ChatRequest, Generation, Message, fit_context, generate_each
 from skills.errors import UserError
+
+Key = tuple[str, int]  # (skill, revision): a skill's key in the adapter slots
 
 
 class LocalModelStats(BaseModel):
@@ -136,6 +140,9 @@ class LocalChatModel:
             self._merged_for = (key, name)
             with self.residency.merged(name) as model:
                 yield model
+        elif (slotted := self._slotted([list(skills)])) is not None:
+            with self.residency.base_only() as model, self._using(*slotted):
+                yield model
         elif len(skills) == 1:
             self.residency.activate(*skills[0])
             yield self.residency.model
@@ -146,7 +153,12 @@ class LocalChatModel:
     def batches_that_fit(self, indices: list[int], requests: Sequence[ChatRequest]) -> Iterator[list[int]]:
         """`indices` (of `requests`) split into batches that fit: at most `max_batch` rows, and no more distinct single
         skills than stay hot together (nor compositions than the composer caches), so loading one adapter never evicts
-        a batch-mate. `generate_batch` runs each batch as one mixed-adapter generation."""
+        a batch-mate. `generate_batch` runs each batch as one mixed-adapter generation. With adapter slots the bounds
+        are the slots' capacity and no composition cache (a composition is a sum of slots per row): a batch that
+        falls back to peft beyond its bounds is still answered, one request at a time."""
+        slots = self.residency.slots
+        max_skills = self.residency.max_hot if slots is None else slots.capacity
+        max_composed = self.composer.max_cached if slots is None else self.max_batch
         chunk: list[int] = []
         hot: set[tuple[str, int]] = set()  # every single skill the chunk loads (a composition's parts too)
         composed: set[tuple[tuple[str, int], ...]] = set()
@@ -155,8 +167,8 @@ class LocalChatModel:
             combo = {tuple(sorted(skills))} if len(skills) > 1 else set()
             fits = (
                 len(chunk) < self.max_batch
-                and len(hot | set(skills)) <= self.residency.max_hot
-                and len(composed | combo) <= self.composer.max_cached
+                and len(hot | set(skills)) <= max_skills
+                and len(composed | combo) <= max_composed
             )
             if chunk and not fits:
                 yield chunk
@@ -206,18 +218,53 @@ class LocalChatModel:
         self._previous = key
         return key == previous
 
-    def _generate_mixed(self, requests: list[ChatRequest], temperature: float) -> list[Generation]:
-        import torch
+    def _slotted(self, rows: Sequence[Sequence[tuple[str, int]]]) -> tuple[list[list[Key]], list[Key]] | None:
+        """(each row's skills as keys resident in the residency's adapter slots, the keys pinned for `_using` to
+        release); None, with nothing pinned, when there are no slots or a skill does not fit them (peft serves it)."""
+        from skills.errors import AdapterMisfitError, SlotsFullError
 
+        slots = self.residency.slots
+        if slots is None:
+            return None
+        keys: list[list[Key]] = []
+        pinned: list[Key] = []
+        try:
+            for row in rows:
+                keys.append([])
+                for name, revision in row:
+                    key = self.residency.slot(str(name), int(revision))
+                    slots.pin(key)  # so loading a batch-mate never evicts it
+                    pinned.append(key)
+                    keys[-1].append(key)
+        except (AdapterMisfitError, SlotsFullError):
+            for key in pinned:
+                slots.unpin(key)
+            return None
+        return keys, pinned
+
+    @contextmanager
+    def _using(self, keys: list[list[Key]], pinned: list[Key]) -> Iterator[None]:
+        """Select `keys` (from `_slotted`) row by row for the block; the pins `_slotted` took are released after it."""
+        slots = self.residency.slots
+        assert slots is not None  # `_slotted` returned keys: there are slots
+        try:
+            with slots.using(keys):
+                yield
+        finally:
+            for key in pinned:
+                slots.unpin(key)
+
+    def _generate_mixed(self, requests: list[ChatRequest], temperature: float) -> list[Generation]:
+        slotted = self._slotted([list(r.skills) for r in requests])
+        if slotted is not None:
+            with self.residency.base_only() as model, self._using(*slotted):
+                return self._generate_rows(model, requests, temperature, {})
         names = [self.adapter_for(r.skills) for r in requests]
         model = self.residency.model
         loaded = set(getattr(model, "peft_config", {}))
         lost = [name for name in names if name != BASE_ADAPTER and name not in loaded]
         if lost:  # a later load evicted an earlier one after all: fall back to one at a time, still correct
             return generate_each(self, requests)
-        tokenizer = self.base.tokenizer
-        # decoder-only: every row continues from the right edge
-        batch = self._encode([self._render(r.messages) for r in requests], padding=True, padding_side="left")
         extra: dict[str, Any] = {}
         if any(name != BASE_ADAPTER for name in names):
             extra["adapter_names"] = names
@@ -226,9 +273,21 @@ class LocalChatModel:
             context: Any = nullcontext(model)
         else:
             context = self.residency.base_only()
+        with context as active:
+            return self._generate_rows(active, requests, temperature, extra)
+
+    def _generate_rows(
+        self, model: Any, requests: list[ChatRequest], temperature: float, extra: dict[str, Any]
+    ) -> list[Generation]:
+        """One left-padded batch of `requests` through `model` as it is set up (adapters, slots), decoded per row."""
+        import torch
+
+        tokenizer = self.base.tokenizer
+        # decoder-only: every row continues from the right edge
+        batch = self._encode([self._render(r.messages) for r in requests], padding=True, padding_side="left")
         longest = max(r.max_new_tokens for r in requests)
-        with context as active, torch.inference_mode():
-            output = active.generate(
+        with torch.inference_mode():
+            output = model.generate(
                 **batch,
                 max_new_tokens=longest,
                 pad_token_id=tokenizer.pad_token_id,

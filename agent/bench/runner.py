@@ -24,7 +24,7 @@ from agent.base import load_base
 from agent.bench.figures import Figure, figure, timed
 from agent.config import Settings
 from skills import Residency, SkillStore
-from skills.errors import OperatorError
+from skills.errors import OperatorError, UserError
 from skills.files import library_versions
 
 
@@ -43,9 +43,18 @@ class BenchResult(BaseModel):
     mixed_vs_serial_ratio: float | None = Field(
         None, description="8 requests with 8 skills: one at a time (the faster way) over one mixed batch (goal >= 4)"
     )
+    runtime: dict[str, Any] | None = Field(
+        None,
+        description="adapter slots vs plain peft (agent.bench.runtime): hot_switch_ms, peft_switch_ms, cold_load_ms, "
+        "peft_load_ms, mixed_vs_base_batch_ratio, mixed_vs_single_skill_ratio, mixed_vs_serial_ratio, "
+        "decode_tokens_per_s",
+    )
 
 
 Say = Callable[[str], None]  # a progress line for the operator (stderr)
+SUBJECTS = frozenset({"base", "skills", "runtime", "routing", "instances", "consolidation"})
+"""What `run_bench(only=...)` / `habitloop bench --only` can select ("base": the cold GGUF load; the cached base
+is always loaded)."""
 
 
 def _machine() -> dict[str, Any]:
@@ -192,31 +201,55 @@ def run_bench(
     consolidation_episodes: int | None = 64,
     routing_skills: int | None = 10_000,
     instances: int | None = 1000,
+    runtime_resident: list[int] | tuple[int, ...] = (1, 8, 64, 1000),
+    only: frozenset[str] | None = None,
     progress: bool = True,
 ) -> BenchResult:
-    """Every benchmark in turn (a falsy size skips one), with a line on stderr before each when `progress`."""
+    """Every benchmark in turn (a falsy size skips one), with a line on stderr before each when `progress`.
+
+    `only`: run just these subjects (of `SUBJECTS`); the base is always loaded.
+    """
     import torch
+
+    unknown = sorted((only or frozenset()) - SUBJECTS)
+    if unknown:
+        raise UserError(f"unknown bench subjects {unknown}", hint=f"choose among {', '.join(sorted(SUBJECTS))}")
+
+    def wanted(subject: str) -> bool:
+        return only is None or subject in only
 
     def say(text: str) -> None:
         if progress:  # on stderr: `--json` keeps stdout for the one JSON object
             print(text, file=sys.stderr, flush=True)
 
-    base, figures = _base_load(settings, repeats=repeats, cold_gguf=cold_gguf, say=say)
-    skill_figures, composed_ratio, mixed_ratio = _skills_on_the_base(
-        base, decode_tokens=decode_tokens, store_sizes=store_sizes, hot_sizes=hot_sizes, repeats=repeats, say=say
-    )
-    figures |= skill_figures
-    if routing_skills:
+    base, figures = _base_load(settings, repeats=repeats, cold_gguf=cold_gguf and wanted("base"), say=say)
+    composed_ratio = mixed_ratio = None
+    if wanted("skills"):
+        skill_figures, composed_ratio, mixed_ratio = _skills_on_the_base(
+            base, decode_tokens=decode_tokens, store_sizes=store_sizes, hot_sizes=hot_sizes, repeats=repeats, say=say
+        )
+        figures |= skill_figures
+    runtime_result = None
+    if wanted("runtime") and (runtime_resident or decode_tokens):
+        from agent.bench.runtime import run_runtime_bench
+
+        with tempfile.TemporaryDirectory() as tmp:
+            runtime_result, runtime_figures = run_runtime_bench(
+                base, Path(tmp), resident=runtime_resident, peft_loaded=[h for h in hot_sizes if h <= 64],
+                tokens=decode_tokens or 32, repeats=repeats, say=say,
+            )  # fmt: skip
+        figures |= runtime_figures
+    if routing_skills and wanted("routing"):
         figures |= _routing(routing_skills, repeats=repeats, say=say)
 
     instance_result = None
-    if instances:
+    if instances and wanted("instances"):
         from agent.bench.instances import run_instance_bench
 
         say(f"{instances} personal instances (rank-4 adapters) on one base: disk, latency hot/warm/cold, RAM...")
         instance_result = run_instance_bench(base, instances=instances, requests=60).model_dump(mode="json")
 
-    if consolidation_episodes:
+    if consolidation_episodes and wanted("consolidation"):
         say(f"consolidation of {consolidation_episodes} episodes (a process of its own, a few minutes)...")
         figures |= _measure_consolidation(settings, consolidation_episodes)
 
@@ -230,6 +263,7 @@ def run_bench(
         composed_vs_base_decode_ratio=composed_ratio,
         instances=instance_result,
         mixed_vs_serial_ratio=mixed_ratio,
+        runtime=runtime_result,
     )
 
 
@@ -257,6 +291,10 @@ def render_table(result: BenchResult) -> Table:
         for name, value in (
             ("composed_vs_base_decode_ratio", result.composed_vs_base_decode_ratio),
             ("mixed_vs_serial_ratio", result.mixed_vs_serial_ratio),
+            *(
+                (f"runtime {key}", (result.runtime or {}).get(key))
+                for key in ("mixed_vs_base_batch_ratio", "mixed_vs_single_skill_ratio", "mixed_vs_serial_ratio")
+            ),
         )
         if value is not None
     ]

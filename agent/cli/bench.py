@@ -30,6 +30,16 @@ def bench(
     consolidation: Annotated[
         int, typer.Option(help="episodes for the consolidation benchmark (0: skip; 64 takes a few minutes)")
     ] = 64,
+    runtime_resident: Annotated[
+        str, typer.Option(help="resident skills for the adapter-slot switch/load figures, comma-separated ('' skips)")
+    ] = "1,8,64,1000",
+    only: Annotated[
+        str,
+        typer.Option(
+            help="run just these subjects, comma-separated: base, skills, runtime, routing, instances, "
+            "consolidation (default: all)"
+        ),
+    ] = "",
     save_to: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON here")] = None,
 ) -> None:
     """Measure base load, decoding with composed skills, mixed-skill batches, hot switch / cold load against plain
@@ -47,6 +57,8 @@ def bench(
         repeats=repeats,
         cold_gguf=cold_gguf,
         consolidation_episodes=consolidation or None,
+        runtime_resident=[int(r) for r in runtime_resident.split(",") if r.strip()],
+        only=frozenset(s.strip() for s in only.split(",") if s.strip()) or None,
         progress=True,
     )
     payload = result.model_dump(mode="json")

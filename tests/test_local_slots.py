@@ -1,0 +1,101 @@
+"""The in-process chat model on adapter slots (skills.runtime): batches and single conversations answer what the
+peft path answers, no peft adapter is loaded for skills the slots hold, misfits fall back to peft, and forgetting a
+revision empties its slot."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from agent.backends.local import LocalChatModel
+from agent.backends.protocol import ChatRequest
+from agent.testing import random_adapter, tiny_base
+from skills import AdapterSlots, Residency, SkillStore
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+SKILL_SETS: list[list[tuple[str, int]]] = [[], [("a", 1)], [("b", 1)], [("a", 1), ("c", 1)], [("c", 1)]]
+PROMPTS = ["ping", "hello", "colour of the sky?", "call the tool", "2+2?"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def loud(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Adapters that change what the tiny model says, of different ranks and targets (as in test_local_model)."""
+    root, base = tmp_path_factory.mktemp("loud"), tiny_base()
+    shapes = {"a": (8, ("q_proj", "v_proj")), "b": (4, ("q_proj", "v_proj", "o_proj")), "c": (2, ("down_proj",))}
+    return {
+        name: random_adapter(base, root / name, seed=seed, r=r, target_modules=targets, std=2.0)
+        for seed, (name, (r, targets)) in enumerate(shapes.items())
+    }
+
+
+@pytest.fixture
+def filled(store: SkillStore, loud: dict[str, Path], tmp_path: Path) -> SkillStore:
+    for name, folder in loud.items():
+        shutil.copytree(folder, tmp_path / "copies" / name)
+        store.create(name, tmp_path / "copies" / name, kind="style")
+    return store
+
+
+def local(store: SkillStore, *, slots: bool, r_max: int = 64) -> LocalChatModel:
+    """Unmerged, so that single conversations run the LoRA path on both sides (merging rounds differently)."""
+    base = tiny_base()
+    runtime = AdapterSlots(base.model, capacity=8, r_max=r_max) if slots else None
+    return LocalChatModel(base, Residency(base.model, store, max_hot=4, slots=runtime), merge_for_decode=False)
+
+
+def requests() -> list[ChatRequest]:
+    return [
+        ChatRequest(messages=[{"role": "user", "content": p}], skills=skills, max_new_tokens=6 + i)
+        for i, (p, skills) in enumerate(zip(PROMPTS, SKILL_SETS, strict=True))
+    ]
+
+
+def test_batches_and_single_conversations_answer_as_peft_does(filled: SkillStore) -> None:
+    slotted, plain = local(filled, slots=True), local(filled, slots=False)
+    want = [g.tokens for g in plain.generate_batch(requests())]
+    assert len({tuple(t) for t in want}) == 5, "the adapters must visibly change the answers"
+    assert [g.tokens for g in slotted.generate_batch(requests())] == want
+    for request in requests():
+        got = slotted.generate(request.messages, skills=request.skills, max_new_tokens=request.max_new_tokens)
+        ref = plain.generate(request.messages, skills=request.skills, max_new_tokens=request.max_new_tokens)
+        assert got.tokens == ref.tokens
+    stats = slotted.residency.stats
+    assert stats.model_loads == 0 and stats.slot_loads == 3  # nothing went through peft; each skill copied once
+    assert slotted.residency.slots.pinned() == []
+
+
+def test_a_skill_the_slots_refuse_is_served_by_peft(filled: SkillStore) -> None:
+    slotted, plain = local(filled, slots=True, r_max=4), local(filled, slots=False)  # "a" has r=8 > r_max
+    want = [g.tokens for g in plain.generate_batch(requests())]
+    assert [g.tokens for g in slotted.generate_batch(requests())] == want
+    assert slotted.residency.stats.model_loads > 0  # the batch fell back to peft's adapter_names
+    assert slotted.residency.slots.pinned() == []  # the pins taken before the refusal were given back
+
+
+def test_forgetting_a_revision_empties_its_slot(filled: SkillStore) -> None:
+    slotted = local(filled, slots=True)
+    slotted.generate_batch(requests())
+    assert slotted.residency.slots.slot_of(("a", 1)) is not None
+    slotted.residency.forget("a", 1)
+    assert slotted.residency.slots.slot_of(("a", 1)) is None and ("a", 1) not in slotted.residency.warm()
+
+
+def test_with_slots_a_batch_is_bounded_by_their_capacity_not_the_hot_set(filled: SkillStore) -> None:
+    many = [ChatRequest(messages=[{"role": "user", "content": "ping"}], skills=[(n, 1)]) for n in "abcabc"]
+    slotted, plain = local(filled, slots=True), local(filled, slots=False)  # 8 slots
+    slotted.residency.max_hot = plain.residency.max_hot = 2  # fewer than the 3 distinct skills
+    assert list(slotted.batches_that_fit(list(range(6)), many)) == [list(range(6))]
+    assert [g.tokens for g in slotted.generate_batch(many)] == [g.tokens for g in plain.generate_batch(many)]
+    assert list(plain.batches_that_fit(list(range(6)), many)) == [[0, 1], [2, 3], [4, 5]]
