@@ -33,18 +33,12 @@ from skills.compose import (
 from skills.generation import generate
 
 # peft.from_pretrained asks transformers a deprecated question; not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 PROBE = "<|im_start|>user\nping<|im_end|>\n<|im_start|>assistant\npo"
 Adapter = Callable[[str], Path]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: on 2 busy cores, the tiny model's small ops ran ~50x slower with 2 threads (measured)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @torch.no_grad()
