@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.backends.local import LocalChatModel
 from agent.backends.protocol import ChatRequest
-from agent.bench.figures import figure, ratio_figure, timed
+from agent.bench.figures import Figure, figure, ratio_figure, timed
 from agent.testing import random_adapter
 from skills import Residency, SkillStore
 from skills.manifest import LoraSpec
@@ -173,7 +173,6 @@ def measure_residency_matrix(
 ) -> dict[str, Any]:
     """Hot switch and cold load with `sizes` skills in the store and `hots` of them loaded in the model: ours
     (bounded hot set, LRU) against plain peft (`load_adapter` / `set_adapter` with that many adapters loaded)."""
-    from peft import PeftModel
 
     figures: dict[str, Any] = {}
     template = random_adapter(base, root / "matrix-template", seed=0, target_modules=SERVING)
@@ -199,19 +198,30 @@ def measure_residency_matrix(
                 figures[f"cold_load_{size}_skills_{hot}_hot"] = figure(cold, "ms", "ours: disk -> model, LRU out")
             _plain_base(residency)
     # plain peft: every adapter it was given stays loaded; its calls walk all of them
-    folder = str(template)
     for loaded in hots:
-        model = PeftModel.from_pretrained(base.model, folder, adapter_name="p0")
-        for index in range(1, loaded):
-            model.load_adapter(folder, adapter_name=f"p{index}")
-        rounds = max(repeats, 2 * loaded) if loaded > 1 else repeats
-        switch = [timed(partial(model.set_adapter, f"p{i % loaded}")) for i in range(rounds)]
-        figures[f"peft_switch_{loaded}_loaded"] = figure(switch, "ms", "plain peft set_adapter")
-        load = []
-        for _ in range(repeats):
-            load.append(timed(partial(model.load_adapter, folder, adapter_name="extra")))
-            model.set_adapter("p0")
-            model.delete_adapter("extra")
-        figures[f"peft_load_{loaded}_loaded"] = figure(load, "ms", "plain peft load_adapter from disk")
-        model.unload()
+        peft_switch, peft_load, _ = plain_peft_switch_and_load(base.model, str(template), loaded, repeats)
+        figures[f"peft_switch_{loaded}_loaded"] = peft_switch
+        figures[f"peft_load_{loaded}_loaded"] = peft_load
     return figures
+
+
+def plain_peft_switch_and_load(model: Any, folder: str, loaded: int, repeats: int) -> tuple[Figure, Figure, Any]:
+    """Plain peft with `loaded` copies of the adapter in `folder` loaded in `model`: its `set_adapter` and its
+    `load_adapter` of one more, and the model unwrapped again (returned: the next measurement wraps it anew)."""
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(model, folder, adapter_name="p0")
+    for index in range(1, loaded):
+        peft_model.load_adapter(folder, adapter_name=f"p{index}")
+    rounds = max(repeats, 2 * loaded) if loaded > 1 else repeats
+    switch = [timed(partial(peft_model.set_adapter, f"p{i % loaded}")) for i in range(rounds)]
+    load = []
+    for _ in range(repeats):
+        load.append(timed(partial(peft_model.load_adapter, folder, adapter_name="extra")))
+        peft_model.set_adapter("p0")
+        peft_model.delete_adapter("extra")
+    return (
+        figure(switch, "ms", "plain peft set_adapter"),
+        figure(load, "ms", "plain peft load_adapter from disk"),
+        peft_model.unload(),
+    )

@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agent.bench.compose import ALL_LINEAR, SERVING, STORY, TOPICS
+from agent.bench.compose import ALL_LINEAR, SERVING, STORY, TOPICS, plain_peft_switch_and_load
 from agent.bench.figures import Figure, figure, ratio_figure, timed
 from agent.testing import random_adapter
 from skills import SkillStore
@@ -61,7 +61,6 @@ def measure_switch_and_load(
     base: Any, root: Path, *, resident: Sequence[int], peft_loaded: Sequence[int], repeats: int
 ) -> dict[str, Any]:
     """Hot switch and cold load through the slots with `resident` skills, and plain peft with `peft_loaded`."""
-    from peft import PeftModel
 
     store, (name,) = _adapters(base, root, 1, SERVING, "switch")
     template = store.read_adapter(name)
@@ -88,21 +87,11 @@ def measure_switch_and_load(
     model_copy = copy.deepcopy(base.model)
     folder = str(template.path)
     for loaded in peft_loaded:
-        model = PeftModel.from_pretrained(model_copy, folder, adapter_name="p0")
-        for index in range(1, loaded):
-            model.load_adapter(folder, adapter_name=f"p{index}")
-        rounds = max(repeats, 2 * loaded) if loaded > 1 else repeats
-        switch = [timed(partial(model.set_adapter, f"p{i % loaded}")) for i in range(rounds)]
-        figures[f"runtime_peft_switch_{loaded}_loaded"] = figure(switch, "ms", "plain peft set_adapter")
-        load = []
-        for _ in range(repeats):
-            load.append(timed(partial(model.load_adapter, folder, adapter_name="extra")))
-            model.set_adapter("p0")
-            model.delete_adapter("extra")
-        figures[f"runtime_peft_load_{loaded}_loaded"] = figure(load, "ms", "plain peft load_adapter from disk")
-        out["peft_switch_ms"][str(loaded)] = figures[f"runtime_peft_switch_{loaded}_loaded"].median
-        out.setdefault("peft_load_ms", {})[str(loaded)] = figures[f"runtime_peft_load_{loaded}_loaded"].median
-        model_copy = model.unload()
+        peft_switch, peft_load, model_copy = plain_peft_switch_and_load(model_copy, folder, loaded, repeats)
+        figures[f"runtime_peft_switch_{loaded}_loaded"] = peft_switch
+        figures[f"runtime_peft_load_{loaded}_loaded"] = peft_load
+        out["peft_switch_ms"][str(loaded)] = peft_switch.median
+        out.setdefault("peft_load_ms", {})[str(loaded)] = peft_load.median
     out["figures"] = figures
     return out
 
