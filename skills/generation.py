@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from skills.heap import return_free_heap
+
 Message = dict[str, str]
 
 
@@ -47,6 +49,8 @@ def generate(
                 )
             new_tokens = output[:, batch["input_ids"].shape[1] :]  # (batch, new)
             replies.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            del output, new_tokens
+            return_free_heap()  # the batch's KV cache, freed: its pages back to the system
     finally:
         tokenizer.padding_side = previous_side
     return [reply.strip() for reply in replies]

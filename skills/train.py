@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from skills.adapter_check import check_adapter
 from skills.errors import UserError
 from skills.files import ADAPTER_WEIGHTS, check_adapter_dir, library_versions, read_safetensors
+from skills.heap import return_free_heap
 from skills.manifest import LoraSpec, Provenance
 from skills.messages import ChatMessage
 
@@ -70,6 +71,13 @@ class TrainConfig(BaseModel):
         description="run forward passes under bfloat16 autocast (LoRA weights and optimizer stay fp32); measured "
         "1.7x the training tokens/s of fp32 on 2 CPU cores",
     )
+    pad_to_multiple: int = Field(
+        32,
+        ge=1,
+        description="pad each batch's width, and its count of target positions, up to a multiple of this (1: no "
+        "rounding): a few tensor shapes instead of a new one every step, so the allocator reuses its blocks and "
+        "oneDNN its kernels (see docs/training-memory.md)",
+    )
 
 
 class TrainResult(BaseModel):
@@ -83,6 +91,8 @@ class TrainResult(BaseModel):
     target_tokens: int = Field(description="assistant tokens the loss was taken on")
     seconds: float
     tokens_per_second: float
+    step_seconds: list[float] = Field(default_factory=list, description="wall seconds of each optimizer step")
+    step_tokens: list[int] = Field(default_factory=list, description="tokens of each step (padding excluded)")
     trainable_params: int
     data_hash: str
     config: TrainConfig
@@ -165,22 +175,30 @@ def temporary_adapter(model: Any, lora: LoraSpec) -> Iterator[tuple[Any, str]]:
             model.requires_grad_(False)
 
 
-def target_loss(model: Any, input_ids: Any, attention_mask: Any, labels: Any) -> Any:
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def target_loss(model: Any, input_ids: Any, attention_mask: Any, labels: Any, *, pad_to_multiple: int = 1) -> Any:
     """Mean next-token cross-entropy over the target (assistant) positions only.
 
     The same number as `model(..., labels=labels).loss`, but the vocabulary projection runs only where there is a
     target: with a 49k vocabulary and mostly prompt tokens, projecting every position was most of a step's compute
-    and memory (logits: batch x length x 49152 floats, several copies for the loss and its gradient).
+    and memory (logits: batch x length x 49152 floats, several copies for the loss and its gradient). The target
+    rows are padded with ignored positions up to `pad_to_multiple`, so the projection's shape repeats across steps.
     """
+    import torch
     import torch.nn.functional as F
 
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = causal.get_decoder(), causal.get_output_embeddings()
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (batch, length, hidden)
-    targets = labels[:, 1:]  # position t predicts token t+1
-    keep = targets != IGNORE_INDEX  # (batch, length - 1)
-    logits = head(hidden[:, :-1][keep])  # (targets, vocab): only where there is something to predict
-    return F.cross_entropy(logits.float(), targets[keep])
+    targets = labels[:, 1:].reshape(-1)  # position t predicts token t+1
+    keep = targets != IGNORE_INDEX  # (batch * (length - 1),)
+    rows = min(round_up(int(keep.sum()), pad_to_multiple), keep.numel())
+    chosen = torch.argsort((~keep).to(torch.int8), stable=True)[:rows]  # every target, then ignored filler
+    logits = head(hidden[:, :-1].reshape(-1, hidden.shape[-1])[chosen])  # (rows, vocab): where there is a target
+    return F.cross_entropy(logits.float(), targets[chosen], ignore_index=IGNORE_INDEX)
 
 
 def save_adapter(peft_model: Any, adapter_name: str, out_dir: Path) -> Path:
@@ -261,6 +279,8 @@ def train_lora(
     rng = random.Random(config.seed)
     batches = _batches([len(ids) for ids, _ in features], config.batch_size, rng)
     losses: list[float] = []
+    step_seconds: list[float] = []
+    step_tokens: list[int] = []
     tokens = target_tokens = 0
     started = time.perf_counter()
 
@@ -293,9 +313,10 @@ def train_lora(
             peft_model.train()
             bar = tqdm(range(config.steps), desc="training", unit="step", disable=not progress, leave=False)
             for _ in bar:
+                step_started = time.perf_counter()
                 batch = [features[i] for i in next(batches)]
-                width = max(len(ids) for ids, _ in batch)
-                # right-pad to the longest example of the batch: (batch, width)
+                # right-pad to the longest example of the batch, rounded up to pad_to_multiple: (batch, width)
+                width = round_up(max(len(ids) for ids, _ in batch), config.pad_to_multiple)
                 input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long, device=device)
                 labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long, device=device)
                 attention = torch.zeros((len(batch), width), dtype=torch.long, device=device)
@@ -304,15 +325,19 @@ def train_lora(
                     labels[row, : len(labs)] = torch.tensor(labs)
                     attention[row, : len(ids)] = 1
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast):
-                    loss = target_loss(peft_model, input_ids, attention, labels)
+                    loss = target_loss(peft_model, input_ids, attention, labels, pad_to_multiple=config.pad_to_multiple)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
-                tokens += int(attention.sum())
+                step_tokens.append(int(attention.sum()))
+                tokens += step_tokens[-1]
                 target_tokens += int((labels != IGNORE_INDEX).sum())
+                del loss
+                return_free_heap()
+                step_seconds.append(round(time.perf_counter() - step_started, 4))
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 if on_step is not None:
                     on_step(len(losses), losses[-1])
@@ -342,6 +367,8 @@ def train_lora(
         target_tokens=target_tokens,
         seconds=seconds,
         tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
+        step_seconds=step_seconds,
+        step_tokens=step_tokens,
         trainable_params=trainable,
         data_hash=digest,
         config=config.model_copy(update={"lora": lora}),

@@ -170,6 +170,25 @@ def test_loss_goes_down_on_memorisable_data(datasets: Datasets, train_adapter: T
     assert result.provenance.source == "trained" and result.provenance.n_examples == 2
     assert result.provenance.training["steps"] == 30 and result.provenance.training["init_from"] is None
     assert {p.name for p in result.adapter_dir.iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
+    # per-step figures (what `habitloop bench --only training` reads)
+    assert len(result.step_seconds) == len(result.step_tokens) == 30
+    assert sum(result.step_tokens) == result.tokens and all(s > 0 for s in result.step_seconds)
+
+
+def test_rounding_batch_shapes_up_leaves_the_training_as_it_was(
+    datasets: Datasets, quick: TrainConfig, train_adapter: Train
+) -> None:
+    """Padding each batch's width and its target rows to a multiple of 32 only adds ignored positions: the losses
+    and the trained weights are those of batches padded to their longest example (in fp32: bf16 autocast rounds
+    differently with each matmul shape)."""
+    data = datasets["alpha"] + datasets["gamma"]  # examples of different lengths in one batch
+    fp32 = quick.model_copy(update={"batch_size": 3, "bf16_autocast": False})
+    exact = train_adapter(data, config=fp32.model_copy(update={"pad_to_multiple": 1}))
+    rounded = train_adapter(data, config=fp32.model_copy(update={"pad_to_multiple": 32}))
+    assert rounded.tokens == exact.tokens and rounded.target_tokens == exact.target_tokens  # padding not counted
+    assert rounded.losses == pytest.approx(exact.losses, abs=1e-4)
+    one, two = weights(exact.adapter_dir), weights(rounded.adapter_dir)
+    assert all(torch.allclose(one[k], two[k], atol=1e-4) for k in one)
 
 
 def test_training_is_deterministic_given_the_seed(quick: TrainConfig, train_adapter: Train) -> None:
@@ -339,3 +358,6 @@ def test_target_loss_equals_the_models_own_loss(tiny: Any) -> None:
         ours = target_loss(tiny.model, input_ids, attention, label_ids)
         theirs = tiny.model(input_ids=input_ids, attention_mask=attention, labels=label_ids).loss
     assert torch.allclose(ours, theirs, atol=1e-5), (ours, theirs)
+    with torch.no_grad():  # target rows padded up with ignored positions: the same mean
+        padded = target_loss(tiny.model, input_ids, attention, label_ids, pad_to_multiple=7)
+    assert torch.allclose(padded, theirs, atol=1e-5), (padded, theirs)

@@ -49,10 +49,15 @@ class BenchResult(BaseModel):
         "peft_load_ms, mixed_vs_base_batch_ratio, mixed_vs_single_skill_ratio, mixed_vs_serial_ratio, "
         "decode_tokens_per_s",
     )
+    training: dict[str, Any] | None = Field(
+        None,
+        description="a long LoRA run alone and beside a busy loop (agent.bench.training): train_peak_rss_gb, "
+        "train_step_s_first20, train_step_s_last20, train_tokens_per_s, train_tokens_per_s_contended",
+    )
 
 
 Say = Callable[[str], None]  # a progress line for the operator (stderr)
-SUBJECTS = frozenset({"base", "skills", "runtime", "routing", "instances", "consolidation"})
+SUBJECTS = frozenset({"base", "skills", "runtime", "routing", "instances", "consolidation", "training"})
 """What `run_bench(only=...)` / `habitloop bench --only` can select ("base": the cold GGUF load; the cached base
 is always loaded)."""
 
@@ -190,6 +195,28 @@ def _routing(skills: int, *, repeats: int, say: Say) -> dict[str, Figure]:
     return measure_routing(Embedder(), skills=skills, repeats=max(repeats, 21)) | measure_index_refresh(skills=skills)
 
 
+def _runtime(
+    base: Any, resident: Sequence[int], hot_sizes: Sequence[int], decode_tokens: int | None, repeats: int, say: Say
+) -> tuple[dict[str, Any], dict[str, Figure]]:
+    """Adapter slots against plain peft (`agent.bench.runtime`), on adapters in a temporary folder."""
+    from agent.bench.runtime import run_runtime_bench
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return run_runtime_bench(
+            base, Path(tmp), resident=resident, peft_loaded=[h for h in hot_sizes if h <= 64],
+            tokens=decode_tokens or 32, repeats=repeats, say=say,
+        )  # fmt: skip
+
+
+def _training(
+    settings: Settings, steps: int, contended_steps: int, say: Say
+) -> tuple[dict[str, Any], dict[str, Figure]]:
+    """A long training run alone and beside a busy loop (`agent.bench.training`)."""
+    from agent.bench.training import measure_training
+
+    return measure_training(settings, steps=steps, contended_steps=contended_steps, say=say)
+
+
 def run_bench(
     settings: Settings,
     *,
@@ -202,6 +229,8 @@ def run_bench(
     routing_skills: int | None = 10_000,
     instances: int | None = 1000,
     runtime_resident: list[int] | tuple[int, ...] = (1, 8, 64, 1000),
+    training_steps: int | None = 200,
+    contended_steps: int = 30,
     only: frozenset[str] | None = None,
     progress: bool = True,
 ) -> BenchResult:
@@ -231,13 +260,7 @@ def run_bench(
         figures |= skill_figures
     runtime_result = None
     if wanted("runtime") and (runtime_resident or decode_tokens):
-        from agent.bench.runtime import run_runtime_bench
-
-        with tempfile.TemporaryDirectory() as tmp:
-            runtime_result, runtime_figures = run_runtime_bench(
-                base, Path(tmp), resident=runtime_resident, peft_loaded=[h for h in hot_sizes if h <= 64],
-                tokens=decode_tokens or 32, repeats=repeats, say=say,
-            )  # fmt: skip
+        runtime_result, runtime_figures = _runtime(base, runtime_resident, hot_sizes, decode_tokens, repeats, say)
         figures |= runtime_figures
     if routing_skills and wanted("routing"):
         figures |= _routing(routing_skills, repeats=repeats, say=say)
@@ -253,6 +276,11 @@ def run_bench(
         say(f"consolidation of {consolidation_episodes} episodes (a process of its own, a few minutes)...")
         figures |= _measure_consolidation(settings, consolidation_episodes)
 
+    training_result = None
+    if training_steps and wanted("training"):
+        training_result, training_figures = _training(settings, training_steps, contended_steps, say)
+        figures |= training_figures
+
     return BenchResult(
         machine=_machine(),
         torch_threads=torch.get_num_threads(),
@@ -264,6 +292,7 @@ def run_bench(
         instances=instance_result,
         mixed_vs_serial_ratio=mixed_ratio,
         runtime=runtime_result,
+        training=training_result,
     )
 
 
@@ -294,6 +323,10 @@ def render_table(result: BenchResult) -> Table:
             *(
                 (f"runtime {key}", (result.runtime or {}).get(key))
                 for key in ("mixed_vs_base_batch_ratio", "mixed_vs_single_skill_ratio", "mixed_vs_serial_ratio")
+            ),
+            *(
+                (f"training {key}", (result.training or {}).get(key))
+                for key in ("last_over_first", "contended_over_alone")
             ),
         )
         if value is not None

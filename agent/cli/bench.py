@@ -30,6 +30,12 @@ def bench(
     consolidation: Annotated[
         int, typer.Option(help="episodes for the consolidation benchmark (0: skip; 64 takes a few minutes)")
     ] = 64,
+    training_steps: Annotated[
+        int, typer.Option(help="steps of the long training run on the BFCL headline demonstrations (0: skip; ~15 min)")
+    ] = 200,
+    contended_steps: Annotated[
+        int, typer.Option(help="steps of the same run beside a busy loop on one core (0: skip)")
+    ] = 30,
     runtime_resident: Annotated[
         str, typer.Option(help="resident skills for the adapter-slot switch/load figures, comma-separated ('' skips)")
     ] = "1,8,64,1000",
@@ -37,13 +43,14 @@ def bench(
         str,
         typer.Option(
             help="run just these subjects, comma-separated: base, skills, runtime, routing, instances, "
-            "consolidation (default: all)"
+            "consolidation, training (default: all)"
         ),
     ] = "",
     save_to: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON here")] = None,
 ) -> None:
     """Measure base load, decoding with composed skills, mixed-skill batches, hot switch / cold load against plain
-    peft, routing and consolidation; print a table (or JSON) and save it under reports/bench.json."""
+    peft, routing, consolidation and a long training run; print a table (or JSON) and save it under
+    reports/bench.json."""
     from agent.bench.runner import render_table, run_bench
 
     sizes = [int(s) for s in skills.split(",") if s.strip()]
@@ -58,6 +65,8 @@ def bench(
         cold_gguf=cold_gguf,
         consolidation_episodes=consolidation or None,
         runtime_resident=[int(r) for r in runtime_resident.split(",") if r.strip()],
+        training_steps=training_steps or None,
+        contended_steps=contended_steps,
         only=frozenset(s.strip() for s in only.split(",") if s.strip()) or None,
         progress=True,
     )

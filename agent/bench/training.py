@@ -1,0 +1,139 @@
+"""Training that stays small and steady: a long LoRA run on the BFCL headline demonstrations, alone and beside a
+competing CPU-bound process (`habitloop bench --only training`).
+
+Each run is a process of its own, so its peak RSS is the run's own: the base, the 282 demonstrations of the headline
+recipe (simple_python + multiple train splits, never a test case), the default `TrainConfig`. The figures are the
+issue's: `train_peak_rss_gb`, `train_step_s_first20` / `train_step_s_last20` (the median step of the first and the
+last 20: does a step slow as the run goes on?), `train_tokens_per_s`, and `train_tokens_per_s_contended` beside a
+busy loop on one core, with its ratio to the same steps alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.bench.figures import Figure
+from agent.config import Settings
+from skills.errors import OperatorError
+
+CATEGORIES = ("simple_python", "multiple")  # the headline recipe's train demonstrations
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def training_child(home: str, steps: int) -> None:
+    """Run in a fresh process: train `steps` steps on the headline demonstrations; print the measurements as JSON."""
+    import tempfile
+
+    from agent.base import load_base
+    from agent.evals.bfcl.data import load_cases
+    from agent.evals.bfcl.practice import demonstration
+    from memory.dataset import example_from
+    from skills.train import TrainConfig, train_lora
+
+    settings = Settings(home=Path(home))
+    base = load_base(settings=settings)
+    cases = [case for category in CATEGORIES for case in load_cases(settings.home, category, "train")]
+    examples = [example_from(demonstration(case)) for case in cases]
+    rss: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train_lora(
+            base.model, base.tokenizer, examples, Path(tmp) / "adapter", config=TrainConfig(steps=steps),
+            progress=False, on_step=lambda step, loss: rss.append(round(_rss_mb(), 1)),
+        )  # fmt: skip
+    payload = {
+        "examples": len(examples),
+        "step_seconds": result.step_seconds,
+        "step_tokens": result.step_tokens,
+        "step_rss_mb": rss,
+        "tokens_per_second": result.tokens_per_second,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "torch_threads": __import__("torch").get_num_threads(),
+    }
+    print("TRAINING " + json.dumps(payload), flush=True)
+
+
+def _run_child(settings: Settings, steps: int) -> dict[str, Any]:
+    code = f"from agent.bench.training import training_child; training_child({str(settings.home)!r}, {steps})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=4 * 3600)
+    if out.returncode != 0:
+        raise OperatorError(
+            f"the training benchmark failed:\n{out.stderr[-3000:]}",
+            hint="its own process's error is above; the BFCL data comes with `make setup`",
+        )
+    line = next(line for line in out.stdout.splitlines() if line.startswith("TRAINING "))
+    return dict(json.loads(line.removeprefix("TRAINING ")))
+
+
+def _busy_loop() -> subprocess.Popen[bytes]:
+    """One competing CPU-bound process (a pure Python loop: one core, no threads of its own)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def _tokens_per_s(run: dict[str, Any], steps: int) -> float:
+    return sum(run["step_tokens"][:steps]) / sum(run["step_seconds"][:steps])
+
+
+def measure_training(
+    settings: Settings, *, steps: int = 200, contended_steps: int = 30, say: Callable[[str], None] = print
+) -> tuple[dict[str, Any], dict[str, Figure]]:
+    """`steps` steps alone, then `contended_steps` (the same batches: same seed) beside a busy loop."""
+    say(f"training: {steps} steps on the headline demonstrations, alone (a process of its own)...")
+    alone = _run_child(settings, steps)
+    contended = None
+    if contended_steps:
+        say(f"training: {contended_steps} steps beside a busy loop on one core...")
+        competitor = _busy_loop()
+        try:
+            time.sleep(1.0)  # let it take its core
+            contended = _run_child(settings, contended_steps)
+        finally:
+            competitor.kill()
+            competitor.wait()
+    step_s = alone["step_seconds"]
+    window = min(20, len(step_s))
+    first, last = statistics.median(step_s[:window]), statistics.median(step_s[-window:])
+    summary: dict[str, Any] = {
+        "steps": len(step_s),
+        "examples": alone["examples"],
+        "torch_threads": alone["torch_threads"],
+        "train_peak_rss_gb": round(alone["peak_rss_mb"] / 1024, 2),
+        "train_step_s_first20": round(first, 3),
+        "train_step_s_last20": round(last, 3),
+        "last_over_first": round(last / first, 3),
+        "train_tokens_per_s": round(alone["tokens_per_second"], 1),
+        "rss_mb_every_10_steps": alone["step_rss_mb"][9::10],
+    }
+    if contended is not None:
+        same = min(contended_steps, len(step_s))
+        contended_rate, alone_rate = _tokens_per_s(contended, same), _tokens_per_s(alone, same)
+        summary |= {
+            "train_tokens_per_s_contended": round(contended_rate, 1),
+            "contended_over_alone": round(contended_rate / alone_rate, 3),
+            "contended_peak_rss_gb": round(contended["peak_rss_mb"] / 1024, 2),
+        }
+    note = f"{len(step_s)} steps, {alone['examples']} BFCL headline demonstrations, {alone['torch_threads']} threads"
+    figures = {
+        "train_peak_rss_gb": Figure(median=summary["train_peak_rss_gb"], unit="GB", samples=[], note=note),
+        "train_step_s_first20": Figure(median=summary["train_step_s_first20"], unit="s", samples=step_s[:window]),
+        "train_step_s_last20": Figure(median=summary["train_step_s_last20"], unit="s", samples=step_s[-window:]),
+        "train_tokens_per_s": Figure(median=summary["train_tokens_per_s"], unit="tokens/s", samples=[], note=note),
+    }
+    if contended is not None:
+        figures["train_tokens_per_s_contended"] = Figure(
+            median=summary["train_tokens_per_s_contended"], unit="tokens/s", samples=[],
+            note=f"first {contended_steps} steps beside a busy loop; {summary['contended_over_alone']}x alone",
+        )  # fmt: skip
+    return summary, figures
