@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--pad", type=int, default=32, help="TrainConfig.pad_to_multiple")
     parser.add_argument("--no-trim", action="store_true", help="skip train_lora's per-step malloc_trim")
+    parser.add_argument("--no-checkpointing", action="store_true", help="as the BFCL recipe trains")
     parser.add_argument("--mmap", type=int, default=0, help="mallopt(M_MMAP_THRESHOLD, bytes)")
     args = parser.parse_args()
 
@@ -89,7 +90,7 @@ def main() -> None:
         if step % 10 == 0:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 
-    config = TrainConfig(steps=args.steps, pad_to_multiple=args.pad)
+    config = TrainConfig(steps=args.steps, pad_to_multiple=args.pad, gradient_checkpointing=not args.no_checkpointing)
     with tempfile.TemporaryDirectory() as tmp:
         result = train_lora(base.model, base.tokenizer, examples, Path(tmp), config=config, on_step=on_step)
     for row, seconds in zip(rows, result.step_seconds, strict=True):
