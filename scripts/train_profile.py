@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
 import resource
 import sys
 import tempfile
@@ -28,10 +27,8 @@ from typing import Any
 
 import skills.train as training
 from agent.base import load_base
+from agent.bench.training import headline_examples, rss_mb
 from agent.config import Settings
-from agent.evals.bfcl.data import load_cases
-from agent.evals.bfcl.practice import demonstration
-from memory.dataset import example_from
 from skills.train import TrainConfig, train_lora
 
 M_MMAP_THRESHOLD = -3
@@ -42,11 +39,6 @@ class MallInfo2(ctypes.Structure):
         (name, ctypes.c_size_t)
         for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
     ]
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def main() -> None:
@@ -72,8 +64,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     settings = Settings()
     base = load_base(settings=settings)
-    cases = load_cases(settings.home, "simple_python", "train") + load_cases(settings.home, "multiple", "train")
-    examples = [example_from(demonstration(case)) for case in cases]
+    examples = headline_examples(settings)
     rows: list[dict[str, Any]] = []
 
     def on_step(step: int, loss: float) -> None:

@@ -281,7 +281,7 @@ def train_lora(
     losses: list[float] = []
     step_seconds: list[float] = []
     step_tokens: list[int] = []
-    tokens = target_tokens = 0
+    target_tokens = 0
     started = time.perf_counter()
 
     with temporary_adapter(model, lora) as (peft_model, name):
@@ -333,7 +333,6 @@ def train_lora(
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
                 step_tokens.append(int(attention.sum()))
-                tokens += step_tokens[-1]
                 target_tokens += int((labels != IGNORE_INDEX).sum())
                 del loss
                 return_free_heap()
@@ -349,6 +348,7 @@ def train_lora(
         trainable = sum(p.numel() for p in params)
 
     seconds = time.perf_counter() - started
+    tokens = sum(step_tokens)
     digest = data_hash(examples)
     provenance = Provenance(
         source="trained",

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from agent.base import load_base
 from agent.bench.figures import Figure, figure, timed
+from agent.bench.training import measure_training
 from agent.config import Settings
 from skills import Residency, SkillStore
 from skills.errors import OperatorError, UserError
@@ -208,15 +209,6 @@ def _runtime(
         )  # fmt: skip
 
 
-def _training(
-    settings: Settings, steps: int, contended_steps: int, say: Say
-) -> tuple[dict[str, Any], dict[str, Figure]]:
-    """A long training run alone and beside a busy loop (`agent.bench.training`)."""
-    from agent.bench.training import measure_training
-
-    return measure_training(settings, steps=steps, contended_steps=contended_steps, say=say)
-
-
 def run_bench(
     settings: Settings,
     *,
@@ -278,7 +270,9 @@ def run_bench(
 
     training_result = None
     if training_steps and wanted("training"):
-        training_result, training_figures = _training(settings, training_steps, contended_steps, say)
+        training_result, training_figures = measure_training(
+            settings, steps=training_steps, contended_steps=contended_steps, say=say
+        )
         figures |= training_figures
 
     return BenchResult(

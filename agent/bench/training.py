@@ -28,30 +28,39 @@ from skills.errors import OperatorError
 CATEGORIES = ("simple_python", "multiple")  # the headline recipe's train demonstrations
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
+    """This process's resident memory now (not its peak), in MB."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def headline_examples(settings: Settings) -> list[Any]:
+    """The BFCL headline recipe's training conversations: every train demonstration of `CATEGORIES`."""
+    from agent.evals.bfcl.data import load_cases
+    from agent.evals.bfcl.practice import demonstration
+    from memory.dataset import example_from
+
+    cases = [case for category in CATEGORIES for case in load_cases(settings.home, category, "train")]
+    return [example_from(demonstration(case)) for case in cases]
 
 
 def training_child(home: str, steps: int) -> None:
     """Run in a fresh process: train `steps` steps on the headline demonstrations; print the measurements as JSON."""
     import tempfile
 
+    import torch
+
     from agent.base import load_base
-    from agent.evals.bfcl.data import load_cases
-    from agent.evals.bfcl.practice import demonstration
-    from memory.dataset import example_from
     from skills.train import TrainConfig, train_lora
 
     settings = Settings(home=Path(home))
     base = load_base(settings=settings)
-    cases = [case for category in CATEGORIES for case in load_cases(settings.home, category, "train")]
-    examples = [example_from(demonstration(case)) for case in cases]
+    examples = headline_examples(settings)
     rss: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         result = train_lora(
             base.model, base.tokenizer, examples, Path(tmp) / "adapter", config=TrainConfig(steps=steps),
-            progress=False, on_step=lambda step, loss: rss.append(round(_rss_mb(), 1)),
+            progress=False, on_step=lambda step, loss: rss.append(round(rss_mb(), 1)),
         )  # fmt: skip
     payload = {
         "examples": len(examples),
@@ -60,7 +69,7 @@ def training_child(home: str, steps: int) -> None:
         "step_rss_mb": rss,
         "tokens_per_second": result.tokens_per_second,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "torch_threads": __import__("torch").get_num_threads(),
+        "torch_threads": torch.get_num_threads(),
     }
     print("TRAINING " + json.dumps(payload), flush=True)
 
