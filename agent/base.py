@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from agent.config import Settings
 from skills.errors import BaseModelMissingError, UserError
+from skills.threads import pin_threads
 
 DEFAULT_BASE = "smollm2"
 DEFAULT_BASE_NAME = "smollm2-135m-instruct"
@@ -255,7 +256,7 @@ def load_base(spec: str | None = None, *, settings: Settings | None = None) -> B
     from transformers.utils import logging as hf_logging
 
     if settings.threads:
-        torch.set_num_threads(settings.threads)
+        pin_threads(settings.threads)
     spec = spec or settings.base
     name, path, kind = _resolve(spec)
     started = time.perf_counter()

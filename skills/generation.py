@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from skills.heap import return_free_heap
+from skills.threads import share_cores
 
 Message = dict[str, str]
 
@@ -37,6 +38,7 @@ def generate(
                 for chat in chats[start : start + batch_size]
             ]
             batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            share_cores()  # threads for the cores other processes leave free (skills/threads.py)
             with torch.inference_mode():
                 output = model.generate(
                     **batch,

@@ -27,6 +27,7 @@ from skills.files import ADAPTER_WEIGHTS, check_adapter_dir, library_versions, r
 from skills.heap import return_free_heap
 from skills.manifest import LoraSpec, Provenance
 from skills.messages import ChatMessage
+from skills.threads import share_cores
 
 IGNORE_INDEX = -100  # label value that torch's cross-entropy skips
 
@@ -93,6 +94,9 @@ class TrainResult(BaseModel):
     tokens_per_second: float
     step_seconds: list[float] = Field(default_factory=list, description="wall seconds of each optimizer step")
     step_tokens: list[int] = Field(default_factory=list, description="tokens of each step (padding excluded)")
+    step_threads: list[int] = Field(
+        default_factory=list, description="torch threads after each step (they follow the free cores: FairShare)"
+    )
     trainable_params: int
     data_hash: str
     config: TrainConfig
@@ -281,6 +285,7 @@ def train_lora(
     losses: list[float] = []
     step_seconds: list[float] = []
     step_tokens: list[int] = []
+    step_threads: list[int] = []
     target_tokens = 0
     started = time.perf_counter()
 
@@ -309,6 +314,7 @@ def train_lora(
         checkpointing = config.gradient_checkpointing and causal.supports_gradient_checkpointing
         if checkpointing:  # non-reentrant: works with a frozen base and trainable adapters, no input grads needed
             causal.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        share_cores()  # the threads follow the cores other processes leave free (skills/threads.py)
         try:
             peft_model.train()
             bar = tqdm(range(config.steps), desc="training", unit="step", disable=not progress, leave=False)
@@ -337,6 +343,7 @@ def train_lora(
                 del loss
                 return_free_heap()
                 step_seconds.append(round(time.perf_counter() - step_started, 4))
+                step_threads.append(share_cores())
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 if on_step is not None:
                     on_step(len(losses), losses[-1])
@@ -369,6 +376,7 @@ def train_lora(
         tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
         step_seconds=step_seconds,
         step_tokens=step_tokens,
+        step_threads=step_threads,
         trainable_params=trainable,
         data_hash=digest,
         config=config.model_copy(update={"lora": lora}),

@@ -125,7 +125,10 @@ def one_torch_thread() -> Iterator[None]:
     the tiny model's small ops ran ~50x slower with 2 threads (measured)."""
     import torch
 
+    from skills.threads import pin_threads
+
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    pin_threads(1)  # training's FairShare leaves pinned threads alone
     yield
+    pin_threads(None)
     torch.set_num_threads(previous)

@@ -27,6 +27,10 @@ from skills import (
 )
 from skills.train import IGNORE_INDEX, tokenize_chat
 
+# Pinned threads: training is bitwise reproducible for a given seed *and thread count*; unpinned, FairShare may change
+# the threads between steps with the machine's load (skills/threads.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 Train = Callable[..., TrainResult]
 Datasets = dict[str, list[ChatExample]]
 PROBE = "<|im_start|>user\nping<|im_end|>\n<|im_start|>assistant\n"
@@ -173,6 +177,7 @@ def test_loss_goes_down_on_memorisable_data(datasets: Datasets, train_adapter: T
     # per-step figures (what `habitloop bench --only training` reads)
     assert len(result.step_seconds) == len(result.step_tokens) == 30
     assert sum(result.step_tokens) == result.tokens and all(s > 0 for s in result.step_seconds)
+    assert result.step_threads == [1] * 30  # pinned: FairShare leaves them alone
 
 
 def test_rounding_batch_shapes_up_leaves_the_training_as_it_was(

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from agent.backends.protocol import ChatRequest, Generation, Message, fit_context, generate_each
 from skills.errors import UserError
+from skills.threads import share_cores
 
 Key = tuple[str, int]  # (skill, revision): a skill's key in the adapter slots
 
@@ -73,6 +74,7 @@ class LocalChatModel:
         tokenizer = self.base.tokenizer
         inputs = self._encode([self._render(messages)])
         max_new_tokens = fit_context(int(inputs["input_ids"].shape[1]), max_new_tokens, self.context_length)
+        share_cores()  # threads for the cores other processes leave free (skills/threads.py)
         with self.activated(skills) as model, torch.inference_mode():
             output = model.generate(
                 **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **_sampling(temperature)
@@ -286,6 +288,7 @@ class LocalChatModel:
         # decoder-only: every row continues from the right edge
         batch = self._encode([self._render(r.messages) for r in requests], padding=True, padding_side="left")
         longest = max(r.max_new_tokens for r in requests)
+        share_cores()
         with torch.inference_mode():
             output = model.generate(
                 **batch,

@@ -35,7 +35,8 @@ def bfcl_consolidation(**overrides: Any) -> ConsolidationConfig:
         "max_steps": 400,
         "max_new_tokens": MAX_NEW_TOKENS,
         "holdout_fraction": 0.1,
-        "gradient_checkpointing": False,  # 1.3x the training tokens/s on the base (measured); memory is ample here
+        # Checkpointing on (TrainConfig's default): off trained 1.3x faster, but one batch of the longest `multiple`
+        # demonstrations kept 4.3 GB of activations (docs/training-memory.md); the goal is 3 GB for 282 of them.
         # A first revision is gated against the base, which calls no tool anywhere (rate 0). Measured on the real base
         # (tests/integration/test_relevance_real.py, 48 demonstrations): held-out mismatched calls 0.8 without
         # negatives, 0.2 with them. 0.5 refuses a first habit as leaky as one trained without negatives, not one with.
