@@ -18,7 +18,12 @@ class Settings(BaseSettings):
         "smollm2",
         description="the base model: 'smollm2' (the packaged default), a .gguf file, or a local HF model folder",
     )
-    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's own choice")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads, fixed; default: as many as the cores other processes leave free, re-measured "
+        "between training steps and generations (skills/threads.py)",
+    )
     max_hot: int = Field(8, ge=1, description="adapters kept loaded in the model at once")
     max_warm: int = Field(64, ge=0, description="adapters kept in RAM (evicted from the model, not yet dropped)")
     slots: int = Field(

@@ -5,7 +5,8 @@ Each run is a process of its own, so its peak RSS is the run's own: the base, th
 recipe (simple_python + multiple train splits, never a test case), the default `TrainConfig`. The figures are the
 issue's: `train_peak_rss_gb`, `train_step_s_first20` / `train_step_s_last20` (the median step of the first and the
 last 20: does a step slow as the run goes on?), `train_tokens_per_s`, and `train_tokens_per_s_contended` beside a
-busy loop on one core, with its ratio to the same steps alone.
+busy loop on one core, with its ratio to the same steps alone. Unless `HABITLOOP_THREADS` pins them, the threads
+follow the free cores (`FairShare`, skills/threads.py): `contended_threads_per_step` shows what it chose.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def training_child(home: str, steps: int) -> None:
         "examples": len(examples),
         "step_seconds": result.step_seconds,
         "step_tokens": result.step_tokens,
+        "step_threads": result.step_threads,
         "step_rss_mb": rss,
         "tokens_per_second": result.tokens_per_second,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -132,6 +134,7 @@ def measure_training(
             "train_tokens_per_s_contended": round(contended_rate, 1),
             "contended_over_alone": round(contended_rate / alone_rate, 3),
             "contended_peak_rss_gb": round(contended["peak_rss_mb"] / 1024, 2),
+            "contended_threads_per_step": contended["step_threads"],
         }
     note = f"{len(step_s)} steps, {alone['examples']} BFCL headline demonstrations, {alone['torch_threads']} threads"
     figures = {
