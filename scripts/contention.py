@@ -101,9 +101,9 @@ def cell(work: str, variant: str, competitor: str, steps: int, tokens: int) -> d
     """One measurement: `work` ('train' / 'decode') under `variant`, beside `competitor` ('none' / 'busy' / 'same')."""
     code = TRAIN_CHILD if work == "train" else DECODE_CHILD
     env = _env(variant, steps * 100, tokens * 100) if competitor == "same" else None
-    rival = None
+    rival: subprocess.Popen[str] | None = None
     if competitor == "busy":
-        rival = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        rival = _spawn("while True: pass", dict(os.environ))
     elif env is not None:  # the same work, endless enough to outlast the measured run
         rival = _spawn(code, env)
         time.sleep(15.0)  # its base loaded, its work under way
