@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+COUNTERS_READABLE = hasattr(os, "sched_getaffinity") and os.path.isfile("/proc/stat")  # Linux
 _pinned: int | None = None  # threads the user fixed (HABITLOOP_THREADS): no share is taken from or given to them
 
 
@@ -98,11 +99,14 @@ def share_cores() -> int:
     """Before (or between) each piece of heavy work: the process's one `FairShare` re-measures and sets the threads.
 
     Training calls it after every step, generation before every batch; the first call starts the measurement.
-    Returns the torch threads now in use.
+    Returns the torch threads now in use. Where the counters are not there to read (no /proc/stat, no CPU affinity:
+    macOS, Windows) the threads stay torch's own.
     """
     import torch
 
     global _process_share
+    if not COUNTERS_READABLE:
+        return torch.get_num_threads()
     if _process_share is None:
         _process_share = FairShare()
         return torch.get_num_threads()

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+import skills.threads as threads
 from skills.threads import CpuSample, FairShare, pin_threads
 
 # ------------------------------------------------------------------------------------------------ FairShare
@@ -75,3 +76,12 @@ def test_a_busy_loop_on_one_core_takes_a_thread_away() -> None:
     finally:
         rival.kill()
         rival.wait()
+
+
+@pytest.mark.usefixtures("restore_threads")
+def test_without_the_counters_the_threads_stay_torchs_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No /proc/stat (macOS, Windows): training and generation still run, on torch's own threads."""
+    monkeypatch.setattr(threads, "COUNTERS_READABLE", False)
+    monkeypatch.setattr(threads, "_process_share", None)
+    torch.set_num_threads(1)
+    assert threads.share_cores() == 1 and threads._process_share is None
