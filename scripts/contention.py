@@ -63,24 +63,13 @@ print("RESULT " + json.dumps({"tokens_per_s": sorted(rates)[1], "threads": torch
 """
 
 TRAIN_CHILD = """
-import json, os, torch
+import os, torch
 if os.environ.get("CONTENTION_INTEROP"):
     torch.set_num_interop_threads(int(os.environ["CONTENTION_INTEROP"]))
-import tempfile
-from pathlib import Path
-from agent.base import load_base
-from agent.bench.training import headline_examples
+from agent.bench.training import training_child
 from agent.config import Settings
-from skills.train import TrainConfig, train_lora
-settings = Settings()
-base = load_base(settings=settings)
-examples = headline_examples(settings)
-with tempfile.TemporaryDirectory() as tmp:
-    result = train_lora(base.model, base.tokenizer, examples, Path(tmp) / "a",
-                        config=TrainConfig(steps=int(os.environ["CONTENTION_STEPS"])), progress=False)
-rate = sum(result.step_tokens) / sum(result.step_seconds)
-print("RESULT " + json.dumps({"tokens_per_s": rate, "threads": torch.get_num_threads()}), flush=True)
-"""
+training_child(str(Settings().home), int(os.environ["CONTENTION_STEPS"]))
+"""  # the training benchmark's own child: it prints one "TRAINING {json}" line
 
 
 def _env(variant: str, steps: int, tokens: int) -> dict[str, str]:
@@ -115,10 +104,15 @@ def cell(work: str, variant: str, competitor: str, steps: int, tokens: int) -> d
         if rival is not None:
             rival.kill()
             rival.wait()
-    line = next((line for line in out.splitlines() if line.startswith("RESULT ")), None)
+    prefix = "TRAINING " if work == "train" else "RESULT "
+    line = next((line for line in out.splitlines() if line.startswith(prefix)), None)
     if line is None:
         raise SystemExit(f"{work}/{variant}/{competitor} failed (exit {measured.returncode})")
-    return {"work": work, "variant": variant, "competitor": competitor, **json.loads(line.removeprefix("RESULT "))}
+    result = json.loads(line.removeprefix(prefix))
+    if work == "train":  # the steps' own rate, without loading and saving
+        rate = sum(result["step_tokens"]) / sum(result["step_seconds"])
+        result = {"tokens_per_s": rate, "threads": result["torch_threads"]}
+    return {"work": work, "variant": variant, "competitor": competitor, **result}
 
 
 def main() -> None:

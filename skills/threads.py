@@ -59,13 +59,11 @@ def cpu_sample() -> CpuSample:
 class FairShare:
     """Keeps this process's torch threads at the cores the other processes leave it, re-measured between steps.
 
-    On 2 cores a second 2-thread training run made each run 8x slower (39 tokens/s against 313 alone), a busy loop 3x
-    (103): threads that outnumber the free cores wait at every barrier for a team-mate the scheduler has set aside.
-    With one thread each the two runs kept 165 tokens/s apiece (0.53x alone, a fair half), beside the busy loop 171
-    (`scripts/contention.py`, docs/training-memory.md). So after each step `adjust` compares the CPU time all
-    processes spent on this process's cores with its own, and sets the threads to the cores left (at least 1, at
-    most the cores). Alone it keeps every core. Threads pinned by the user (`pin_threads`) are never changed; set
-    `HABITLOOP_THREADS` for training that is bitwise reproducible (a thread count changes float reduction order).
+    Each `adjust` compares the CPU time all processes spent on this process's cores since the last call with its own,
+    and sets the threads to the cores left (at least 1, at most the cores): alone it keeps every core, beside one
+    busy process on 2 cores it runs one thread (the measurements are in this module's docstring). Threads pinned by
+    the user (`pin_threads`) are never changed; set `HABITLOOP_THREADS` for training that is bitwise reproducible
+    (a thread count changes the order of float reductions).
     """
 
     min_window_s = 1.0  # shorter windows are noise: keep the current threads

@@ -35,8 +35,9 @@ def bfcl_consolidation(**overrides: Any) -> ConsolidationConfig:
         "max_steps": 400,
         "max_new_tokens": MAX_NEW_TOKENS,
         "holdout_fraction": 0.1,
-        # Checkpointing on (TrainConfig's default): off trained 1.3x faster, but one batch of the longest `multiple`
-        # demonstrations kept 4.3 GB of activations (docs/training-memory.md); the goal is 3 GB for 282 of them.
+        # Off trained 1.3x faster, but one batch of the longest `multiple` demonstrations kept 4.3 GB of activations;
+        # on, the 282-demonstration consolidation peaked at 2.58 GB (docs/training-memory.md).
+        "gradient_checkpointing": True,
         # A first revision is gated against the base, which calls no tool anywhere (rate 0). Measured on the real base
         # (tests/integration/test_relevance_real.py, 48 demonstrations): held-out mismatched calls 0.8 without
         # negatives, 0.2 with them. 0.5 refuses a first habit as leaky as one trained without negatives, not one with.
