@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,6 +78,14 @@ class TrainConfig(BaseModel):
         description="pad each batch's width, and its count of target positions, up to a multiple of this (1: no "
         "rounding): a few tensor shapes instead of a new one every step, so the allocator reuses its blocks and "
         "oneDNN its kernels (see docs/training-memory.md)",
+    )
+    pack_width: int = Field(
+        0,
+        ge=0,
+        description="0: each example of a step is a row of its own, right-padded (batches are length-bucketed). "
+        "N: the step's examples are packed into as few rows of up to N tokens as fit, each example attending only "
+        "to itself; the same examples and loss, less padding, longer attention rows (measured in "
+        "docs/training-memory.md)",
     )
 
 
@@ -183,20 +191,26 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def target_loss(model: Any, input_ids: Any, attention_mask: Any, labels: Any, *, pad_to_multiple: int = 1) -> Any:
+def target_loss(
+    model: Any, input_ids: Any, attention_mask: Any, labels: Any, *, pad_to_multiple: int = 1, position_ids: Any = None
+) -> Any:
     """Mean next-token cross-entropy over the target (assistant) positions only.
 
     The same number as `model(..., labels=labels).loss`, but the vocabulary projection runs only where there is a
     target: with a 49k vocabulary and mostly prompt tokens, projecting every position was most of a step's compute
     and memory (logits: batch x length x 49152 floats, several copies for the loss and its gradient). The target
     rows are padded with ignored positions up to `pad_to_multiple`, so the projection's shape repeats across steps.
+    Packed rows (`attention_mask` None, `position_ids` restarting at 0 for each example) keep each example's attention
+    to itself: transformers builds the block-diagonal causal mask from the position ids.
     """
     import torch
     import torch.nn.functional as F
 
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = causal.get_decoder(), causal.get_output_embeddings()
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (batch, length, hidden)
+    hidden = decoder(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+    ).last_hidden_state  # (batch, length, hidden)
     targets = labels[:, 1:].reshape(-1)  # position t predicts token t+1
     keep = targets != IGNORE_INDEX  # (batch * (length - 1),)
     rows = min(round_up(int(keep.sum()), pad_to_multiple), keep.numel())
@@ -217,6 +231,72 @@ def save_adapter(peft_model: Any, adapter_name: str, out_dir: Path) -> Path:
     config.inference_mode = True
     config.save_pretrained(str(out_dir))
     return out_dir
+
+
+class Batch(NamedTuple):
+    """One step's tensors, (rows, width) each; `attention_mask` None and `position_ids` set when packed."""
+
+    input_ids: Any
+    labels: Any
+    attention_mask: Any
+    position_ids: Any
+    tokens: int  # real tokens, padding excluded
+
+    def to(self, device: Any) -> Batch:
+        def move(t: Any) -> Any:
+            return None if t is None else t.to(device)
+
+        return Batch(
+            move(self.input_ids), move(self.labels), move(self.attention_mask), move(self.position_ids), self.tokens
+        )
+
+
+def _rows(lengths: Sequence[int], pack_width: int) -> list[list[int]]:
+    """Which examples share a row: one each (pack_width 0), or first-fit, longest first, into rows of pack_width."""
+    if not pack_width:
+        return [[i] for i in range(len(lengths))]
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        fits = next((r for r, free in enumerate(room) if lengths[i] <= free), None)
+        if fits is None:  # a new row; an example longer than pack_width gets one of its own
+            rows.append([i])
+            room.append(pack_width - lengths[i])
+        else:
+            rows[fits].append(i)
+            room[fits] -= lengths[i]
+    return rows
+
+
+def make_batch(features: Sequence[tuple[list[int], list[int]]], pad_id: int, config: TrainConfig) -> Batch:
+    """Lay one step's examples out as tensors: padded rows, or packed rows (see `TrainConfig.pack_width`).
+
+    Packed, every example's positions restart at 0 and its first label is ignored (nothing predicts one example's
+    first token from the one before); the padding at a row's end is a sequence of its own, all ignored.
+    """
+    import torch
+
+    rows = _rows([len(ids) for ids, _ in features], config.pack_width)
+    width = round_up(max(sum(len(features[i][0]) for i in row) for row in rows), config.pad_to_multiple)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for i in row:
+            ids, labs = features[i]
+            input_ids[r, at : at + len(ids)] = torch.tensor(ids)
+            labels[r, at : at + len(ids)] = torch.tensor(labs)
+            labels[r, at] = IGNORE_INDEX
+            positions[r, at : at + len(ids)] = torch.arange(len(ids))
+            attention[r, at : at + len(ids)] = 1
+            at += len(ids)
+        positions[r, at:] = torch.arange(width - at)
+    tokens = int(attention.sum())
+    if config.pack_width:
+        return Batch(input_ids, labels, None, positions, tokens)
+    return Batch(input_ids, labels, attention, None, tokens)
 
 
 def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> Iterator[list[int]]:
@@ -320,26 +400,20 @@ def train_lora(
             bar = tqdm(range(config.steps), desc="training", unit="step", disable=not progress, leave=False)
             for _ in bar:
                 step_started = time.perf_counter()
-                batch = [features[i] for i in next(batches)]
-                # right-pad to the longest example of the batch, rounded up to pad_to_multiple: (batch, width)
-                width = round_up(max(len(ids) for ids, _ in batch), config.pad_to_multiple)
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long, device=device)
-                labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long, device=device)
-                attention = torch.zeros((len(batch), width), dtype=torch.long, device=device)
-                for row, (ids, labs) in enumerate(batch):
-                    input_ids[row, : len(ids)] = torch.tensor(ids)
-                    labels[row, : len(labs)] = torch.tensor(labs)
-                    attention[row, : len(ids)] = 1
+                batch = make_batch([features[i] for i in next(batches)], pad_id, config).to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast):
-                    loss = target_loss(peft_model, input_ids, attention, labels, pad_to_multiple=config.pad_to_multiple)
+                    loss = target_loss(
+                        peft_model, batch.input_ids, batch.attention_mask, batch.labels,
+                        pad_to_multiple=config.pad_to_multiple, position_ids=batch.position_ids,
+                    )  # fmt: skip
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
-                step_tokens.append(int(attention.sum()))
-                target_tokens += int((labels != IGNORE_INDEX).sum())
+                step_tokens.append(batch.tokens)
+                target_tokens += int((batch.labels != IGNORE_INDEX).sum())
                 del loss
                 return_free_heap()
                 step_seconds.append(round(time.perf_counter() - step_started, 4))

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 from pydantic import ValidationError
@@ -194,6 +196,58 @@ def test_rounding_batch_shapes_up_leaves_the_training_as_it_was(
     assert rounded.losses == pytest.approx(exact.losses, abs=1e-4)
     one, two = weights(exact.adapter_dir), weights(rounded.adapter_dir)
     assert all(torch.allclose(one[k], two[k], atol=1e-4) for k in one)
+
+
+def test_packing_examples_into_rows_leaves_the_training_as_it_was(
+    datasets: Datasets, quick: TrainConfig, train_adapter: Train
+) -> None:
+    """Packed rows (each example attending only to itself) are another layout of the same batches: the losses and
+    the trained weights are those of padded rows (fp32, as above)."""
+    data = datasets["alpha"] + datasets["gamma"]
+    fp32 = quick.model_copy(update={"batch_size": 3, "bf16_autocast": False, "pad_to_multiple": 1})
+    padded = train_adapter(data, config=fp32)
+    packed = train_adapter(data, config=fp32.model_copy(update={"pack_width": 512}))
+    assert packed.tokens == padded.tokens and packed.target_tokens == padded.target_tokens
+    assert packed.losses == pytest.approx(padded.losses, abs=1e-4)
+    one, two = weights(padded.adapter_dir), weights(packed.adapter_dir)
+    assert all(torch.allclose(one[k], two[k], atol=1e-4) for k in one)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(2, 40), min_size=1, max_size=8),
+    pack_width=st.sampled_from([0, 16, 48, 100]),
+    multiple=st.sampled_from([1, 8]),
+)
+def test_a_batch_layout_holds_every_example_once_with_its_own_positions(
+    lengths: list[int], pack_width: int, multiple: int
+) -> None:
+    from skills.train import make_batch
+
+    features = [([100 * e + t + 1 for t in range(n)], [IGNORE_INDEX] + [7] * (n - 1)) for e, n in enumerate(lengths)]
+    config = TrainConfig(pack_width=pack_width, pad_to_multiple=multiple)
+    batch = make_batch(features, pad_id=0, config=config)
+    rows, width = batch.input_ids.shape
+    assert width % multiple == 0 and batch.tokens == sum(lengths)
+    assert (batch.attention_mask is None) == bool(pack_width) == (batch.position_ids is not None)
+    if not pack_width:
+        assert rows == len(lengths)
+        return
+    found = []
+    for r in range(rows):  # each example: its ids in order, positions 0..n-1, first label ignored
+        ids, labels, positions = batch.input_ids[r].tolist(), batch.labels[r].tolist(), batch.position_ids[r].tolist()
+        at = 0
+        while at < width and ids[at] != 0:
+            e = (ids[at] - 1) // 100  # ids are 100 * example + position + 1; 0 is padding
+            n = lengths[e]
+            assert ids[at : at + n] == features[e][0] and positions[at : at + n] == list(range(n))
+            assert labels[at] == IGNORE_INDEX and labels[at + 1 : at + n] == [7] * (n - 1)
+            found.append(e)
+            at += n
+        assert at == width or positions[at] == 0  # the padding starts a sequence of its own
+        assert set(labels[at:]) <= {IGNORE_INDEX}
+        assert at <= max(pack_width, max(lengths))  # over pack_width only for an example alone in its row
+    assert sorted(found) == list(range(len(lengths)))
 
 
 def test_training_is_deterministic_given_the_seed(quick: TrainConfig, train_adapter: Train) -> None:

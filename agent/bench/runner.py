@@ -223,6 +223,7 @@ def run_bench(
     runtime_resident: list[int] | tuple[int, ...] = (1, 8, 64, 1000),
     training_steps: int | None = 200,
     contended_steps: int = 30,
+    packed_steps: int = 0,
     only: frozenset[str] | None = None,
     progress: bool = True,
 ) -> BenchResult:
@@ -271,7 +272,7 @@ def run_bench(
     training_result = None
     if training_steps and wanted("training"):
         training_result, training_figures = measure_training(
-            settings, steps=training_steps, contended_steps=contended_steps, say=say
+            settings, steps=training_steps, contended_steps=contended_steps, packed_steps=packed_steps, say=say
         )
         figures |= training_figures
 

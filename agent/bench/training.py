@@ -7,6 +7,8 @@ issue's: `train_peak_rss_gb`, `train_step_s_first20` / `train_step_s_last20` (th
 last 20: does a step slow as the run goes on?), `train_tokens_per_s`, and `train_tokens_per_s_contended` beside a
 busy loop on one core, with its ratio to the same steps alone. Unless `HABITLOOP_THREADS` pins them, the threads
 follow the free cores (`FairShare`, skills/threads.py): `contended_threads_per_step` shows what it chose.
+With `packed_steps`, the same first steps again with each batch packed into rows (`TrainConfig.pack_width`):
+`train_tokens_per_s_packed` and `packed_over_padded` against the padded run's same steps.
 """
 
 from __future__ import annotations
@@ -45,8 +47,12 @@ def headline_examples(settings: Settings) -> list[Any]:
     return [example_from(demonstration(case)) for case in cases]
 
 
-def training_child(home: str, steps: int) -> None:
-    """Run in a fresh process: train `steps` steps on the headline demonstrations; print the measurements as JSON."""
+def training_child(home: str, steps: int, pack_width: int = 0) -> None:
+    """Run in a fresh process: train `steps` steps on the headline demonstrations; print the measurements as JSON.
+
+    `pack_width` > 0 packs each step's examples into rows (`TrainConfig.pack_width`): the same batches, laid out
+    without most of the padding.
+    """
     import tempfile
 
     import torch
@@ -60,8 +66,9 @@ def training_child(home: str, steps: int) -> None:
     rss: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         result = train_lora(
-            base.model, base.tokenizer, examples, Path(tmp) / "adapter", config=TrainConfig(steps=steps),
-            progress=False, on_step=lambda step, loss: rss.append(round(rss_mb(), 1)),
+            base.model, base.tokenizer, examples, Path(tmp) / "adapter",
+            config=TrainConfig(steps=steps, pack_width=pack_width), progress=False,
+            on_step=lambda step, loss: rss.append(round(rss_mb(), 1)),
         )  # fmt: skip
     payload = {
         "examples": len(examples),
@@ -76,8 +83,11 @@ def training_child(home: str, steps: int) -> None:
     print("TRAINING " + json.dumps(payload), flush=True)
 
 
-def _run_child(settings: Settings, steps: int) -> dict[str, Any]:
-    code = f"from agent.bench.training import training_child; training_child({str(settings.home)!r}, {steps})"
+def _run_child(settings: Settings, steps: int, pack_width: int = 0) -> dict[str, Any]:
+    code = (
+        "from agent.bench.training import training_child; "
+        f"training_child({str(settings.home)!r}, {steps}, pack_width={pack_width})"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=4 * 3600)
     if out.returncode != 0:
         raise OperatorError(
@@ -97,10 +107,19 @@ def _tokens_per_s(run: dict[str, Any], steps: int) -> float:
     return sum(run["step_tokens"][:steps]) / sum(run["step_seconds"][:steps])
 
 
+PACK_WIDTH = 1024  # two of the longest headline demonstrations (512 tokens) to a row
+
+
 def measure_training(
-    settings: Settings, *, steps: int = 200, contended_steps: int = 30, say: Callable[[str], None] = print
+    settings: Settings,
+    *,
+    steps: int = 200,
+    contended_steps: int = 30,
+    packed_steps: int = 0,
+    say: Callable[[str], None] = print,
 ) -> tuple[dict[str, Any], dict[str, Figure]]:
-    """`steps` steps alone, then `contended_steps` (the same batches: same seed) beside a busy loop."""
+    """`steps` steps alone, then `contended_steps` (the same batches: same seed) beside a busy loop, then
+    `packed_steps` of the same batches packed into rows of `PACK_WIDTH` tokens."""
     say(f"training: {steps} steps on the headline demonstrations, alone (a process of its own)...")
     alone = _run_child(settings, steps)
     contended = None
@@ -113,6 +132,10 @@ def measure_training(
         finally:
             competitor.kill()
             competitor.wait()
+    packed = None
+    if packed_steps:
+        say(f"training: {packed_steps} steps of the same batches packed into rows of {PACK_WIDTH} tokens...")
+        packed = _run_child(settings, packed_steps, pack_width=PACK_WIDTH)
     step_s = alone["step_seconds"]
     window = min(20, len(step_s))
     first, last = statistics.median(step_s[:window]), statistics.median(step_s[-window:])
@@ -136,6 +159,14 @@ def measure_training(
             "contended_peak_rss_gb": round(contended["peak_rss_mb"] / 1024, 2),
             "contended_threads_per_step": contended["step_threads"],
         }
+    if packed is not None:
+        same = min(packed_steps, len(step_s))
+        packed_rate, padded_rate = _tokens_per_s(packed, same), _tokens_per_s(alone, same)
+        summary |= {
+            "train_tokens_per_s_packed": round(packed_rate, 1),
+            "packed_over_padded": round(packed_rate / padded_rate, 3),
+            "packed_peak_rss_gb": round(packed["peak_rss_mb"] / 1024, 2),
+        }
     note = f"{len(step_s)} steps, {alone['examples']} BFCL headline demonstrations, {alone['torch_threads']} threads"
     figures = {
         "train_peak_rss_gb": Figure(median=summary["train_peak_rss_gb"], unit="GB", samples=[], note=note),
@@ -147,5 +178,10 @@ def measure_training(
         figures["train_tokens_per_s_contended"] = Figure(
             median=summary["train_tokens_per_s_contended"], unit="tokens/s", samples=[],
             note=f"first {contended_steps} steps beside a busy loop; {summary['contended_over_alone']}x alone",
+        )  # fmt: skip
+    if packed is not None:
+        figures["train_tokens_per_s_packed"] = Figure(
+            median=summary["train_tokens_per_s_packed"], unit="tokens/s", samples=[],
+            note=f"first {packed_steps} steps packed, rows of {PACK_WIDTH}; {summary['packed_over_padded']}x padded",
         )  # fmt: skip
     return summary, figures

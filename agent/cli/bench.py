@@ -36,6 +36,9 @@ def bench(
     contended_steps: Annotated[
         int, typer.Option(help="steps of the same run beside a busy loop on one core (0: skip)")
     ] = 30,
+    packed_steps: Annotated[
+        int, typer.Option(help="steps of the same run with each batch packed into rows, against padded rows (0: skip)")
+    ] = 0,
     runtime_resident: Annotated[
         str, typer.Option(help="resident skills for the adapter-slot switch/load figures, comma-separated ('' skips)")
     ] = "1,8,64,1000",
@@ -67,6 +70,7 @@ def bench(
         runtime_resident=[int(r) for r in runtime_resident.split(",") if r.strip()],
         training_steps=training_steps or None,
         contended_steps=contended_steps,
+        packed_steps=packed_steps,
         only=frozenset(s.strip() for s in only.split(",") if s.strip()) or None,
         progress=True,
     )
