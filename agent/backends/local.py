@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent.backends.protocol import ChatRequest, Generation, Message, fit_context, generate_each
+from agent.backends.streaming import RowStreamer
 from skills.errors import UserError
 from skills.threads import share_cores
 
@@ -288,6 +289,9 @@ class LocalChatModel:
         # decoder-only: every row continues from the right edge
         batch = self._encode([self._render(r.messages) for r in requests], padding=True, padding_side="left")
         longest = max(r.max_new_tokens for r in requests)
+        sinks = [r.text_sink for r in requests]
+        if any(sinks):
+            extra = extra | {"streamer": RowStreamer(tokenizer, sinks, [r.max_new_tokens for r in requests])}
         share_cores()
         with torch.inference_mode():
             output = model.generate(

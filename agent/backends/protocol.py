@@ -7,7 +7,7 @@ fake is `agent.testing.ScriptedChatModel`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field, PrivateAttr
@@ -42,11 +42,26 @@ class ChatRequest(BaseModel):
     # The prompt's length in tokens, as `LocalChatModel.fit` counted it: a request fitted once (the server, then the
     # batcher, then generate_batch) is not rendered and tokenized again. Private: never set by a caller or a client.
     _prompt_tokens: int | None = PrivateAttr(default=None)
+    # Where the reply's text goes while it is generated (`streaming`); never serialized, kept by `fitted`.
+    _text_sink: Callable[[str], None] | None = PrivateAttr(default=None)
 
     @property
     def counted_prompt_tokens(self) -> int | None:
         """The prompt's length as a backend's `fit` counted it; None for a request never fitted."""
         return self._prompt_tokens
+
+    @property
+    def text_sink(self) -> Callable[[str], None] | None:
+        """Where a streaming backend sends the reply's text as it is generated (`agent.backends.streaming`)."""
+        return self._text_sink
+
+    def streaming(self, sink: Callable[[str], None]) -> ChatRequest:
+        """This request, asking for its reply's text in pieces as they are generated: `sink(piece)` from the
+        generating thread (keep it quick). The pieces join up to the final `Generation.text` where the backend
+        streams; where it cannot, the sink gets nothing and the final text is all there is."""
+        streamed = self.model_copy()
+        streamed._text_sink = sink
+        return streamed
 
     def fitted(self, max_new_tokens: int, *, prompt_tokens: int) -> ChatRequest:
         """This request with the completion budget a backend's `fit` allows, remembering the prompt's count."""

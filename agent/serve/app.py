@@ -7,9 +7,10 @@ Routes: `POST /v1/chat/completions` (plain and `stream: true`), `GET /v1/models`
 and rollbacks). The request, reply and error bodies are the models of `agent.serve.wire`.
 
 Every request goes through one `BatchingChatModel`, so concurrent requests of different skills are answered in one
-mixed batch. Streaming is not token by token: the reply is generated whole (in its batch) and then sent as OpenAI
-`chat.completion.chunk` events, a word at a time, ending with `data: [DONE]`. A client that disconnects while its
-request is still queued takes its request out of the queue.
+mixed batch. Streaming is token by token (`agent.backends.streaming`): the response starts when the first piece of
+text is decoded, each piece is one OpenAI `chat.completion.chunk` event as its decode step ends, and the stream ends
+with `data: [DONE]`; a backend that cannot stream sends the whole reply at its end, a word at a time. A client that
+disconnects while its request is still queued takes its request out of the queue.
 
 Errors are OpenAI-shaped (`{"error": {"message", "type", "param", "code"}}`): 400 malformed JSON or fields (code
 `context_length_exceeded` for messages longer than the base's context, or an explicit `max_tokens` that does not fit
@@ -25,7 +26,6 @@ import asyncio
 import hmac
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager, contextmanager
@@ -35,30 +35,21 @@ from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.backends.batching import BatchingChatModel
 from agent.backends.protocol import ChatModel, ChatRequest, Generation
-from agent.errors import ContextLengthError
 from agent.runtime import local_runtime
 from agent.serve.catalog import ModelCatalog
+from agent.serve.replies import END, error_response, reply, response_for, streamed, unauthorized
 from agent.serve.wire import (
-    DONE_EVENT,
-    AssistantMessage,
     BadRequestBody,
-    ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionIn,
-    Choice,
-    ChunkChoice,
-    ErrorBody,
-    Usage,
     completion_text,
     parse_request,
-    stream_pieces,
 )
-from skills.errors import HabitloopError, OperatorError, SkillNotFoundError, UserError
+from skills.errors import OperatorError, UserError
 from skills.store import SkillStore
 
 __all__ = ["ServeConfig", "completion_text", "create_app", "local_app", "running_server", "serve_local"]
@@ -85,38 +76,9 @@ class ServeConfig(BaseModel):
 # --------------------------------------------------------------------------------------------------------- errors
 
 
-def _error(
-    status: int, message: str, *, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None
-) -> JSONResponse:
-    body = ErrorBody.of(message, kind=kind, code=code, param=param)
-    return JSONResponse(body.model_dump(), status_code=status)
-
-
-def _error_for(error: BaseException) -> JSONResponse:
-    if isinstance(error, SkillNotFoundError):
-        return _error(404, str(error), code="model_not_found", param="model")
-    if isinstance(error, ContextLengthError):
-        return _error(400, str(error), code="context_length_exceeded", param="messages")
-    if isinstance(error, UserError):
-        return _error(400, str(error))
-    if isinstance(error, HabitloopError):
-        return _error(500, str(error), kind="server_error")
-    log.exception("generation failed", exc_info=error)
-    return _error(500, f"the model failed: {type(error).__name__}: {error}", kind="server_error")
-
-
-def _unauthorized() -> JSONResponse:
-    return _error(
-        401,
-        "missing or wrong API key: send it as `Authorization: Bearer KEY`",
-        kind="authentication_error",
-        code="invalid_api_key",
-    )
-
-
 async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
-    return _error(error.status_code, f"{request.method} {request.url.path}: {error.detail}", code="not_found")
+    return error_response(error.status_code, f"{request.method} {request.url.path}: {error.detail}", code="not_found")
 
 
 # --------------------------------------------------------------------------------------------------------- transport
@@ -141,60 +103,33 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _wait_or_disconnect(future: Future[Generation], request: Request) -> Generation | None:
-    """The generation, or None when the client went away first (its request is then cancelled if still queued)."""
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone away."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
 
-    result: asyncio.Future[Any] = asyncio.wrap_future(future)
-    watcher: asyncio.Future[Any] = asyncio.ensure_future(disconnected())
+async def _first_or_disconnect(awaitable: Any, request: Request) -> asyncio.Future[Any] | None:
+    """`awaitable` as a finished future, or None when the client went away first (it is then cancelled)."""
+    task: asyncio.Future[Any] = asyncio.ensure_future(awaitable)
+    watcher: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(request))
     try:
-        done, _ = await asyncio.wait({result, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-    if result in done:
-        return result.result()
-    future.cancel()  # dropped by the batcher unless its batch already started
-    result.cancel()
+    if task in done:
+        return task
+    task.cancel()
     return None
 
 
-# --------------------------------------------------------------------------------------------------------- replies
-
-
-def _reply(body: ChatCompletionIn, generation: Generation, max_tokens: int) -> Response:
-    """The answer as one JSON object, or (`stream: true`) as `chat.completion.chunk` events, a word at a time."""
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
-    finish = "length" if generation.completion_tokens >= max_tokens else "stop"
-    usage = Usage.of(generation.prompt_tokens, generation.completion_tokens)
-    if not body.stream:
-        choice = Choice(message=AssistantMessage(content=generation.text), finish_reason=finish)
-        whole = ChatCompletion(id=completion_id, created=created, model=body.model, choices=[choice], usage=usage)
-        return JSONResponse(whole.model_dump())
-    include_usage = body.include_usage
-
-    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> str:
-        choice = ChunkChoice(delta=delta, finish_reason=finish_reason)
-        event = ChatCompletionChunk(id=completion_id, created=created, model=body.model, choices=[choice])
-        return event.event(include_usage=include_usage)
-
-    async def events() -> AsyncIterator[str]:
-        yield chunk({"role": "assistant", "content": ""})
-        for piece in stream_pieces(generation.text):
-            yield chunk({"content": piece})
-            await asyncio.sleep(0)  # let a disconnect be noticed between chunks
-        yield chunk({}, finish)
-        if include_usage:
-            tail = ChatCompletionChunk(id=completion_id, created=created, model=body.model, choices=[], usage=usage)
-            yield tail.event(include_usage=True)
-        yield DONE_EVENT
-
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
+async def _wait_or_disconnect(future: Future[Generation], request: Request) -> Generation | None:
+    """The generation, or None when the client went away first (its request is then cancelled if still queued)."""
+    done = await _first_or_disconnect(asyncio.wrap_future(future), request)
+    if done is None:
+        future.cancel()  # dropped by the batcher unless its batch already started
+        return None
+    return done.result()
 
 
 # --------------------------------------------------------------------------------------------------------- the app
@@ -220,13 +155,15 @@ class _Routes:
         try:
             raw = await _read_body(request, self.config.max_body_bytes)
         except _BodyTooLarge:
-            return _error(413, f"the request body is larger than {self.config.max_body_bytes} bytes", code="too_large")
+            return error_response(
+                413, f"the request body is larger than {self.config.max_body_bytes} bytes", code="too_large"
+            )
         except ClientDisconnect:
             return Response(status_code=499)
         try:
             return parse_request(raw)
         except BadRequestBody as error:
-            return _error(400, str(error), code=error.code)
+            return error_response(400, str(error), code=error.code)
 
     async def fitted(self, body: ChatCompletionIn, max_tokens: int, *, strict: bool) -> ChatRequest:
         """The model request: skills resolved, the completion budget fitted to the context.
@@ -244,43 +181,64 @@ class _Routes:
 
     async def chat_completions(self, request: Request) -> Response:
         if not self.authorized(request):
-            return _unauthorized()
+            return unauthorized()
         body = await self.read_request(request)
         if isinstance(body, Response):
             return body
         asked = body.max_completion_tokens or body.max_tokens
         max_tokens = asked or self.config.default_max_tokens
         if max_tokens > self.config.max_tokens_limit:
-            return _error(
+            return error_response(
                 400,
                 f"max_tokens {max_tokens} is above this server's limit {self.config.max_tokens_limit}",
                 param="max_tokens",
             )
         try:
             fitted = await self.fitted(body, max_tokens, strict=asked is not None)
+            if body.stream:
+                return await self.stream(request, body, fitted)
             future = self.batcher.submit(fitted)
         except UserError as error:  # SkillNotFoundError (404) and ContextLengthError (400) included
-            return _error_for(error)
+            return response_for(error)
         try:
             generation = await _wait_or_disconnect(future, request)
         except Exception as error:  # the model's failure for this request only: the batcher isolated it
-            return _error_for(error)
+            return response_for(error)
         if generation is None:
             return Response(status_code=499)  # nobody reads it; nginx's "client closed request"
-        return _reply(body, generation, fitted.max_new_tokens)
+        return reply(body, generation, fitted.max_new_tokens)
+
+    async def stream(self, request: Request, body: ChatCompletionIn, fitted: ChatRequest) -> Response:
+        """Submit `fitted` with a sink into this request's queue; respond once its first piece (or its end) is
+        there, so that a request that fails before producing anything still gets its HTTP error status."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[Any] = asyncio.Queue()
+
+        def put(item: Any) -> None:  # from the batcher's thread
+            loop.call_soon_threadsafe(pieces.put_nowait, item)
+
+        future = self.batcher.submit(fitted.streaming(put))
+        future.add_done_callback(lambda _: put(END))  # after the last piece: the sink runs before the result is set
+        first = await _first_or_disconnect(pieces.get(), request)
+        if first is None:
+            future.cancel()
+            return Response(status_code=499)
+        if first.result() is END and future.exception() is not None:
+            return response_for(future.exception())  # type: ignore[arg-type]
+        return streamed(body, future, pieces, first.result(), fitted.max_new_tokens)
 
     async def models(self, request: Request) -> Response:
         if not self.authorized(request):
-            return _unauthorized()
+            return unauthorized()
         return JSONResponse({"object": "list", "data": self.catalog.listing()})
 
     async def one_model(self, request: Request) -> Response:
         if not self.authorized(request):
-            return _unauthorized()
+            return unauthorized()
         try:
             return JSONResponse(self.catalog.card(request.path_params["model"]))
         except UserError as error:
-            return _error_for(error)
+            return response_for(error)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "batching": self.batcher.stats.model_dump()})

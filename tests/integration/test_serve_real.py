@@ -66,6 +66,10 @@ def test_serve_real_base_with_the_openai_client(real_base: Any, real_settings: S
         # the server answers exactly what the same base answers in this process (greedy)
         local = LocalChatModel(real_base, Residency(real_base.model, store)).generate(messages, max_new_tokens=8)
         assert text == local.text
+        # streamed token by token: the pieces join up to the same reply
+        chunks = list(client.chat.completions.create(model="base", messages=messages, max_tokens=8, stream=True))
+        pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        assert "".join(pieces) == text and len(pieces) > 1
         streamed = client.chat.completions.create(model="probe@1", messages=messages, max_tokens=8, stream=True)
         skill_text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
         assert skill_text.strip()

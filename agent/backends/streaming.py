@@ -1,0 +1,91 @@
+"""Token streaming: each row of a generating batch hands its new text to its request's sink as it is decoded.
+
+`ChatRequest.streaming(sink)` asks for the reply's text in pieces while it is generated (the server's SSE). The
+local backend passes a `RowStreamer` to transformers' `generate`, which calls `put` with every step's new token of
+each row (one tensor of shape (rows,)). What a sink receives joins up to exactly the `Generation.text` the request
+gets at the end: the stream starts at the first non-space character and holds back trailing whitespace and
+incomplete UTF-8 (a character split across tokens decodes to U+FFFD until its last byte arrives), as the final text is
+stripped. A backend that cannot stream (a remote server, the one-at-a-time fallback) sends nothing to the sink: the
+caller then has only the final text, which is why a server sends what the sink did not (`unstreamed`).
+A sink runs in the generating thread between decode steps: it must be quick (a queue's put), and if it raises,
+its row stops streaming while the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TextSink = Callable[[str], None]
+
+
+class _Row:
+    """One request's stream: its token ids so far and how much of their text its sink has had."""
+
+    def __init__(self, sink: TextSink | None, budget: int) -> None:
+        self.sink = sink
+        self.budget = budget
+        self.ids: list[int] = []
+        self.sent = 0  # characters of the (left-stripped) text handed to the sink
+        self.done = sink is None
+
+
+class RowStreamer:
+    """A transformers streamer (`put` / `end`) that splits each step's tokens by row and decodes them per request.
+
+    `sinks[i]` receives row i's text (None: row i does not stream); `budgets[i]` is its `max_new_tokens` (a batch
+    decodes up to its longest budget; a row's tokens beyond its own are not its reply). Generation stops streaming a
+    row at its first end-of-sequence or padding token.
+    """
+
+    def __init__(self, tokenizer: Any, sinks: Sequence[TextSink | None], budgets: Sequence[int]) -> None:
+        self.tokenizer = tokenizer
+        self.rows = [_Row(sink, budget) for sink, budget in zip(sinks, budgets, strict=True)]
+        self.stops = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # generate's first call hands over the prompt
+            self._prompt_seen = True
+            return
+        steps = value.reshape(len(self.rows), -1).tolist()  # (rows,) per step; (rows, k) if several at once
+        for row, tokens in zip(self.rows, steps, strict=True):
+            for token in tokens:
+                self._take(row, int(token))
+
+    def end(self) -> None:
+        """Nothing is flushed: the held-back tail is whitespace or a broken character, which the final text drops."""
+
+    def _take(self, row: _Row, token: int) -> None:
+        if row.done:
+            return
+        if token in self.stops or len(row.ids) >= row.budget:
+            row.done = True
+            return
+        row.ids.append(token)
+        text = self.tokenizer.decode(row.ids, skip_special_tokens=True).lstrip()
+        ready = text.rstrip()
+        if ready.endswith("\ufffd"):  # a character whose bytes are still arriving
+            return
+        if len(ready) > row.sent:
+            delta, row.sent = ready[row.sent :], len(ready)
+            try:
+                row.sink(delta)  # type: ignore[misc]
+            except Exception:  # a consumer's failure ends its own stream, never the batch
+                log.exception("a stream's sink failed; that row stops streaming")
+                row.done = True
+
+
+def unstreamed(final: str, streamed: str) -> str:
+    """What a stream still owes its reader once the whole reply is known: the rest of `final` after `streamed`.
+
+    `streamed` is a prefix of `final` whenever the backend streamed this request (see the module docstring). If it is
+    not (a backend whose pieces did not add up), what was sent cannot be taken back: the reader gets `final` past the
+    length already sent, and a warning is logged.
+    """
+    if not final.startswith(streamed):
+        log.warning("a streamed reply diverged from its final text (%r, then %r)", streamed[:80], final[:80])
+    return final[len(streamed) :]
