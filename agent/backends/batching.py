@@ -6,6 +6,12 @@ the inner model's `generate_batch`: a flush happens when `max_batch` requests ar
 first of them arrived, whichever is sooner. Requests with different skills land in the same batch; whether that
 batch runs as one forward pass is the inner model's business (`LocalChatModel` with peft `adapter_names`).
 
+With `continuous` (by default where the inner model says so: `LocalChatModel.continuous_by_default`) and an inner
+model that offers `continuous_decoder`, there are no flushes:
+the worker runs a `ContinuousDecoder` (`agent.backends.continuous`), and a queued request joins the running decode
+between two steps as soon as a row is free, and is answered as soon as its own reply ends. A request the decoder
+cannot take (skills the adapter slots do not serve) is answered alone the flushed way, while the running rows wait.
+
 Failure stays with the request that caused it: when a batch fails, each of its requests is retried alone, so one
 bad request (an unknown skill, a skill deleted meanwhile) fails only its own caller. Only the worker thread ever
 touches the inner model. `submit` returns a `concurrent.futures.Future`; cancelling it before its batch starts
@@ -21,6 +27,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from types import TracebackType
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -40,6 +47,8 @@ class BatchingStats(BaseModel):
     largest_batch: int = 0
     failed_batches: int = 0  # batches that raised and were retried one request at a time
     cancelled: int = 0  # requests dropped before their batch started (their caller gave up)
+    joined: int = 0  # continuous: requests that joined a running decode
+    decode_steps: int = 0  # continuous: decode steps run (one token for every running row)
 
 
 class BatchingChatModel:
@@ -49,7 +58,9 @@ class BatchingChatModel:
     Requests after `close()` raise `UserError`.
     """
 
-    def __init__(self, model: ChatModel, *, max_batch: int = 8, max_wait_ms: float = 10.0) -> None:
+    def __init__(
+        self, model: ChatModel, *, max_batch: int = 8, max_wait_ms: float = 10.0, continuous: bool | None = None
+    ) -> None:
         if max_batch < 1:
             raise UserError(f"max_batch must be at least 1, not {max_batch}")
         if max_wait_ms < 0:
@@ -61,7 +72,12 @@ class BatchingChatModel:
         self._queue: queue.Queue[object] = queue.Queue()
         self._closed = False
         self._close_lock = threading.Lock()  # makes "not closed, then enqueue" atomic against close()
-        self._worker = threading.Thread(target=self._run, name="habitloop-batching", daemon=True)
+        if continuous is None:  # the model's own default (LocalChatModel: where its skills run on adapter slots)
+            continuous = bool(getattr(model, "continuous_by_default", False))
+        make_decoder = getattr(model, "continuous_decoder", None) if continuous else None
+        self.continuous = make_decoder is not None
+        run = self._run if make_decoder is None else lambda: self._run_continuous(make_decoder(max_batch))
+        self._worker = threading.Thread(target=run, name="habitloop-batching", daemon=True)
         self._worker.start()
 
     # ------------------------------------------------------------------------------------------------ ChatModel
@@ -152,6 +168,52 @@ class BatchingChatModel:
                     break
                 batch.append(item)
             self._flush(batch)  # type: ignore[arg-type]
+
+    def _run_continuous(self, decoder: Any) -> None:
+        """Admit what is queued while rows are free (block for it when idle), then one decode step; until close()."""
+        stopping = False
+        while True:
+            while not stopping and decoder.active < self.max_batch:
+                try:
+                    item = self._queue.get() if decoder.active == 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True  # everything queued before it has been admitted
+                    break
+                self._admit(decoder, *item)  # type: ignore[misc]
+            if decoder.active:
+                self.stats.decode_steps += 1
+                try:
+                    decoder.step()
+                except BaseException as error:  # noqa: B036 - its rows were answered with it; keep serving
+                    log.info("a decode step failed (%s); its rows got the error", error)
+            elif stopping:
+                return
+
+    def _admit(self, decoder: Any, request: ChatRequest, future: Future[Generation]) -> None:
+        if not future.set_running_or_notify_cancel():
+            self.stats.cancelled += 1
+            return
+        self.stats.requests += 1
+
+        def answer(result: Generation | BaseException) -> None:
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        try:
+            joined = decoder.accepts(request) and decoder.join(request, answer)
+            if not joined:  # the decoder cannot serve it: answered alone, the flushed way
+                self.stats.batches += 1
+                future.set_result(self._call([request])[0])
+                return
+        except BaseException as error:  # noqa: B036 - the request's own failure, for its caller only
+            future.set_exception(error)
+            return
+        self.stats.joined += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, decoder.active)
 
     def _flush(self, items: list[tuple[ChatRequest, Future[Generation]]]) -> None:
         # A caller that cancelled its future before now gave up: drop its request (nobody would read the answer).

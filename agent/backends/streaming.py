@@ -22,29 +22,57 @@ log = logging.getLogger(__name__)
 TextSink = Callable[[str], None]
 
 
-class _Row:
-    """One request's stream: its token ids so far and how much of their text its sink has had."""
+class TextStream:
+    """One request's stream: its completion's token ids so far, and how much of their text its sink has had.
 
-    def __init__(self, sink: TextSink | None, budget: int) -> None:
+    `take` each new token; the stream ends at the first `stops` token or after `budget` tokens (what is not the
+    reply is not streamed).
+    """
+
+    def __init__(self, tokenizer: Any, sink: TextSink | None, budget: int, stops: set[int] | None = None) -> None:
+        self.tokenizer = tokenizer
         self.sink = sink
         self.budget = budget
+        self.stops = stops if stops is not None else stop_tokens(tokenizer)
         self.ids: list[int] = []
         self.sent = 0  # characters of the (left-stripped) text handed to the sink
         self.done = sink is None
 
+    def take(self, token: int) -> None:
+        if self.done:
+            return
+        if token in self.stops or len(self.ids) >= self.budget:
+            self.done = True
+            return
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
+        ready = text.rstrip()
+        if ready.endswith("\ufffd"):  # a character whose bytes are still arriving
+            return
+        if len(ready) > self.sent:
+            delta, self.sent = ready[self.sent :], len(ready)
+            try:
+                self.sink(delta)  # type: ignore[misc]
+            except Exception:  # a consumer's failure ends its own stream, never the batch
+                log.exception("a stream's sink failed; that row stops streaming")
+                self.done = True
+
+
+def stop_tokens(tokenizer: Any) -> set[int]:
+    """The tokens that end a reply: end of sequence, and padding (what a finished row of a batch decodes)."""
+    return {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+
 
 class RowStreamer:
-    """A transformers streamer (`put` / `end`) that splits each step's tokens by row and decodes them per request.
+    """A transformers streamer (`put` / `end`) that splits each step's tokens by row, one `TextStream` each.
 
     `sinks[i]` receives row i's text (None: row i does not stream); `budgets[i]` is its `max_new_tokens` (a batch
-    decodes up to its longest budget; a row's tokens beyond its own are not its reply). Generation stops streaming a
-    row at its first end-of-sequence or padding token.
+    decodes up to its longest budget; a row's tokens beyond its own are not its reply).
     """
 
     def __init__(self, tokenizer: Any, sinks: Sequence[TextSink | None], budgets: Sequence[int]) -> None:
-        self.tokenizer = tokenizer
-        self.rows = [_Row(sink, budget) for sink, budget in zip(sinks, budgets, strict=True)]
-        self.stops = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+        stops = stop_tokens(tokenizer)
+        self.rows = [TextStream(tokenizer, sink, budget, stops) for sink, budget in zip(sinks, budgets, strict=True)]
         self._prompt_seen = False
 
     def put(self, value: Any) -> None:
@@ -54,29 +82,10 @@ class RowStreamer:
         steps = value.reshape(len(self.rows), -1).tolist()  # (rows,) per step; (rows, k) if several at once
         for row, tokens in zip(self.rows, steps, strict=True):
             for token in tokens:
-                self._take(row, int(token))
+                row.take(int(token))
 
     def end(self) -> None:
         """Nothing is flushed: the held-back tail is whitespace or a broken character, which the final text drops."""
-
-    def _take(self, row: _Row, token: int) -> None:
-        if row.done:
-            return
-        if token in self.stops or len(row.ids) >= row.budget:
-            row.done = True
-            return
-        row.ids.append(token)
-        text = self.tokenizer.decode(row.ids, skip_special_tokens=True).lstrip()
-        ready = text.rstrip()
-        if ready.endswith("\ufffd"):  # a character whose bytes are still arriving
-            return
-        if len(ready) > row.sent:
-            delta, row.sent = ready[row.sent :], len(ready)
-            try:
-                row.sink(delta)  # type: ignore[misc]
-            except Exception:  # a consumer's failure ends its own stream, never the batch
-                log.exception("a stream's sink failed; that row stops streaming")
-                row.done = True
 
 
 def unstreamed(final: str, streamed: str) -> str:

@@ -46,6 +46,9 @@ class LoadResult(BaseModel):
     requests_per_s: float
     p50_ms: float
     p99_ms: float
+    ttft_p50_ms: float = Field(0.0, description="time to the first streamed piece of text (every request streams)")
+    ttft_p99_ms: float = 0.0
+    batching_mode: str = Field("", description="the server's: flush or continuous, and its adapter slots")
     errors: int = Field(description="requests that failed without a reason they should (goal: 0)")
     error_samples: list[str]
     deleted_skill: str
@@ -87,8 +90,13 @@ def run_load(
     skills: int = 4,
     max_tokens: int = 16,
     startup_timeout: float = 180.0,
+    continuous: bool | None = None,
+    slots: int | None = None,
 ) -> LoadResult:
-    """Start `habitloop serve` on loopback over random adapters and drive it with `clients` concurrent clients."""
+    """Start `habitloop serve` on loopback over random adapters and drive it with `clients` concurrent clients.
+
+    `continuous` (`--continuous` / `--flush`; None: the server's default) and `slots` (`HABITLOOP_SLOTS`; None: as
+    configured here) set up the server's batching."""
     settings = settings or Settings()
     with tempfile.TemporaryDirectory(prefix="habitloop-bench-serve-") as tmp:
         home = Path(tmp)
@@ -97,8 +105,13 @@ def run_load(
         deleted = names[-1]
         port = _free_port()
         env = {**os.environ, "HABITLOOP_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+        if slots is not None:
+            env["HABITLOOP_SLOTS"] = str(slots)
+        command = [sys.executable, "-m", "agent.cli", "serve", "--port", str(port), "--log-level", "warning"]
+        if continuous is not None:
+            command.append("--continuous" if continuous else "--flush")
         server = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "serve", "--port", str(port), "--log-level", "warning"],
+            command,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -107,13 +120,32 @@ def run_load(
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_until_up(url, server, startup_timeout)
-            return _drive(url, store, models, deleted, clients, seconds, max_tokens)
+            health = httpx.get(f"{url}/health", timeout=10).json()
+            mode = f"{health.get('mode', '?')}, slots {env.get('HABITLOOP_SLOTS') or 0}"
+            return _drive(url, store, models, deleted, clients, seconds, max_tokens, mode)
         finally:
             server.terminate()
             try:
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+def compare_batching(settings: Settings | None = None, *, slots: int = 8, **load: Any) -> dict[str, Any]:
+    """The same load twice on adapter slots, flushed batches then continuous batching, and their ratios
+    (continuous over flush: above 1 is better for requests/s, below 1 for latencies)."""
+    flush = run_load(settings, continuous=False, slots=slots, **load)
+    continuous = run_load(settings, continuous=True, slots=slots, **load)
+
+    def ratio(key: str) -> float:
+        before, after = getattr(flush, key), getattr(continuous, key)
+        return round(after / before, 3) if before else 0.0
+
+    return {
+        "flush": flush.model_dump(mode="json"),
+        "continuous": continuous.model_dump(mode="json"),
+        "continuous_over_flush": {key: ratio(key) for key in ("requests_per_s", "p50_ms", "p99_ms", "ttft_p50_ms")},
+    }
 
 
 def _wait_until_up(url: str, server: subprocess.Popen[str], timeout: float) -> None:
@@ -138,6 +170,7 @@ class _Load:
         self.url, self.store, self.models, self.deleted = url, store, models, deleted
         self.seconds, self.max_tokens = seconds, max_tokens
         self.latencies: list[float] = []
+        self.first_pieces: list[float] = []
         self.errors: list[str] = []
         self.gone_404 = 0
         self.requests = 0
@@ -160,18 +193,25 @@ class _Load:
                     "max_tokens": self.max_tokens,
                 }
                 sent = time.monotonic()
+                first: float | None = None
                 try:
-                    response = http.post("/chat/completions", json=body)
-                    status, text = response.status_code, response.text[:200]
+                    with http.stream("POST", "/chat/completions", json={**body, "stream": True}) as response:
+                        status, text = response.status_code, ""
+                        for line in response.iter_lines():
+                            if first is None and '"content": "' in line and '"content": ""' not in line:
+                                first = time.monotonic() - sent
+                            text = text or line[:200]
                 except httpx.HTTPError as error:
                     status, text = -1, repr(error)
-                self.record(model, status, text, time.monotonic() - sent)
+                self.record(model, status, text, time.monotonic() - sent, first)
 
-    def record(self, model: str, status: int, text: str, elapsed: float) -> None:
+    def record(self, model: str, status: int, text: str, elapsed: float, first: float | None = None) -> None:
         with self.lock:
             self.requests += 1
             if status == 200:
                 self.latencies.append(elapsed * 1000)
+                if first is not None:
+                    self.first_pieces.append(first * 1000)
             elif status == 404 and model == self.deleted and self.deleted_at:
                 self.gone_404 += 1  # answered after the skill was deleted (queued before or sent after): expected
             else:
@@ -216,8 +256,12 @@ class _Load:
         return time.monotonic() - self.started
 
 
+def _p99(ordered: list[float]) -> float:
+    return round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1) if ordered else 0.0
+
+
 def _drive(
-    url: str, store: Any, models: list[str], deleted: str, clients: int, seconds: float, max_tokens: int
+    url: str, store: Any, models: list[str], deleted: str, clients: int, seconds: float, max_tokens: int, mode: str
 ) -> LoadResult:
     load_before = os.getloadavg()[0]
     load = _Load(url, store, models, deleted, seconds, max_tokens)
@@ -228,7 +272,7 @@ def _drive(
         timeout=120,
     )
     health = httpx.get(f"{url}/health", timeout=10).json()
-    ordered = sorted(load.latencies)
+    ordered, firsts = sorted(load.latencies), sorted(load.first_pieces)
     return LoadResult(
         clients=clients,
         seconds=round(wall, 1),
@@ -238,7 +282,10 @@ def _drive(
         ok=len(ordered),
         requests_per_s=round(len(ordered) / wall, 2),
         p50_ms=round(statistics.median(ordered), 1) if ordered else 0.0,
-        p99_ms=round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1) if ordered else 0.0,
+        p99_ms=_p99(ordered),
+        ttft_p50_ms=round(statistics.median(firsts), 1) if firsts else 0.0,
+        ttft_p99_ms=_p99(firsts),
+        batching_mode=mode,
         errors=len(load.errors),
         error_samples=load.errors[:5],
         deleted_skill=deleted,

@@ -33,6 +33,15 @@ def serve(
     ] = None,
     max_batch: Annotated[int, typer.Option(min=1, help="requests generated together at most")] = 8,
     max_wait_ms: Annotated[float, typer.Option(min=0, help="how long a request waits for batch-mates")] = 10.0,
+    continuous: Annotated[
+        bool | None,
+        typer.Option(
+            "--continuous/--flush",
+            help="requests join the running decode between steps, or wait for flushed batches (default: continuous "
+            "where skills run on adapter slots, HABITLOOP_SLOTS)",
+            show_default=False,
+        ),
+    ] = None,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="larger request bodies get 413")] = 1_000_000,
     read_timeout: Annotated[
         float, typer.Option(min=0.1, help="seconds a client has to send a whole request; slower ones are cut off")
@@ -56,6 +65,7 @@ def serve(
         config=ServeConfig(api_key=api_key, max_body_bytes=max_body_bytes, read_timeout=read_timeout),
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
+        continuous=continuous,
         log_level=log_level,
     )
 
@@ -65,6 +75,20 @@ def bench_serve(
     seconds: Annotated[float, typer.Option(min=1, help="how long the clients keep sending")] = 30.0,
     skills: Annotated[int, typer.Option(min=2, help="random adapters in the server's store")] = 4,
     max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each request")] = 16,
+    continuous: Annotated[
+        bool | None,
+        typer.Option("--continuous/--flush", help="the server's batching (default: its own)", show_default=False),
+    ] = None,
+    slots: Annotated[
+        int | None, typer.Option(min=0, help="the server's adapter slots, HABITLOOP_SLOTS (default: as configured)")
+    ] = None,
+    compare_batching: Annotated[
+        bool,
+        typer.Option(
+            "--compare-batching",
+            help="run twice: flushed, then continuous batching (slots: --slots or 8), side by side",
+        ),
+    ] = False,
     compare_vllm: Annotated[
         bool, typer.Option("--compare-vllm", help="instead: transformers vs vLLM tokens/s (GPU with vllm only)")
     ] = False,
@@ -73,8 +97,9 @@ def bench_serve(
 ) -> None:
     """Load and faults against `habitloop serve` on loopback (a subprocess over random adapters on the real base).
 
-    Reports requests/s, p50/p99 latency, errors, and what happened to a client that hung up mid-stream and to
-    requests for a skill deleted during the run. Saved as reports/bench-serve.json.
+    Reports requests/s, p50/p99 latency, time to first token (every request streams), errors, and what happened to a
+    client that hung up mid-stream and to requests for a skill deleted during the run. Saved as
+    reports/bench-serve.json.
     """
     from rich.table import Table
 
@@ -84,10 +109,15 @@ def bench_serve(
     if compare_vllm:
         bench.seed_store(settings, skills=skills)
         payload: dict[str, Any] = bench.compare_backends(settings, skills=skills, max_tokens=max_tokens)
+    elif compare_batching:
+        payload = bench.compare_batching(
+            settings, clients=clients, seconds=seconds, skills=skills, max_tokens=max_tokens, slots=slots or 8
+        )
     else:
         payload = bench.run_load(
-            settings, clients=clients, seconds=seconds, skills=skills, max_tokens=max_tokens
-        ).model_dump(mode="json")
+            settings, clients=clients, seconds=seconds, skills=skills, max_tokens=max_tokens,
+            continuous=continuous, slots=slots,
+        ).model_dump(mode="json")  # fmt: skip
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     name = "bench-vllm.json" if compare_vllm else "bench-serve.json"
     for path in filter(None, (save_to, settings.reports_dir / name)):

@@ -241,7 +241,8 @@ class _Routes:
             return response_for(error)
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "batching": self.batcher.stats.model_dump()})
+        mode = "continuous" if self.batcher.continuous else "flush"
+        return JSONResponse({"status": "ok", "mode": mode, "batching": self.batcher.stats.model_dump()})
 
 
 def create_app(
@@ -251,11 +252,20 @@ def create_app(
     *,
     max_batch: int = 8,
     max_wait_ms: float = 10.0,
+    continuous: bool | None = None,
 ) -> Starlette:
-    """The ASGI app. `model` is wrapped in a `BatchingChatModel` unless it is one (then the caller closes it)."""
+    """The ASGI app. `model` is wrapped in a `BatchingChatModel` unless it is one (then the caller closes it).
+
+    `continuous`: requests join the running decode between steps (`agent.backends.continuous`) instead of waiting
+    for flushed batches; None: the model's default (`LocalChatModel`: where its skills run on adapter slots).
+    """
     config = config or ServeConfig()
     owns_batcher = not isinstance(model, BatchingChatModel)
-    batcher = BatchingChatModel(model, max_batch=max_batch, max_wait_ms=max_wait_ms) if owns_batcher else model
+    batcher = (
+        BatchingChatModel(model, max_batch=max_batch, max_wait_ms=max_wait_ms, continuous=continuous)
+        if owns_batcher
+        else model
+    )
     assert isinstance(batcher, BatchingChatModel)
     routes = _Routes(batcher, ModelCatalog(store, max_compositions=config.max_listed_compositions), config)
 
@@ -359,21 +369,29 @@ def serve_local(
     config: ServeConfig | None = None,
     max_batch: int = 8,
     max_wait_ms: float = 10.0,
+    continuous: bool | None = None,
     log_level: str = "info",
 ) -> None:
     """Load the shared base and the store, and serve them until interrupted (what `habitloop serve` runs)."""
     import uvicorn
 
-    app = local_app(settings, config=config, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    app = local_app(settings, config=config, max_batch=max_batch, max_wait_ms=max_wait_ms, continuous=continuous)
     uvicorn.Server(_uvicorn_config(app, host=host, port=port, log_level=log_level)).run()
 
 
 def local_app(
-    settings: Any, *, config: ServeConfig | None = None, max_batch: int = 8, max_wait_ms: float = 10.0
+    settings: Any,
+    *,
+    config: ServeConfig | None = None,
+    max_batch: int = 8,
+    max_wait_ms: float = 10.0,
+    continuous: bool | None = None,
 ) -> Any:
     """The app over this process's base model (`LocalChatModel` on a `Residency`) and the configured store."""
     runtime = local_runtime(settings)
-    return create_app(runtime.model, runtime.store, config, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    return create_app(
+        runtime.model, runtime.store, config, max_batch=max_batch, max_wait_ms=max_wait_ms, continuous=continuous
+    )
 
 
 @contextmanager
