@@ -152,12 +152,14 @@ class AdapterSlots:
     # ------------------------------------------------------------------------------------------------ selecting
 
     @contextmanager
-    def using(self, rows: Sequence[Sequence[Hashable]]) -> Iterator[None]:
+    def using(self, rows: Sequence[Sequence[Hashable]], gathered: dict[str, Any] | None = None) -> Iterator[None]:
         """Inside the block, row i of every batch runs with the adapters `rows[i]` (summed; empty: the base alone).
 
         Every key must be resident; they are pinned for the block, so loading others inside it never evicts them.
         The weights are gathered once per layer on first use and reused for every forward in the block (a whole
-        `generate`). Batches inside must have exactly len(rows) rows.
+        `generate`). Batches inside must have exactly len(rows) rows. `gathered`: a dict kept by the caller across
+        blocks with the same `rows` whose keys stay pinned meanwhile (a continuous decode's steps), so that the
+        gathering is not done again for every block.
         """
         if self._batch is not None:
             raise UserError("adapter slots are already selected", hint="one `using` block at a time")
@@ -177,7 +179,7 @@ class AdapterSlots:
             for key in keys:
                 self._slots.move_to_end(key)
             uniform = table[0] if all(row == table[0] for row in table) else None
-            self._batch = _Batch(slots=slots, uniform=uniform, gathered={})
+            self._batch = _Batch(slots=slots, uniform=uniform, gathered={} if gathered is None else gathered)
             yield
         finally:
             self._batch = None

@@ -59,9 +59,11 @@ def decode(decoder: ContinuousDecoder, joins: dict[int, list[ChatRequest]]) -> l
     order = 0
     step = 0
     while step <= max(joins) or decoder.active:
+        joiners = []
         for request in joins.get(step, []):
-            decoder.join(request, lambda answer, i=order: answers.__setitem__(i, answer))
+            joiners.append((request, lambda answer, i=order: answers.__setitem__(i, answer)))
             order += 1
+        assert decoder.join(joiners) == []
         decoder.step()
         step += 1
     return [answers[i] for i in range(order)]
@@ -81,20 +83,35 @@ def test_rows_joining_and_leaving_answer_what_a_flushed_batch_answers(local: Loc
     assert slots is not None and not slots.pinned()  # every row's pins were released as it left
 
 
-def test_a_row_that_cannot_join_leaves_the_running_rows_alone(local: LocalChatModel) -> None:
-    decoder = ContinuousDecoder(local, max_rows=2)
+def test_a_row_that_cannot_join_leaves_the_others_alone(local: LocalChatModel) -> None:
+    decoder = ContinuousDecoder(local, max_rows=3)
     asked = requests()
     answers: list[Any] = []
-    decoder.join(asked[1], answers.append)
-    with pytest.raises(SkillNotFoundError):
-        decoder.join(ChatRequest(messages=[{"role": "user", "content": "x"}], skills=[("ghost", 1)]), answers.append)
-    assert decoder.active == 1
-    decoder.join(asked[0], answers.append)
-    assert not decoder.accepts(asked[2])  # two rows: full
+    ghost = ChatRequest(messages=[{"role": "user", "content": "x"}], skills=[("ghost", 1)])
+    assert decoder.join([(asked[1], answers.append), (ghost, answers.append), (asked[0], answers.append)]) == []
+    assert isinstance(answers[0], SkillNotFoundError)  # answered at once; the other two joined
+    assert decoder.active == 2 and decoder.free == 1
+    with pytest.raises(ValueError, match="cannot join"):
+        decoder.join([(asked[2], answers.append), (asked[3], answers.append)])
     while decoder.active:
         decoder.step()
     flushed = local.generate_batch([asked[1], asked[0]])
-    assert sorted(a.tokens for a in answers) == sorted(g.tokens for g in flushed)
+    assert sorted(a.tokens for a in answers[1:]) == sorted(g.tokens for g in flushed)
+
+
+def test_skills_the_slots_cannot_serve_are_handed_back(store: SkillStore, loud: dict[str, Path]) -> None:
+    shutil.copytree(loud["a"], store.root.parent / "a")
+    store.create("a", store.root.parent / "a", kind="style")
+    base = tiny_base()
+    plain = LocalChatModel(base, Residency(base.model, store, max_hot=4), merge_for_decode=False)  # no slots
+    decoder = ContinuousDecoder(plain)
+    skilled = ChatRequest(messages=[{"role": "user", "content": "x"}], skills=[("a", 1)])
+    answers: list[Any] = []
+    refused = decoder.join([(skilled, answers.append), (requests()[0], answers.append)])
+    assert [request.skills for request, _ in refused] == [[("a", 1)]] and decoder.active == 1
+    with BatchingChatModel(plain, max_batch=4, continuous=True) as batcher:  # answered the flushed way
+        assert batcher.submit(skilled).result(timeout=60).tokens == plain.generate_batch([skilled])[0].tokens
+    assert batcher.stats.joined == 0 and batcher.stats.batches == 1
 
 
 def test_streamed_rows_send_what_a_streamed_flushed_batch_sends(local: LocalChatModel) -> None:
@@ -136,13 +153,13 @@ def test_a_request_arriving_mid_decode_is_answered_before_the_long_one_ends(loca
     assert batcher.stats.largest_batch == 2
 
 
-def test_the_server_decodes_continuously_where_skills_run_on_slots(local: LocalChatModel, store: SkillStore) -> None:
+def test_the_server_decodes_continuously_when_asked(local: LocalChatModel, store: SkillStore) -> None:
     import openai
 
     from agent.serve.app import create_app, running_server
 
     want = local.generate_batch(requests()[:2])
-    app = create_app(local, store)  # continuous: the model's skills run on adapter slots
+    app = create_app(local, store, continuous=True)
     with running_server(app) as url:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=60)
         whole = client.chat.completions.create(
@@ -155,4 +172,5 @@ def test_the_server_decodes_continuously_where_skills_run_on_slots(local: LocalC
         health = httpx.get(url.removesuffix("/v1") + "/health", timeout=10).json()
     assert whole.choices[0].message.content == want[0].text
     assert streamed == want[1].text
+    assert health["mode"] == "continuous"
     assert health["batching"]["joined"] == 2 and health["batching"]["decode_steps"] > 0

@@ -6,8 +6,7 @@ the inner model's `generate_batch`: a flush happens when `max_batch` requests ar
 first of them arrived, whichever is sooner. Requests with different skills land in the same batch; whether that
 batch runs as one forward pass is the inner model's business (`LocalChatModel` with peft `adapter_names`).
 
-With `continuous` (by default where the inner model says so: `LocalChatModel.continuous_by_default`) and an inner
-model that offers `continuous_decoder`, there are no flushes:
+With `continuous=True` and an inner model that offers `continuous_decoder` (`LocalChatModel`), there are no flushes:
 the worker runs a `ContinuousDecoder` (`agent.backends.continuous`), and a queued request joins the running decode
 between two steps as soon as a row is free, and is answered as soon as its own reply ends. A request the decoder
 cannot take (skills the adapter slots do not serve) is answered alone the flushed way, while the running rows wait.
@@ -24,10 +23,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
@@ -59,7 +58,7 @@ class BatchingChatModel:
     """
 
     def __init__(
-        self, model: ChatModel, *, max_batch: int = 8, max_wait_ms: float = 10.0, continuous: bool | None = None
+        self, model: ChatModel, *, max_batch: int = 8, max_wait_ms: float = 10.0, continuous: bool = False
     ) -> None:
         if max_batch < 1:
             raise UserError(f"max_batch must be at least 1, not {max_batch}")
@@ -72,8 +71,6 @@ class BatchingChatModel:
         self._queue: queue.Queue[object] = queue.Queue()
         self._closed = False
         self._close_lock = threading.Lock()  # makes "not closed, then enqueue" atomic against close()
-        if continuous is None:  # the model's own default (LocalChatModel: where its skills run on adapter slots)
-            continuous = bool(getattr(model, "continuous_by_default", False))
         make_decoder = getattr(model, "continuous_decoder", None) if continuous else None
         self.continuous = make_decoder is not None
         run = self._run if make_decoder is None else lambda: self._run_continuous(make_decoder(max_batch))
@@ -173,15 +170,22 @@ class BatchingChatModel:
         """Admit what is queued while rows are free (block for it when idle), then one decode step; until close()."""
         stopping = False
         while True:
-            while not stopping and decoder.active < self.max_batch:
+            joiners: list[tuple[ChatRequest, Future[Generation]]] = []
+            while not stopping and len(joiners) < decoder.free:
                 try:
-                    item = self._queue.get() if decoder.active == 0 else self._queue.get_nowait()
+                    item = self._queue.get() if decoder.active == 0 and not joiners else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:
                     stopping = True  # everything queued before it has been admitted
                     break
-                self._admit(decoder, *item)  # type: ignore[misc]
+                request, future = cast(tuple[ChatRequest, Future[Generation]], item)
+                if future.set_running_or_notify_cancel():
+                    joiners.append((request, future))
+                else:
+                    self.stats.cancelled += 1
+            if joiners:
+                self._admit(decoder, joiners)
             if decoder.active:
                 self.stats.decode_steps += 1
                 try:
@@ -191,29 +195,28 @@ class BatchingChatModel:
             elif stopping:
                 return
 
-    def _admit(self, decoder: Any, request: ChatRequest, future: Future[Generation]) -> None:
-        if not future.set_running_or_notify_cancel():
-            self.stats.cancelled += 1
-            return
-        self.stats.requests += 1
+    def _admit(self, decoder: Any, joiners: list[tuple[ChatRequest, Future[Generation]]]) -> None:
+        """Join `joiners` to the running decode; those it cannot serve are answered alone, the flushed way."""
 
-        def answer(result: Generation | BaseException) -> None:
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        def answering(future: Future[Generation]) -> Callable[[Generation | BaseException], None]:
+            def answer(result: Generation | BaseException) -> None:
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
-        try:
-            joined = decoder.accepts(request) and decoder.join(request, answer)
-            if not joined:  # the decoder cannot serve it: answered alone, the flushed way
-                self.stats.batches += 1
-                future.set_result(self._call([request])[0])
-                return
-        except BaseException as error:  # noqa: B036 - the request's own failure, for its caller only
-            future.set_exception(error)
-            return
-        self.stats.joined += 1
+            return answer
+
+        self.stats.requests += len(joiners)
+        refused = decoder.join([(request, answering(future)) for request, future in joiners])
+        self.stats.joined += len(joiners) - len(refused)
         self.stats.largest_batch = max(self.stats.largest_batch, decoder.active)
+        for request, answer in refused:
+            self.stats.batches += 1
+            try:
+                answer(self._call([request])[0])
+            except BaseException as error:  # noqa: B036 - the request's own failure, for its caller only
+                answer(error)
 
     def _flush(self, items: list[tuple[ChatRequest, Future[Generation]]]) -> None:
         # A caller that cancelled its future before now gave up: drop its request (nobody would read the answer).

@@ -2,27 +2,28 @@
 
 A flushed batch (`LocalChatModel.generate_batch`) holds every row until its longest reply ends, and a request that
 arrives meanwhile waits for all of it. `ContinuousDecoder` keeps one key/value cache for the rows decoding now,
-left-padded to a common length like a batched `generate`'s: a request that joins is prefilled alone (its first token
-comes from that prefill), and its cache is padded and stacked onto the running one; a row that ends (end of
-sequence, or its `max_new_tokens`) is answered at once and its cache rows dropped, and columns no row needs any more
-are cut. Each row has its own positions, attention mask, temperature and skills; a decode step is one forward of all
-rows, one new token each.
+left-padded to a common length like a batched `generate`'s. The requests that join at one step are prefilled
+together (their first token comes from that prefill), and their cache is padded and stacked onto the running one.
+A row that ends (end of sequence, or its `max_new_tokens`) is answered at once and its cache rows dropped, and
+columns no row needs any more are cut. Each row has its own positions, attention mask, temperature and skills; a
+decode step is one forward of all rows, one new token each.
 
 Skills run through the adapter slots (`skills.runtime`): one slot list per row, selected again whenever the rows
-change. A request whose skills the slots cannot serve (no slots, or a skill they refuse) is not `accepted`: the
-caller answers it the flushed way. Greedy rows answer what `generate_batch` answers (tested); sampled rows sample
-from the temperature-scaled softmax, as `generate` does with top-k and top-p off.
+change. A request whose skills the slots cannot serve (no slots, or a skill they refuse) is handed back by `join`:
+the caller answers it the flushed way. Greedy rows answer what `generate_batch` answers (tested); sampled rows
+sample from the temperature-scaled softmax, as `generate` does with top-k and top-p off.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.backends.protocol import ChatRequest, Generation
 from agent.backends.streaming import TextStream, stop_tokens
+from skills.threads import share_cores
 
 Answer = Callable[[Generation | BaseException], None]
 
@@ -58,40 +59,66 @@ class ContinuousDecoder:
         self._cache: Any = None  # DynamicCache over self.rows, (rows, heads, width, dim) per layer
         self._mask: Any = None  # (rows, width): 1 where a row has a real token
         self._pinned: list[tuple[str, int]] = []
+        self._gathered: dict[str, Any] = {}  # the running rows' gathered slot weights (`AdapterSlots.using`)
+        self._gathered_for: list[list[tuple[str, int]]] | None = None
 
     @property
     def active(self) -> int:
         return len(self.rows)
 
-    def accepts(self, request: ChatRequest) -> bool:
-        """Whether `request` can join now: a free row, and skills the adapter slots serve (or none)."""
-        return self.active < self.max_rows and (not request.skills or self.local.residency.slots is not None)
+    @property
+    def free(self) -> int:
+        """Rows that can join now."""
+        return self.max_rows - len(self.rows)
 
-    def join(self, request: ChatRequest, answer: Answer) -> bool:
-        """Prefill `request` alone and add it to the running rows; `answer` gets its `Generation` when it ends (or
-        the exception that ended it). False, with nothing done, when the adapter slots cannot serve its skills (the
-        caller answers it the flushed way); raises what the prefill raised (an unknown skill), the rows untouched."""
+    def join(self, joiners: Sequence[tuple[ChatRequest, Answer]]) -> list[tuple[ChatRequest, Answer]]:
+        """Prefill `joiners` together (one left-padded batch) and add them to the running rows; at most `free` of
+        them. Each `answer` gets its `Generation` when its reply ends, or the exception that ended it (an unknown
+        skill, a conversation the chat template refuses: at once, the others unaffected). Returns, untouched, the
+        joiners whose skills the adapter slots cannot serve, for the caller to answer the flushed way."""
         import torch
         from transformers import DynamicCache
 
-        request = self.local.fit(request)
-        slotted = self.local._slotted([list(request.skills)]) if request.skills else ([[]], [])
-        if slotted is None:
-            return False
-        keys, pinned = slotted
-        ids = self.local._encode([self.local._render(request.messages)])["input_ids"]
-        stream = TextStream(self.local.base.tokenizer, request.text_sink, request.max_new_tokens, self.stops)
-        row = _Row(request, answer, keys[0], int(ids.shape[1]), stream, position=int(ids.shape[1]) - 1)
+        if len(joiners) > self.free:
+            raise ValueError(f"{len(joiners)} rows cannot join: {self.free} are free")
+        rows, prompts, pins, refused = [], [], [], []
+        for request, answer in joiners:
+            try:
+                request = self.local.fit(request)
+                prompt = self.local._render(request.messages)
+                slotted = self.local._slotted([list(request.skills)]) if request.skills else ([[]], [])
+            except BaseException as error:  # noqa: B036 - its own failure, for its own caller
+                answer(error)
+                continue
+            if slotted is None:
+                refused.append((request, answer))
+                continue
+            stream = TextStream(self.local.base.tokenizer, request.text_sink, request.max_new_tokens, self.stops)
+            rows.append(_Row(request, answer, slotted[0][0], 0, stream, position=0))
+            prompts.append(prompt)
+            pins += slotted[1]
+        if not rows:
+            return refused
+        share_cores()  # threads for the cores other processes leave free: at joins, as before every flushed batch
+        batch = self.local._encode(prompts, padding=True, padding_side="left")
+        mask = batch["attention_mask"]
+        for row, length in zip(rows, mask.sum(dim=1).tolist(), strict=True):
+            row.prompt_tokens, row.position = int(length), int(length) - 1  # `last` will sit at position `length`
         try:
-            with self._selected([row.keys]) as model, torch.inference_mode():
-                out = model(input_ids=ids, cache=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
-        except BaseException:
-            self._unpin(pinned)
-            raise
-        self._pinned += pinned
-        self._stack(row, out.cache, torch.ones_like(ids))
-        self._advance([row], out.logits[:, -1])
-        return True
+            with self._selected([row.keys for row in rows]) as model, torch.inference_mode():
+                out = model(
+                    input_ids=batch["input_ids"], attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    cache=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1,
+                )  # fmt: skip
+        except BaseException as error:  # noqa: B036 - the joiners' callers must hear of it; the running rows go on
+            self._unpin(pins)
+            for row in rows:
+                row.answer(error)
+            return refused
+        self._pinned += pins
+        self._stack(rows, out.cache, mask)
+        self._advance(rows, out.logits[:, -1])
+        return refused
 
     def step(self) -> None:
         """One token for every running row; rows that end are answered and leave. A failure fails every running row
@@ -104,7 +131,7 @@ class ContinuousDecoder:
             last = torch.tensor([[row.last] for row in self.rows])
             positions = torch.tensor([[row.position] for row in self.rows])
             self._mask = torch.cat([self._mask, torch.ones((len(self.rows), 1), dtype=self._mask.dtype)], dim=1)
-            with self._selected([row.keys for row in self.rows]) as model, torch.inference_mode():
+            with self._selected([row.keys for row in self.rows], running=True) as model, torch.inference_mode():
                 out = model(
                     input_ids=last, attention_mask=self._mask, position_ids=positions, cache=self._cache,
                     use_cache=True, logits_to_keep=1,
@@ -122,14 +149,20 @@ class ContinuousDecoder:
     # ------------------------------------------------------------------------------------------------ internals
 
     @contextmanager
-    def _selected(self, rows: list[list[tuple[str, int]]]) -> Iterator[Any]:
-        """The base with each row's slots selected, for one forward."""
+    def _selected(self, rows: list[list[tuple[str, int]]], *, running: bool = False) -> Iterator[Any]:
+        """The base with each row's slots selected, for one forward. For the running rows (`running`), the gathered
+        weights are kept from step to step until the rows change (their keys stay pinned while they decode)."""
         slots = self.local.residency.slots
+        gathered = None
+        if running:
+            if rows != self._gathered_for:
+                self._gathered, self._gathered_for = {}, rows
+            gathered = self._gathered
         with self.local.residency.base_only() as model:
             if slots is None or not any(rows):
                 yield model
             else:
-                with slots.using(rows):
+                with slots.using(rows, gathered):
                     yield model
 
     def _advance(self, rows: list[_Row], logits: Any) -> None:
@@ -159,14 +192,14 @@ class ContinuousDecoder:
                     )
                 )
 
-    def _stack(self, row: _Row, cache: Any, mask: Any) -> None:
-        """Add `row` (its prefilled cache and mask) to the running rows, left-padding whichever is shorter."""
+    def _stack(self, rows: list[_Row], cache: Any, mask: Any) -> None:
+        """Add `rows` (their prefilled cache and mask) to the running rows, left-padding whichever is shorter."""
         import torch
         import torch.nn.functional as F
         from transformers import DynamicCache
 
         if not self.rows:
-            self.rows, self._cache, self._mask = [row], cache, mask
+            self.rows, self._cache, self._mask = list(rows), cache, mask
             return
         width = max(self._mask.shape[1], mask.shape[1])
 
@@ -182,7 +215,7 @@ class ContinuousDecoder:
         ]
         self._cache = DynamicCache(layers, config=self.local.base.model.config)
         self._mask = torch.cat([pad(self._mask, width), pad(mask, width)])
-        self.rows.append(row)
+        self.rows += rows
 
     def _drop(self, ended: list[_Row]) -> None:
         """Take `ended` out of the rows and the cache; cut the left columns no remaining row attends to."""

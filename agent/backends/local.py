@@ -105,12 +105,6 @@ class LocalChatModel:
                     results[index] = reply
         return [r for r in results if r is not None]
 
-    @property
-    def continuous_by_default(self) -> bool:
-        """Whether a `BatchingChatModel` over this model decodes continuously unless told: where skills run on adapter
-        slots (the decoder serves skills only through them; without slots, peft's mixed batches serve them better)."""
-        return self.residency.slots is not None
-
     def continuous_decoder(self, max_rows: int) -> Any:
         """A `ContinuousDecoder` over this model (`BatchingChatModel(..., continuous=True)` runs one)."""
         from agent.backends.continuous import ContinuousDecoder

@@ -34,14 +34,13 @@ def serve(
     max_batch: Annotated[int, typer.Option(min=1, help="requests generated together at most")] = 8,
     max_wait_ms: Annotated[float, typer.Option(min=0, help="how long a request waits for batch-mates")] = 10.0,
     continuous: Annotated[
-        bool | None,
+        bool,
         typer.Option(
             "--continuous/--flush",
-            help="requests join the running decode between steps, or wait for flushed batches (default: continuous "
-            "where skills run on adapter slots, HABITLOOP_SLOTS)",
-            show_default=False,
+            help="requests join the running decode between steps (skills need adapter slots, HABITLOOP_SLOTS), or "
+            "wait for flushed batches",
         ),
-    ] = None,
+    ] = False,
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="larger request bodies get 413")] = 1_000_000,
     read_timeout: Annotated[
         float, typer.Option(min=0.1, help="seconds a client has to send a whole request; slower ones are cut off")

@@ -252,12 +252,12 @@ def create_app(
     *,
     max_batch: int = 8,
     max_wait_ms: float = 10.0,
-    continuous: bool | None = None,
+    continuous: bool = False,
 ) -> Starlette:
     """The ASGI app. `model` is wrapped in a `BatchingChatModel` unless it is one (then the caller closes it).
 
     `continuous`: requests join the running decode between steps (`agent.backends.continuous`) instead of waiting
-    for flushed batches; None: the model's default (`LocalChatModel`: where its skills run on adapter slots).
+    for flushed batches (skills need adapter slots there; measured in README, Serving: not faster here yet).
     """
     config = config or ServeConfig()
     owns_batcher = not isinstance(model, BatchingChatModel)
@@ -369,7 +369,7 @@ def serve_local(
     config: ServeConfig | None = None,
     max_batch: int = 8,
     max_wait_ms: float = 10.0,
-    continuous: bool | None = None,
+    continuous: bool = False,
     log_level: str = "info",
 ) -> None:
     """Load the shared base and the store, and serve them until interrupted (what `habitloop serve` runs)."""
@@ -385,7 +385,7 @@ def local_app(
     config: ServeConfig | None = None,
     max_batch: int = 8,
     max_wait_ms: float = 10.0,
-    continuous: bool | None = None,
+    continuous: bool = False,
 ) -> Any:
     """The app over this process's base model (`LocalChatModel` on a `Residency`) and the configured store."""
     runtime = local_runtime(settings)

@@ -34,8 +34,8 @@ def test_rows_joining_a_running_decode_answer_what_each_answers_alone(real_setti
     joins = {0: [0], 3: [1], 7: [2]}  # the second joins the first mid-reply, the third after the second has left
     step = 0
     while step <= max(joins) or decoder.active:
-        for i in joins.get(step, []):
-            assert decoder.join(asked[i], lambda answer, i=i: answers.__setitem__(i, answer))
+        joiners = [(asked[i], lambda answer, i=i: answers.__setitem__(i, answer)) for i in joins.get(step, [])]
+        assert decoder.join(joiners) == []
         decoder.step()
         step += 1
     assert [answers[i].text for i in range(3)] == [g.text for g in alone]  # type: ignore[union-attr]
