@@ -132,3 +132,17 @@ def one_torch_thread() -> Iterator[None]:
     yield
     pin_threads(None)
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def loud(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three random adapters for the tiny base, big enough to change what it says (trained ones barely do), of
+    different ranks and target modules. Shared: copy one before handing it to a store."""
+    from agent.testing import random_adapter
+
+    root, base = tmp_path_factory.mktemp("loud"), tiny_base()
+    shapes = {"a": (8, ("q_proj", "v_proj")), "b": (4, ("q_proj", "v_proj", "o_proj")), "c": (2, ("down_proj",))}
+    return {
+        name: random_adapter(base, root / name, seed=seed, r=r, target_modules=targets, std=2.0)
+        for seed, (name, (r, targets)) in enumerate(shapes.items())
+    }

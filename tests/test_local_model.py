@@ -12,7 +12,6 @@ import torch
 
 from agent.backends.local import LocalChatModel
 from agent.backends.protocol import ChatRequest
-from agent.testing import random_adapter, tiny_base
 from skills import Residency, SkillStore, UserError
 from skills.compose import CompositionSpec
 
@@ -20,18 +19,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning"),
     pytest.mark.usefixtures("one_torch_thread"),
 ]
-
-
-@pytest.fixture(scope="module")
-def loud(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Three random adapters big enough to change what the tiny model says (trained ones barely do), of different
-    ranks and target modules."""
-    root, base = tmp_path_factory.mktemp("loud"), tiny_base()
-    shapes = {"a": (8, ("q_proj", "v_proj")), "b": (4, ("q_proj", "v_proj", "o_proj")), "c": (2, ("down_proj",))}
-    return {
-        name: random_adapter(base, root / name, seed=seed, r=r, target_modules=targets, std=2.0)
-        for seed, (name, (r, targets)) in enumerate(shapes.items())
-    }
 
 
 def fill(store: SkillStore, loud: dict[str, Path], tmp_path: Path) -> SkillStore:

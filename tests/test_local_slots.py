@@ -11,7 +11,7 @@ import pytest
 
 from agent.backends.local import LocalChatModel
 from agent.backends.protocol import ChatRequest
-from agent.testing import random_adapter, tiny_base
+from agent.testing import tiny_base
 from skills import AdapterSlots, Residency, SkillStore
 
 pytestmark = [
@@ -20,17 +20,6 @@ pytestmark = [
 ]
 SKILL_SETS: list[list[tuple[str, int]]] = [[], [("a", 1)], [("b", 1)], [("a", 1), ("c", 1)], [("c", 1)]]
 PROMPTS = ["ping", "hello", "colour of the sky?", "call the tool", "2+2?"]
-
-
-@pytest.fixture(scope="module")
-def loud(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Adapters that change what the tiny model says, of different ranks and targets (as in test_local_model)."""
-    root, base = tmp_path_factory.mktemp("loud"), tiny_base()
-    shapes = {"a": (8, ("q_proj", "v_proj")), "b": (4, ("q_proj", "v_proj", "o_proj")), "c": (2, ("down_proj",))}
-    return {
-        name: random_adapter(base, root / name, seed=seed, r=r, target_modules=targets, std=2.0)
-        for seed, (name, (r, targets)) in enumerate(shapes.items())
-    }
 
 
 @pytest.fixture

@@ -107,6 +107,13 @@ def _tokens_per_s(run: dict[str, Any], steps: int) -> float:
     return sum(run["step_tokens"][:steps]) / sum(run["step_seconds"][:steps])
 
 
+def _beside(alone: dict[str, Any], other: dict[str, Any], steps: int, rate: str, ratio: str) -> dict[str, float]:
+    """`other`'s tokens/s over its first `steps` steps, and its ratio to the same steps alone (the same batches)."""
+    same = min(steps, len(alone["step_seconds"]))
+    other_rate = _tokens_per_s(other, same)
+    return {rate: round(other_rate, 1), ratio: round(other_rate / _tokens_per_s(alone, same), 3)}
+
+
 PACK_WIDTH = 1024  # two of the longest headline demonstrations (512 tokens) to a row
 
 
@@ -151,22 +158,12 @@ def measure_training(
         "rss_mb_every_10_steps": alone["step_rss_mb"][9::10],
     }
     if contended is not None:
-        same = min(contended_steps, len(step_s))
-        contended_rate, alone_rate = _tokens_per_s(contended, same), _tokens_per_s(alone, same)
-        summary |= {
-            "train_tokens_per_s_contended": round(contended_rate, 1),
-            "contended_over_alone": round(contended_rate / alone_rate, 3),
-            "contended_peak_rss_gb": round(contended["peak_rss_mb"] / 1024, 2),
-            "contended_threads_per_step": contended["step_threads"],
-        }
+        summary |= _beside(alone, contended, contended_steps, "train_tokens_per_s_contended", "contended_over_alone")
+        summary["contended_peak_rss_gb"] = round(contended["peak_rss_mb"] / 1024, 2)
+        summary["contended_threads_per_step"] = contended["step_threads"]
     if packed is not None:
-        same = min(packed_steps, len(step_s))
-        packed_rate, padded_rate = _tokens_per_s(packed, same), _tokens_per_s(alone, same)
-        summary |= {
-            "train_tokens_per_s_packed": round(packed_rate, 1),
-            "packed_over_padded": round(packed_rate / padded_rate, 3),
-            "packed_peak_rss_gb": round(packed["peak_rss_mb"] / 1024, 2),
-        }
+        summary |= _beside(alone, packed, packed_steps, "train_tokens_per_s_packed", "packed_over_padded")
+        summary["packed_peak_rss_gb"] = round(packed["peak_rss_mb"] / 1024, 2)
     note = f"{len(step_s)} steps, {alone['examples']} BFCL headline demonstrations, {alone['torch_threads']} threads"
     figures = {
         "train_peak_rss_gb": Figure(median=summary["train_peak_rss_gb"], unit="GB", samples=[], note=note),
