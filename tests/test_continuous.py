@@ -77,7 +77,7 @@ def test_a_row_that_cannot_join_leaves_the_others_alone(local: LocalChatModel) -
     decoder = ContinuousDecoder(local, max_rows=3)
     asked = requests()
     answers: list[Any] = []
-    ghost = ChatRequest(messages=[{"role": "user", "content": "x"}], skills=[("ghost", 1)])
+    ghost = ChatRequest(messages=[{"role": "user", "content": "x"}], skills=[("a", 1), ("ghost", 1)])
     assert decoder.join([(asked[1], answers.append), (ghost, answers.append), (asked[0], answers.append)]) == []
     assert isinstance(answers[0], SkillNotFoundError)  # answered at once; the other two joined
     assert decoder.active == 2 and decoder.free == 1
@@ -87,6 +87,8 @@ def test_a_row_that_cannot_join_leaves_the_others_alone(local: LocalChatModel) -
         decoder.step()
     flushed = local.generate_batch([asked[1], asked[0]])
     assert sorted(a.tokens for a in answers[1:]) == sorted(g.tokens for g in flushed)
+    slots = local.residency.slots
+    assert slots is not None and not slots.pinned()  # the ghost's composition left no pin behind
 
 
 def test_skills_the_slots_cannot_serve_are_handed_back(store: SkillStore, loud: dict[str, Path]) -> None:

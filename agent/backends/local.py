@@ -245,10 +245,12 @@ class LocalChatModel:
                     slots.pin(key)  # so loading a batch-mate never evicts it
                     pinned.append(key)
                     keys[-1].append(key)
-        except (AdapterMisfitError, SlotsFullError):
+        except BaseException as error:  # nothing stays pinned: a misfit falls back to peft, anything else is raised
             for key in pinned:
                 slots.unpin(key)
-            return None
+            if isinstance(error, AdapterMisfitError | SlotsFullError):
+                return None
+            raise
         return keys, pinned
 
     @contextmanager
