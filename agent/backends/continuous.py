@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.backends.protocol import ChatRequest, Generation
-from agent.backends.streaming import TextStream, stop_tokens
+from agent.backends.streaming import TextStream, generation_of, stop_tokens
 from skills.threads import share_cores
 
 Answer = Callable[[Generation | BaseException], None]
 
 
-@dataclass
+@dataclass(eq=False)  # rows are compared by identity: two rows may hold equal requests and tokens
 class _Row:
     request: ChatRequest
     answer: Answer
@@ -181,16 +181,8 @@ class ContinuousDecoder:
         ended = [row for row in rows if row.ids[-1] in self.stops or len(row.ids) >= row.request.max_new_tokens]
         if ended:
             self._drop(ended)
-            tokenizer = self.local.base.tokenizer
             for row in ended:
-                row.answer(
-                    Generation(
-                        text=tokenizer.decode(row.ids, skip_special_tokens=True).strip(),
-                        prompt_tokens=row.prompt_tokens,
-                        completion_tokens=len(row.ids),
-                        tokens=row.ids,
-                    )
-                )
+                row.answer(generation_of(self.local.base.tokenizer, row.ids, row.prompt_tokens))
 
     def _stack(self, rows: list[_Row], cache: Any, mask: Any) -> None:
         """Add `rows` (their prefilled cache and mask) to the running rows, left-padding whichever is shorter."""

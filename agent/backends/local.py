@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent.backends.protocol import ChatRequest, Generation, Message, fit_context, generate_each
-from agent.backends.streaming import RowStreamer
+from agent.backends.streaming import RowStreamer, generation_of
 from skills.errors import UserError
 from skills.threads import share_cores
 
@@ -80,13 +80,8 @@ class LocalChatModel:
             output = model.generate(
                 **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **_sampling(temperature)
             )
-        new = output[0, inputs["input_ids"].shape[1] :]
-        return Generation(
-            text=tokenizer.decode(new, skip_special_tokens=True).strip(),
-            prompt_tokens=int(inputs["input_ids"].shape[1]),
-            completion_tokens=_completion_length(new, tokenizer),
-            tokens=new[: _completion_length(new, tokenizer)].tolist(),
-        )
+        width = int(inputs["input_ids"].shape[1])
+        return generation_of(tokenizer, output[0, width:].tolist(), width)
 
     def generate_batch(self, requests: Sequence[ChatRequest]) -> list[Generation]:
         """Answer every request, batching those with the same temperature whatever their skills.
@@ -310,18 +305,13 @@ class LocalChatModel:
                 **extra,
             )
         width = batch["input_ids"].shape[1]
-        results = []
-        for row, request in enumerate(requests):
-            new = output[row, width : width + request.max_new_tokens]
-            results.append(
-                Generation(
-                    text=tokenizer.decode(new, skip_special_tokens=True).strip(),
-                    prompt_tokens=int(batch["attention_mask"][row].sum()),
-                    completion_tokens=_completion_length(new, tokenizer),
-                    tokens=new[: _completion_length(new, tokenizer)].tolist(),
-                )
+        return [
+            generation_of(
+                tokenizer, output[row, width : width + request.max_new_tokens].tolist(),
+                int(batch["attention_mask"][row].sum()),
             )
-        return results
+            for row, request in enumerate(requests)
+        ]  # fmt: skip
 
 
 BASE_ADAPTER = "__base__"
@@ -332,12 +322,3 @@ def _sampling(temperature: float) -> dict[str, Any]:
     if temperature > 0:
         return {"do_sample": True, "temperature": temperature, "top_p": None, "top_k": None}
     return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-
-
-def _completion_length(new: Any, tokenizer: Any) -> int:
-    """Generated tokens up to and including the first end-of-sequence (the rest is padding)."""
-    ids = new.tolist()
-    for stop in (tokenizer.eos_token_id, tokenizer.pad_token_id):
-        if stop is not None and stop in ids:
-            return ids.index(stop) + 1
-    return len(ids)

@@ -1,4 +1,5 @@
-"""Token streaming: each row of a generating batch hands its new text to its request's sink as it is decoded.
+"""Token streaming: each row of a generating batch hands its new text to its request's sink as it is decoded; and
+where a local reply ends (`stop_tokens`, `generation_of`), which the stream and the final `Generation` share.
 
 `ChatRequest.streaming(sink)` asks for the reply's text in pieces while it is generated (the server's SSE). The
 local backend passes a `RowStreamer` to transformers' `generate`, which calls `put` with every step's new token of
@@ -16,6 +17,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from agent.backends.protocol import Generation
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,19 @@ class TextStream:
 def stop_tokens(tokenizer: Any) -> set[int]:
     """The tokens that end a reply: end of sequence, and padding (what a finished row of a batch decodes)."""
     return {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+
+
+def generation_of(tokenizer: Any, new: Sequence[int], prompt_tokens: int) -> Generation:
+    """A local backend's `Generation` from the completion's token ids: the text without special tokens, stripped;
+    the tokens up to and including the first end of sequence (else padding; the rest is a finished row's filler)."""
+    ids = [int(t) for t in new]
+    length = len(ids)
+    for stop in (tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if stop is not None and stop in ids:
+            length = ids.index(stop) + 1
+            break
+    text = str(tokenizer.decode(ids, skip_special_tokens=True)).strip()
+    return Generation(text=text, prompt_tokens=prompt_tokens, completion_tokens=length, tokens=ids[:length])
 
 
 class RowStreamer:
