@@ -47,6 +47,7 @@ from pydantic import ValidationError
 
 from memory.buffer import EpisodeBuffer
 from memory.claims import CANDIDATES, LOCKS, SkillClaims
+from memory.composed import companions, composed_replay
 from memory.dataset import Chat, Dataset, derive_name, group_episodes, split_holdout, system_prompts, unique_episodes
 from memory.embed import TextEmbedder, routing_vector
 from memory.facts import MEMORY_SKILL, answer_recall, fact_pairs, split_pairs
@@ -274,11 +275,13 @@ class Consolidator:
             replay = replay_count(size, floor=cfg.replay, share=cfg.replay_share)
             replay_chats = off_task_chats(OFF_TASK_TRAIN[:replay], systems)
             offtask_chats = off_task_chats(OFF_TASK_EVAL, systems)
-            replay_answers = self._generate(model, replay_chats)
+            replay_answers = [] if cfg.compose_with else self._generate(model, replay_chats)
             base_offtask = self._generate(model, offtask_chats, OFFTASK_TOKENS)
             relevance = build_relevance(
                 train, holdout, cfg, self.embedder, partial(self._generate, model), self.is_tool_call
             )
+        if cfg.compose_with:  # the replay is the companions' answer (memory.composed)
+            replay_chats, replay_answers = composed_replay(cfg, self.residency, self.tokenizer, replay_chats)
         data = Dataset.build(
             chosen, train, holdout, replay_chats, replay_answers, trained=trained, negatives=relevance.examples
         )
@@ -289,17 +292,13 @@ class Consolidator:
         from the current revision."""
         cfg = self.config
         train_config = cfg.train_config(len(data.examples))
+        under = companions(self.residency, cfg)  # loaded first: the first load makes the model a PeftModel
         result = train_lora(
-            self.residency.model,
-            self.tokenizer,
-            data.examples,
-            work / "candidate",
-            config=train_config,
+            self.residency.model, self.tokenizer, data.examples, work / "candidate", config=train_config,
             init_from=None if target.created else self.store.revision_dir(target.name),
-            episode_ids=[e.id for e in data.train],
-            progress=self.progress,
-            on_step=lambda step, loss: crash_point("training") if step >= 2 else None,
-        )
+            episode_ids=[e.id for e in data.train], progress=self.progress,
+            on_step=lambda step, loss: crash_point("training") if step >= 2 else None, under=under,
+        )  # fmt: skip
         crash_point("saved")
         return result
 

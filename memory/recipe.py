@@ -73,6 +73,16 @@ class ConsolidationConfig(BaseModel):
     gradient_checkpointing: bool = Field(
         True, description="trade compute for memory while training (see TrainConfig); off is ~1.3x faster"
     )
+    compose_with: list[str] = Field(
+        default_factory=list,
+        description="skills this adapter will run composed with: active and frozen beneath it while it trains, and "
+        "its replay is their answer (memory.composed); empty: trained alone on the base",
+    )
+    composed_replay: list[list[dict[str, str]]] = Field(
+        default_factory=list,
+        description="with compose_with: prompts of the companions' tasks (chats without the reply), answered by base "
+        "+ companions and trained on, so the adapter leaves those answers as they are",
+    )
     facts: FactsConfig | None = Field(
         None,
         description="learn what the user said (memory.facts) instead of the replies of successful episodes; "

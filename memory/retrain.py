@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from memory.composed import companions, composed_replay
 from memory.consolidate import crash_point
 from memory.dataset import Dataset, example_from, system_prompts, unique_episodes
 from memory.embed import TextEmbedder
@@ -44,6 +45,7 @@ def recipe_retrainer(
         recipe = stored_recipe(store.revision(skill).evaluation.details.get("config"))
         examples = training_examples(recipe, episodes, residency, tokenizer, embedder, is_tool_call)
         config = recipe.train_config(len(examples), store.get(skill).lora)
+        under = companions(residency, recipe)  # loaded first: the first load makes the model a PeftModel
         return train_lora(
             residency.model,
             tokenizer,
@@ -54,6 +56,7 @@ def recipe_retrainer(
             episode_ids=[e.id for e in episodes],
             progress=progress,
             on_step=lambda step, loss: crash_point("forget:training") if step >= 2 else None,
+            under=under,
         )
 
     return retrain
@@ -87,6 +90,8 @@ def training_examples(
         count = replay_count(len(own), floor=recipe.replay, share=recipe.replay_share)
         chats = off_task_chats(OFF_TASK_TRAIN[:count], system_prompts(chosen))
         answer = lambda asked: generate(model, tokenizer, asked, max_new_tokens=recipe.max_new_tokens)  # noqa: E731
-        answers = answer(chats) if chats else []
+        answers = answer(chats) if chats and not recipe.compose_with else []
         negatives = build_relevance(chosen, [], recipe, embedder, answer, is_tool_call).examples
+    if recipe.compose_with:  # the replay is the companions' answer (memory.composed)
+        chats, answers = composed_replay(recipe, residency, tokenizer, chats)
     return Dataset.build(chosen, chosen, [], chats, answers, trained=own, negatives=negatives).examples

@@ -153,21 +153,30 @@ def tokenize_chat(tokenizer: Any, messages: Sequence[ChatMessage], max_length: i
 
 
 @contextmanager
-def temporary_adapter(model: Any, lora: LoraSpec) -> Iterator[tuple[Any, str]]:
+def temporary_adapter(model: Any, lora: LoraSpec, under: Sequence[str] = ()) -> Iterator[tuple[Any, str]]:
     """Add a fresh LoRA adapter to `model` for the duration of the block; yield (peft_model, adapter_name).
 
     `model` is either a plain transformers model (it is wrapped with `get_peft_model`, and unwrapped again on exit,
     leaving the original modules in place) or a `PeftModel` already holding other skills (the adapter is added next
-    to them and deleted on exit, and the previously active adapter is restored).
+    to them and deleted on exit, and the previously active adapter is restored). `under` names adapters of that
+    PeftModel that stay active beneath the new one, frozen: their updates and the new one's add up in every forward.
     """
     from peft import PeftModel, get_peft_model
 
     name = f"sk_train_{uuid.uuid4().hex[:8]}"  # never a substring of peft's "lora_" prefix
     config = lora.to_peft()
+    if under and not (isinstance(model, PeftModel) and all(u in model.peft_config for u in under)):
+        raise UserError(f"cannot train beneath {list(under)}: not loaded in the model", hint="load them first")
     if isinstance(model, PeftModel):
         previous = model.active_adapter
         model.add_adapter(name, config)
-        model.set_adapter(name)
+        if under:
+            tuner: Any = model.base_model
+            tuner.set_adapter([*under, name])  # several active adapters: their updates add up
+            model.active_adapter = name  # PeftModel's own forward looks one name's config up
+            model.set_requires_grad(list(under), requires_grad=False)
+        else:
+            model.set_adapter(name)
         try:
             yield model, name
         finally:
@@ -328,11 +337,14 @@ def train_lora(
     episode_ids: Sequence[str] = (),
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    under: Sequence[str] = (),
 ) -> TrainResult:
     """Train a LoRA adapter on chat `examples` and save it to `out_dir` (PEFT format). Deterministic given the seed.
 
     `init_from` is an adapter folder (e.g. the skill's current revision) to continue training from; its LoRA shape
-    is then used instead of `config.lora`. `model` may already hold other adapters (see `temporary_adapter`).
+    is then used instead of `config.lora`. `model` may already hold other adapters (see `temporary_adapter`);
+    `under` names those to keep active and frozen beneath the trained one, so it learns what to add to them (an
+    adapter that will be composed with them at run time, trained in that composition).
     `on_step(step, loss)` is called after every optimizer step (progress reporting, tests that interrupt training).
     """
     import torch
@@ -369,7 +381,7 @@ def train_lora(
     target_tokens = 0
     started = time.perf_counter()
 
-    with temporary_adapter(model, lora) as (peft_model, name):
+    with temporary_adapter(model, lora, under) as (peft_model, name):
         if init_state is not None:
             try:
                 result: Any = set_peft_model_state_dict(peft_model, init_state, adapter_name=name)
@@ -436,7 +448,8 @@ def train_lora(
         episode_ids=tuple(episode_ids),
         data_hash=digest,
         n_examples=len(examples),
-        training=config.model_dump(mode="json") | {"init_from": str(init_from) if init_from else None},
+        training=config.model_dump(mode="json")
+        | {"init_from": str(init_from) if init_from else None, "under": list(under)},
         library_versions=library_versions(),
     )
     return TrainResult(

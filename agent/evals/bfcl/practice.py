@@ -59,6 +59,17 @@ def demonstration(case: BfclCase, *, state_optional: bool = False) -> Trajectory
     return Trajectory.demonstration(case.task, reply, system_prompt=system_prompt(case_tools(case).schemas()))
 
 
+def task_chats(cases: Sequence[BfclCase]) -> list[list[dict[str, str]]]:
+    """The chats the agent starts train cases from (the functions as its tools, the task), without a reply: what a
+    skill composed with a tool habit replays so as to leave the habit's calls alone (`memory.composed`)."""
+    _train_only(cases)
+    chats = []
+    for case in cases:
+        system = system_prompt(case_tools(case).schemas()) or ""
+        chats.append([{"role": "system", "content": system}, {"role": "user", "content": case.task}])
+    return chats
+
+
 def record_demonstrations(
     agent: Any,
     cases: Sequence[BfclCase],
