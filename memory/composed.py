@@ -14,28 +14,51 @@ companions' revisions (`training["under"]`), and a forget rebuilds with the same
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from memory.dataset import Chat
 from memory.recipe import ConsolidationConfig
+from skills.errors import SkillNotFoundError
 from skills.generation import generate
 from skills.residency import Residency
 
+log = logging.getLogger("habitloop.consolidate")
 
-def companions(residency: Residency, recipe: ConsolidationConfig) -> list[str]:
+
+def companions(residency: Residency, recipe: ConsolidationConfig, *, missing_ok: bool = False) -> list[str]:
     """The recipe's `compose_with` skills loaded (hot) in the residency's model: their adapter names, for
-    `train_lora(under=...)`. Empty when the recipe trains alone."""
-    return [residency.load(skill) for skill in recipe.compose_with]
+    `train_lora(under=...)`; empty when the recipe trains alone. A companion that is not in the store raises
+    `SkillNotFoundError`, unless `missing_ok` (a forget's rebuild: forgetting must not wait for a skill that is
+    gone; the rebuilt revision then trains without it, and its provenance says so)."""
+    names = []
+    for skill in recipe.compose_with:
+        try:
+            names.append(residency.load(skill))
+        except SkillNotFoundError:
+            if not missing_ok:
+                raise
+            log.warning("companion skill %r is gone: rebuilding without it", skill)
+    return names
 
 
 def composed_replay(
-    recipe: ConsolidationConfig, residency: Residency, tokenizer: Any, replay_chats: Sequence[Chat]
+    recipe: ConsolidationConfig,
+    residency: Residency,
+    tokenizer: Any,
+    replay_chats: Sequence[Chat],
+    *,
+    missing_ok: bool = False,
 ) -> tuple[list[Chat], list[str]]:
     """The replay of a recipe with companions: the off-task `replay_chats`, then its `composed_replay` prompts, all
-    answered by base + companions (activated together), in one batch."""
+    answered by base + companions (activated together; the base alone when none is left), in one batch."""
     chats = [*replay_chats, *recipe.composed_replay]
     if not chats:
         return [], []
-    residency.activate_adapter(companions(residency, recipe))
+    names = companions(residency, recipe, missing_ok=missing_ok)
+    if not names:
+        with residency.base_only() as model:
+            return chats, generate(model, tokenizer, chats, max_new_tokens=recipe.max_new_tokens)
+    residency.activate_adapter(names)
     return chats, generate(residency.model, tokenizer, chats, max_new_tokens=recipe.max_new_tokens)

@@ -4,7 +4,9 @@ The recipe is the one stored with the skill's current revision (`evaluation.deta
 `ConsolidationConfig`): its data rule (the episodes' replies, or with a facts part the pairs `memory.facts` makes from
 what the user said), its replay of the base's own answers, its negatives (`memory.negatives`, paired among the
 remaining episodes; a recipe stored before negatives existed has none), its steps rule, batch, learning rate and seed,
-and the skill's LoRA shape. There is no gate: the rebuilt revision replaces one that must go, whatever it scores.
+and the skill's LoRA shape, and the skills it was trained beneath (`compose_with`, `memory.composed`; one that is
+gone from the store is left out). There is no gate: the rebuilt revision replaces one that must go, whatever it
+scores.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def recipe_retrainer(
         recipe = stored_recipe(store.revision(skill).evaluation.details.get("config"))
         examples = training_examples(recipe, episodes, residency, tokenizer, embedder, is_tool_call)
         config = recipe.train_config(len(examples), store.get(skill).lora)
-        under = companions(residency, recipe)  # loaded first: the first load makes the model a PeftModel
+        under = companions(residency, recipe, missing_ok=True)  # first: the first load makes the model a PeftModel
         return train_lora(
             residency.model,
             tokenizer,
@@ -93,5 +95,5 @@ def training_examples(
         answers = answer(chats) if chats and not recipe.compose_with else []
         negatives = build_relevance(chosen, [], recipe, embedder, answer, is_tool_call).examples
     if recipe.compose_with:  # the replay is the companions' answer (memory.composed)
-        chats, answers = composed_replay(recipe, residency, tokenizer, chats)
+        chats, answers = composed_replay(recipe, residency, tokenizer, chats, missing_ok=True)
     return Dataset.build(chosen, chosen, [], chats, answers, trained=own, negatives=negatives).examples

@@ -13,6 +13,7 @@ from memory import HashingEmbedder, InMemoryBuffer, Trajectory
 from memory.consolidate import ConsolidationConfig, Consolidator
 from memory.retrain import training_examples
 from skills import ChatExample, Residency, SkillStore, TrainConfig, UserError, train_lora
+from skills.errors import SkillNotFoundError
 from skills.generation import generate
 from skills.reader import read_safetensors
 
@@ -85,3 +86,19 @@ def test_a_recipe_with_companions_replays_their_answers_and_records_them(world: 
     record = store.revision(report.skill)
     assert record.provenance.training["under"] == ["sk_habit_r1"]
     assert record.evaluation.details["config"]["compose_with"] == ["habit"], "a forget rebuilds the same way"
+
+
+def test_a_rebuild_whose_companion_is_gone_trains_alone(world: dict[str, Any]) -> None:
+    residency, base = world["residency"], world["base"]
+    recipe = ConsolidationConfig(replay=2, max_new_tokens=6, negative_share=0.0, compose_with=["ghost"])
+    episodes = [Trajectory.demonstration(f"ping number {i}", f"pong {i}") for i in range(3)]
+    examples = training_examples(recipe, episodes, residency, base.tokenizer)  # forgetting never waits for a skill
+    replayed = [e.messages[-1].content for e in examples if (e.source_id or "").startswith("replay:")]
+    with residency.base_only() as model:
+        chats = [[m.model_dump() for m in e.messages[:-1]] for e in examples if (e.source_id or "").startswith("r")]
+        assert replayed == generate(model, base.tokenizer, chats, max_new_tokens=6)
+    consolidator = Consolidator(InMemoryBuffer(HashingEmbedder()), world["store"], residency, base.tokenizer)
+    consolidator.config = recipe.model_copy(update={"min_episodes": 1})
+    consolidator.buffer.add_many(episodes)
+    with pytest.raises(SkillNotFoundError):  # a consolidation asked for it: refused before any training
+        consolidator.run()
