@@ -18,7 +18,7 @@ from agent.cli.app import app
 from agent.evals.bfcl.checker import check_call
 from agent.evals.bfcl.data import WHEEL_ENV, load_cases, split_of
 from agent.evals.bfcl.harness import case_tools, evaluate, json_schema
-from agent.evals.bfcl.practice import demonstration, practice, record_demonstrations
+from agent.evals.bfcl.practice import demonstration, practice, record_demonstrations, task_chats
 from agent.prompt import system_prompt
 from agent.testing import ScriptedChatModel
 from memory import HashingEmbedder, InMemoryBuffer
@@ -480,3 +480,14 @@ def test_forgetting_and_composition_measure_four_models_on_both_categories(
     assert agent.store.revision("tool-habits", 2).parent == 1, "the second revision continues the first"
     assert isinstance(result["forgetting_points"], float)
     assert (home / "reports" / "bfcl-transfer.png").stat().st_size > 0
+
+
+def test_task_chats_are_the_prompts_of_train_cases_only(wheel: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    train = load_cases(home, "simple_python", "train", limit=2)
+    chats = task_chats(train)
+    for chat, case in zip(chats, train, strict=True):  # what the agent is given, without the reply
+        shown = demonstration(case)
+        assert chat == [{"role": "system", "content": shown.system_prompt}, {"role": "user", "content": shown.task}]
+    with pytest.raises(UserError, match="test split"):
+        task_chats(load_cases(home, "simple_python", "test", limit=1))
