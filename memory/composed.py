@@ -52,7 +52,7 @@ def composed_replay(
     missing_ok: bool = False,
 ) -> tuple[list[Chat], list[str]]:
     """The replay of a recipe with companions: the off-task `replay_chats`, then its `composed_replay` prompts, all
-    answered by base + companions (activated together; the base alone when none is left), in one batch."""
+    answered by base + companions (activated together; the base alone when none is left)."""
     chats = [*replay_chats, *recipe.composed_replay]
     if not chats:
         return [], []

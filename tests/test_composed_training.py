@@ -95,7 +95,8 @@ def test_a_rebuild_whose_companion_is_gone_trains_alone(world: dict[str, Any]) -
     examples = training_examples(recipe, episodes, residency, base.tokenizer)  # forgetting never waits for a skill
     replayed = [e.messages[-1].content for e in examples if (e.source_id or "").startswith("replay:")]
     with residency.base_only() as model:
-        chats = [[m.model_dump() for m in e.messages[:-1]] for e in examples if (e.source_id or "").startswith("r")]
+        asked = [e for e in examples if (e.source_id or "").startswith("replay:")]
+        chats = [[m.model_dump() for m in e.messages[:-1]] for e in asked]
         assert replayed == generate(model, base.tokenizer, chats, max_new_tokens=6)
     consolidator = Consolidator(InMemoryBuffer(HashingEmbedder()), world["store"], residency, base.tokenizer)
     consolidator.config = recipe.model_copy(update={"min_episodes": 1})
