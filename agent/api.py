@@ -374,16 +374,18 @@ class Agent:
         return system_prompt(self.tools.schemas())
 
     def consolidate(
-        self, skill: str | None = None, *, min_episodes: int | None = None, facts: bool = False
-    ) -> list[ConsolidationReport]:
+        self, skill: str | None = None, *, min_episodes: int | None = None, facts: bool = False,
+        recipe: ConsolidationConfig | None = None, episodes: Sequence[Trajectory] | None = None,
+    ) -> list[ConsolidationReport]:  # fmt: skip
         """Train the buffer's unconsolidated successes into skills (a new revision each, gated against the current
         one) and let those episodes go from the retrieval pool. Needs the local model (the shared base).
 
         `facts=True` (a personal instance): what the user said instead, into their memory adapter (`skill`, default
-        `memory`), with `memory.recipe.facts_recipe` unless this agent was given a recipe with a facts part."""
+        `memory`), with `memory.recipe.facts_recipe` unless this agent was given a recipe with a facts part. `recipe`
+        replaces the agent's; `episodes` (recorded ones) are consolidated into `skill` as they are."""
         if self.residency is None or self.base is None:
             raise UserError("consolidation trains adapters on the local base; this agent has no local model")
-        config = self.consolidation if not facts or self.consolidation.facts else facts_recipe()
+        config = recipe or (self.consolidation if not facts or self.consolidation.facts else facts_recipe())
         if min_episodes is not None:
             config = config.model_copy(update={"min_episodes": min_episodes})
         store: Any = self.store
@@ -395,6 +397,8 @@ class Agent:
             self.buffer, store, self.residency, self.base.tokenizer, config=config,
             reports_dir=self.settings.reports_dir, instance=self.instance, **self._judges(),
         )  # fmt: skip
+        if episodes is not None:
+            return [consolidator.consolidate(skill, episodes)]
         if facts:
             name = MEMORY_SKILL if skill is None else store.bare(skill) if self.instance else skill
             report = consolidator.consolidate_facts(name)

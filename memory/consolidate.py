@@ -50,7 +50,7 @@ from memory.claims import CANDIDATES, LOCKS, SkillClaims
 from memory.composed import companions, composed_replay
 from memory.dataset import Chat, Dataset, derive_name, group_episodes, split_holdout, system_prompts, unique_episodes
 from memory.embed import TextEmbedder, routing_vector
-from memory.facts import MEMORY_SKILL, answer_recall, fact_pairs, split_pairs
+from memory.facts import MEMORY_SKILL, fact_pairs, split_pairs
 from memory.forget_plan import pending_forgets, without
 from memory.gate import ModelScorer, Scorer, Scores, Trial, decide
 from memory.negatives import Relevance, build_relevance
@@ -250,10 +250,11 @@ class Consolidator:
 
     def _target(self, name: str, episodes: Sequence[Trajectory]) -> Target:
         """Check that `name` can take a new revision (before any training) and read what it continues from."""
-        if self.config.facts is None:
-            description = derive_name(episodes, set())[1]
-        else:
+        description = derive_name(episodes, set())[1]
+        if self.config.facts is not None:
             description = f"What {self.instance or 'the user'} told the agent, learned as facts (memory.facts)."
+        elif self.config.style is not None:
+            description = self.config.style.describe()
         return Target.of(self.store, name, description)
 
     def _build_dataset(self, episodes: Sequence[Trajectory]) -> tuple[Dataset, list[Chat], list[str], Relevance]:
@@ -413,7 +414,7 @@ class Consolidator:
         `config.max_new_tokens` (read at each use) and `is_tool_call`."""
         if self._scorer is not None:
             return self._scorer
-        match = None if self.config.facts is None else answer_recall
+        match = self.config.reply_match()
         return Scorer(
             self.tokenizer, max_new_tokens=self.config.max_new_tokens, is_tool_call=self.is_tool_call, match=match
         )

@@ -7,16 +7,33 @@ how it was made. Recipes for a use (BFCL tool habits: `agent.evals.bfcl.recipe`;
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from memory.facts import FactsConfig
+from memory.facts import FactsConfig, answer_recall
+from memory.repository import StyleSource
+from memory.style import StyleRules, in_style
 from skills.manifest import LoraSpec
 from skills.train import TrainConfig
 
 # What a negative demonstration (memory.negatives) trains towards: the base's answer with no tools, or a fixed reply.
 NegativeTarget = Literal["base", "refusal"]
+
+
+class StyleConfig(BaseModel):
+    """The style part of a recipe (`style_recipe`): the rules a reply must keep to, and where they were learned."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rules: StyleRules
+    source: StyleSource
+
+    def describe(self) -> str:
+        """The skill's description: where the style comes from and what it is."""
+        origin = self.source.package or self.source.path
+        return f"Writes Python in the style of {origin}: {self.rules.describe()}."
 
 
 class ConsolidationConfig(BaseModel):
@@ -88,6 +105,18 @@ class ConsolidationConfig(BaseModel):
         description="learn what the user said (memory.facts) instead of the replies of successful episodes; "
         "set by `facts_recipe`",
     )
+    style: StyleConfig | None = Field(
+        None,
+        description="a coding style (memory.style): the gate judges a reply by these ruff rules, not by its text; "
+        "set by `style_recipe`",
+    )
+
+    def reply_match(self) -> Callable[[str, str], bool] | None:
+        """How the gate judges a reply against the wanted one: recall of the fact, the style's rules, or (None)
+        the same text."""
+        if self.facts is not None:
+            return answer_recall
+        return in_style(self.style.rules) if self.style is not None else None
 
     def train_config(self, n_examples: int, lora: LoraSpec | None = None) -> TrainConfig:
         """The training run of `n_examples` examples: `epochs` passes, within [min_steps, max_steps]; `lora` is the
@@ -123,5 +152,22 @@ def facts_recipe(**overrides: object) -> ConsolidationConfig:
         "replay_share": 0.15,
         "lora": LoraSpec(r=16, alpha=32),
         "margin": 0.0,
+    }
+    return ConsolidationConfig.model_validate(values | overrides)
+
+
+def style_recipe(rules: StyleRules, source: StyleSource, **overrides: object) -> ConsolidationConfig:
+    """The recipe of a coding-style skill (kind `style`): a repository's functions as demonstrations, judged by its
+    ruff rules (`memory.style`). Replies are whole functions (256 tokens); a tenth is held out (each held-out
+    function costs two 256-token generations in the gate); no tools, so no negatives and no relevance check."""
+    values: dict[str, object] = {
+        "style": StyleConfig(rules=rules, source=source),
+        "kind": "style",
+        "holdout_fraction": 0.1,
+        "max_new_tokens": 256,
+        "negative_share": 0.0,
+        "relevance_size": 0,
+        "epochs": 2.0,
+        "max_steps": 120,
     }
     return ConsolidationConfig.model_validate(values | overrides)

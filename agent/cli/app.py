@@ -17,6 +17,7 @@ import agent.cli.output as output
 import agent.cli.route as cli_route
 import agent.cli.run as cli_run
 import agent.cli.serve as cli_serve
+import agent.cli.style as cli_style
 from agent.cli.bfcl import eval_app, practice_app
 from agent.cli.buffer import buffer_app
 from agent.cli.model import model_app
@@ -31,7 +32,9 @@ app.add_typer(buffer_app, name="buffer")
 app.command("route")(cli_route.route)
 app.command("serve")(cli_serve.serve)
 app.command("bench-serve")(cli_serve.bench_serve)
+skills_app.command("learn-style")(cli_style.learn_style)
 eval_app.command("memory")(cli_memory.eval_memory)
+eval_app.command("humaneval")(cli_style.eval_humaneval)
 practice_app.command("memory")(cli_memory.practice_memory)
 app.add_typer(eval_app, name="eval")
 app.add_typer(practice_app, name="practice")

@@ -1,4 +1,5 @@
-"""`habitloop skills ...`: list, show, history, rollback, delete, export and import the skills in the store."""
+"""`habitloop skills ...`: list, show, history, rollback, delete, export and import the skills in the store
+(`learn-style` joins the group from `agent/cli/style.py`)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -30,6 +30,7 @@ from skills.instances import LayeredStore
 from skills.reference import SkillRef
 from tools import Tool, ToolRegistry, parse_tool_calls
 
+T = TypeVar("T")
 Mode = Literal["base", "retrieval", "skill"]
 MODES: tuple[Mode, ...] = ("base", "retrieval", "skill")
 
@@ -255,7 +256,7 @@ def run_case(
     return _judged(case, registry, mode, result, seconds), result
 
 
-def chunks(items: Sequence[BfclCase], size: int) -> list[Sequence[BfclCase]]:
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     """`items` in consecutive slices of at most `size` (the batches the model answers at once)."""
     if size < 1:
         raise UserError("the batch size must be at least 1")
