@@ -89,9 +89,13 @@ class StyleCheck(BaseModel):
 
 
 def family_of(code: str) -> str:
-    """The family of a ruff rule code: its leading letters (`ANN001` -> `ANN`, `D401` -> `D`)."""
+    """The family of a ruff rule code: its prefix among `FAMILIES` (`ANN001` -> `ANN`, `C401` -> `C4`), else its
+    leading letters."""
     if code in (SYNTAX_ERROR, NO_FUNCTION):
         return "syntax" if code == SYNTAX_ERROR else code
+    for family in sorted(FAMILIES, key=len, reverse=True):
+        if code.startswith(family) and code[len(family) :].isdigit():
+            return family
     letters = re.match(r"[A-Z]+", code)
     return letters.group(0) if letters else code
 

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from agent.evals.humaneval.data import Problem, load_problems
+from agent.evals.humaneval.harness import program
+from agent.evals.humaneval.sandbox import check_many
+from memory.style import family_of
 
 MODES = ("base", "retrieval", "skill", "composed")
 LABELS = {
@@ -26,9 +32,32 @@ def read(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() and path.stat().st_size else None
 
 
+def rescore(cases: list[dict[str, Any]], problems: dict[str, Problem]) -> dict[str, float]:
+    """pass@1 of the stored code, run again both ways: as the harness runs it (annotations postponed) and plain
+    (annotations evaluated when the function is defined, as first measured)."""
+    chosen = [(problems[c["task_id"]], c["code"]) for c in cases]
+    postponed = check_many([(program(p, code), p.test, p.entry_point) for p, code in chosen], timeout=10)
+    plain = check_many(
+        [("\n\n\n".join(x for x in (p.preamble, p.helpers, code) if x), p.test, p.entry_point) for p, code in chosen],
+        timeout=10,
+    )
+    n = len(cases)
+    return {
+        "pass_at_1": sum(v.passed for v in postponed) / n,
+        "pass_at_1_plain_annotations": sum(v.passed for v in plain) / n,
+        "errors": sum(v.status == "error" for v in postponed) / n,
+    }
+
+
 def collect(out: Path) -> dict[str, Any]:
     learn = read(out / "learn.json") or {}
     modes = {m: r for m in MODES if (r := read(out / f"he-{m}.json")) is not None}
+    problems = {p.task_id: p for p in load_problems(out / "skill", "test")} if modes else {}
+    for mode, run in modes.items():  # counted again from the per-problem lines, by today's rule families
+        cases = [json.loads(line) for line in (out / f"he-{mode}.jsonl").read_text().splitlines()]
+        families = Counter(family_of(code) for case in cases for code in case["violations"])
+        run["violations_per_function"] = {f: c / len(cases) for f, c in sorted(families.items())}
+        run.update(rescore(cases, problems))
     bfcl = {m: r for m in ("habits", "composed") if (r := read(out / f"bfcl-{m}.json")) is not None}
     summary: dict[str, Any] = {
         "command": "scripts/humaneval_style.sh SOURCE TOOL_HABITS_HOME OUT && python scripts/humaneval_style.py OUT",
@@ -47,6 +76,8 @@ def collect(out: Path) -> dict[str, Any]:
                     "split",
                     "style_rate",
                     "pass_at_1",
+                    "pass_at_1_plain_annotations",
+                    "errors",
                     "violations_per_function",
                     "prompt_tokens_mean",
                     "seconds_per_case",

@@ -112,8 +112,23 @@ def test_the_program_is_the_prompts_imports_and_helpers_then_the_code() -> None:
     prompt = 'import math\n\n\ndef helper(x):\n    return x\n\n\ndef f(x):\n    """Use it."""\n'
     problem = Problem(task_id="X/1", prompt=prompt, canonical_solution="", test="", entry_point="f")
     assert program(problem, "def f(x):\n    return helper(x)") == (
-        "import math\n\n\ndef helper(x):\n    return x\n\n\ndef f(x):\n    return helper(x)"
+        "from __future__ import annotations\n\n\nimport math\n\n\ndef helper(x):\n    return x\n\n\n"
+        "def f(x):\n    return helper(x)"
     )
+    folded = program(problem, "from __future__ import division\ndef f(x):\n    return x")
+    assert folded.startswith("from __future__ import annotations, division\n") and folded.count("__future__") == 1
+
+
+def test_an_annotation_with_a_name_the_reply_never_imports_is_not_a_failure(
+    tmp_path: Path, adapter: Callable[[str], Path], tiny: Any
+) -> None:
+    reply = (
+        'def double_all(numbers: Sequence[int]) -> list[int]:\n    """Double each number."""\n'
+        "    return [2 * n for n in numbers]\n"
+    )
+    agent = make_agent(tmp_path, [reply, reply.replace("2 * n", "undefined_name * n")], adapter, tiny.fingerprint)
+    report = evaluate(agent, problems(2), mode="base", skill="house-style", batch=1, timeout=5)
+    assert [c.status for c in report.cases] == ["passed", "error"], "a name the body uses still has to exist"
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
