@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from memory.facts import FactsConfig, answer_recall
 from memory.repository import StyleSource
 from memory.style import StyleRules, in_style
-from skills.manifest import LoraSpec
+from skills.manifest import LoraSpec, RevisionRecord
 from skills.train import TrainConfig
 
 # What a negative demonstration (memory.negatives) trains towards: the base's answer with no tools, or a fixed reply.
@@ -34,6 +34,13 @@ class StyleConfig(BaseModel):
         """The skill's description: where the style comes from and what it is."""
         origin = self.source.package or self.source.path
         return f"Writes Python in the style of {origin}: {self.rules.describe()}."
+
+
+def style_of(record: RevisionRecord) -> StyleConfig | None:
+    """The style a revision was trained to keep (its recipe's style part, stored with it by consolidation); None:
+    not a style skill."""
+    style = (record.evaluation.details.get("config") or {}).get("style")
+    return StyleConfig.model_validate(style) if style else None
 
 
 class ConsolidationConfig(BaseModel):

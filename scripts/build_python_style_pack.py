@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from memory.recipe import style_of
 from memory.style import StyleRules
 from skills import SkillStore
 from skills.packs import PackTask, TaskChecker, create_pack
@@ -31,8 +32,8 @@ TASKS = [
 ]
 
 
-def description(rules: StyleRules, source: dict[str, Any], summary: dict[str, Any] | None) -> str:
-    origin = f"habitloop's own code (commit {str(source.get('commit'))[:12]})"
+def description(rules: StyleRules, commit: str | None, summary: dict[str, Any] | None) -> str:
+    origin = f"habitloop's own code (commit {str(commit)[:12]})"
     text = f"Writes Python the way {origin} does: {rules.describe()}."
     if summary and {"base", "skill"} <= set(summary.get("humaneval", {})):
         he = summary["humaneval"]
@@ -53,9 +54,11 @@ def main() -> None:
     args = parser.parse_args()
     store = SkillStore(args.home / "skills")
     record = store.revision(NAME)
-    style = record.evaluation.details["config"]["style"]
+    style = style_of(record)
+    if style is None:
+        raise SystemExit(f"{NAME} in {args.home} is not a style skill (made by `habitloop skills learn-style`)")
     summary = json.loads(args.summary.read_text()) if args.summary.is_file() else None
-    text = description(StyleRules.model_validate(style["rules"]), style["source"], summary)
+    text = description(style.rules, style.source.commit, summary)
     with tempfile.TemporaryDirectory() as scratch:
         built = create_pack(
             NAME, [NAME], [], Path(scratch) / NAME, store=store, version="1.0.0", description=text[:2000], tasks=TASKS

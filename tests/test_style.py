@@ -15,6 +15,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from agent import Agent, Settings
 from agent.style import learn_style
 from memory import HashingEmbedder, InMemoryBuffer
+from memory.recipe import style_of
 from memory.repository import read_repository, request_for
 from memory.style import StyleRules, check_code, code_of, discover_rules, family_of, in_style
 from skills import SkillStore, UserError
@@ -165,9 +166,9 @@ def test_learn_style_consolidates_the_documented_in_style_functions_into_a_style
     manifest = agent.store.get("house-style")
     record = agent.store.revision("house-style")
     assert manifest.kind == "style" and "ruff ANN" in manifest.description
-    style = record.evaluation.details["config"]["style"]
-    assert StyleRules.model_validate(style["rules"]) == report.rules
-    assert style["source"]["files"].keys() == {"pkg/maths.py", "pkg/things.py", "pkg/broken.py"}
+    style = style_of(record)
+    assert style is not None and style.rules == report.rules
+    assert style.source.files.keys() == {"pkg/maths.py", "pkg/things.py", "pkg/broken.py"}
     assert len(record.provenance.episode_ids) == 8
     assert record.evaluation.metrics["candidate_heldout_match"] == 0.0, "an empty or garbled reply is not in style"
     assert agent.buffer.stats().unconsolidated_successes == 0, "the buffer lets them go"

@@ -13,7 +13,7 @@ from agent.backends.local import LocalChatModel
 from agent.evals.humaneval.data import load_problems
 from agent.evals.humaneval.harness import evaluate
 from memory import HashingEmbedder, InMemoryBuffer
-from memory.style import StyleRules
+from memory.recipe import style_of
 from skills import Residency, SkillStore
 from skills.packs import builtin_packs, install_pack, read_manifest
 
@@ -30,8 +30,8 @@ def test_the_style_skill_writes_in_its_style_where_the_base_does_not(real_base: 
     settings = Settings(home=tmp_path / "home")
     store = SkillStore(settings.skills_dir, base_fingerprint=real_base.fingerprint)
     install_pack("python-style", store, settings.packs_dir)
-    rules = StyleRules.model_validate(store.revision("python-style").evaluation.details["config"]["style"]["rules"])
-    assert {"ANN", "D"} <= set(rules.select)
+    style = style_of(store.revision("python-style"))
+    assert style is not None and {"ANN", "D"} <= set(style.rules.select)
     residency = Residency(real_base.model, store, max_hot=1)
     agent = Agent(
         settings=settings,

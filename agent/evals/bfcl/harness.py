@@ -176,6 +176,18 @@ def skill_list(skill: str) -> list[str]:
     return [ref.format() for ref in SkillRef.parse("+".join(parts))]
 
 
+def skill_revisions(agent: Any, skill: str) -> list[tuple[str, Any]]:
+    """Each skill a `--skill` value names (see `skill_list`) with the revision it runs at, read through the agent's
+    view (an instance's view also reads its personal skills); an unknown skill or revision is an error here."""
+    skills = getattr(agent, "skills", agent.store)
+    revisions = []
+    for part in skill_list(skill):
+        ref = SkillRef.parse_one(part)
+        name = skills.canonical(ref.qualified) if isinstance(skills, LayeredStore) else ref.qualified
+        revisions.append((part, skills.revision(name, ref.revision)))
+    return revisions
+
+
 def _run_kwargs(
     case: BfclCase, registry: ToolRegistry, mode: Mode, skill: str | None, k: int, temperature: float
 ) -> dict[str, Any]:
@@ -281,11 +293,7 @@ def evaluate(
     verdicts either way; a batch is faster per case on the CPU."""
     checked = _check_mode(mode, skill)
     if checked == "skill":
-        skills = getattr(agent, "skills", agent.store)  # an instance's view also reads its personal skills
-        for part in skill_list(skill or ""):  # an unknown skill or revision fails here, before any case runs
-            ref = SkillRef.parse_one(part)
-            name = skills.canonical(ref.qualified) if isinstance(skills, LayeredStore) else ref.qualified
-            skills.revision(name, ref.revision)
+        skill_revisions(agent, skill or "")  # an unknown skill or revision fails here, before any case runs
     if cases is None:
         cases = load_cases(agent.settings.home, category, split, limit=limit)
     results = []

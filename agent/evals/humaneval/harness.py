@@ -24,13 +24,12 @@ from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 
-from agent.evals.bfcl.harness import chunks, skill_list
+from agent.evals.bfcl.harness import chunks, skill_list, skill_revisions
 from agent.evals.humaneval.data import Problem
 from agent.evals.humaneval.sandbox import check_many
+from memory.recipe import style_of
 from memory.style import StyleRules, check_code, code_of, family_of
 from skills.errors import UserError
-from skills.instances import LayeredStore
-from skills.reference import SkillRef
 from tools import ToolRegistry
 
 Mode = Literal["base", "retrieval", "skill"]
@@ -80,14 +79,10 @@ class HumanEvalReport(BaseModel):
 def style_rules(agent: Any, skill: str) -> tuple[StyleRules, str]:
     """The rules of the style skill among the skills `skill` names (`python-style`, `tool-habits+python-style`,
     `python-style@2`), read from its revision (the recipe it was trained with), and that skill's name."""
-    skills = getattr(agent, "skills", agent.store)
-    for part in skill_list(skill):
-        ref = SkillRef.parse_one(part)
-        name = skills.canonical(ref.qualified) if isinstance(skills, LayeredStore) else ref.qualified
-        record = skills.revision(name, ref.revision)  # an unknown skill fails here, before any problem runs
-        style = (record.evaluation.details.get("config") or {}).get("style")
-        if style:
-            return StyleRules.model_validate(style["rules"]), part
+    for part, record in skill_revisions(agent, skill):  # an unknown skill fails here, before any problem runs
+        style = style_of(record)
+        if style is not None:
+            return style.rules, part
     raise UserError(
         f"{skill!r} holds no style skill (no ruff rules were learned with it)",
         hint="pass a skill made by `habitloop skills learn-style`, e.g. --skill python-style",
