@@ -6,6 +6,13 @@ parameters are annotated) and gives the first paragraph of its docstring; HumanE
 (`request_for`), so what the skill learned is what it is measured on. Functions without a docstring say nothing a
 request could be made of: they count for the rules (`memory.style.discover_rules`), not as demonstrations.
 
+A function can also be taught as it would stand alone (`learn-style --self-contained`): the standard-library imports
+of its module that it uses come with it (`imports`), and what its body calls that neither it, the builtins nor the
+standard library define (its module's helpers, the project's own imports) is kept as `unresolved`; only the
+functions with none are taught. A demonstration that calls names the request never gave may teach a model to call
+names that do not exist where it writes (the python-style skill raised the project's `UserError` in HumanEval
+answers). Measured on HumanEval's train half it did not help (README, Coding style), so it is not the default.
+
 The repository is a folder or an installed package's name. Its test files are left out (tests are written in
 another style: no docstrings, no annotations). Where it came from is kept (`StyleSource`: the path, the git commit
 or the package's version, every file's sha256), and goes into the skill's provenance.
@@ -14,11 +21,14 @@ or the package's version, every file's sha256), and goes into the skill's proven
 from __future__ import annotations
 
 import ast
+import builtins
 import hashlib
 import importlib.metadata
 import importlib.util
 import logging
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +40,8 @@ log = logging.getLogger("habitloop.style")
 MAX_FILES = 5000
 MAX_FILE_BYTES = 1_000_000
 _SKIPPED_DIRS = {"tests", "test", "build", "dist", "site-packages", "node_modules", "__pycache__", "venv"}
+_BUILTINS = frozenset(dir(builtins))
+_STDLIB = frozenset(sys.stdlib_module_names)
 
 
 class StyleSource(BaseModel):
@@ -46,7 +58,8 @@ class StyleSource(BaseModel):
 
 class SourceFunction(BaseModel):
     """One module-level function of the repository: its name, parameter names, the first paragraph of its docstring
-    (empty: none), its source (decorators included) and the file it is in."""
+    (empty: none), its source (decorators included), the file it is in, the standard-library imports it uses and the
+    names its body uses that nothing standard defines."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -55,14 +68,27 @@ class SourceFunction(BaseModel):
     description: str
     code: str
     file: str
+    imports: tuple[str, ...] = ()
+    unresolved: tuple[str, ...] = ()
 
     @property
     def request(self) -> str:
         return request_for(self.name, self.params, self.description)
 
-    def demonstration(self) -> Trajectory:
-        """The request, answered with the function's source in a fenced block (as a chat model writes code)."""
-        return Trajectory.demonstration(self.request, fenced(self.code))
+    @property
+    def self_contained(self) -> bool:
+        """Whether the function runs as it is shown (with its imports) outside its repository."""
+        return not self.unresolved
+
+    @property
+    def answer(self) -> str:
+        """The function as a file that stands alone: its imports, then its source."""
+        return "\n\n\n".join(("\n".join(self.imports), self.code)) if self.imports else self.code
+
+    def demonstration(self, *, standalone: bool = False) -> Trajectory:
+        """The request, answered with the function's source in a fenced block (as a chat model writes code);
+        `standalone`: its imports first."""
+        return Trajectory.demonstration(self.request, fenced(self.answer if standalone else self.code))
 
 
 def request_for(name: str, params: tuple[str, ...] | list[str], description: str) -> str:
@@ -98,6 +124,76 @@ def summary(docstring: str | None) -> str:
     return " ".join(docstring.strip().split("\n\n")[0].split())
 
 
+def standard_imports(tree: ast.Module) -> dict[str, tuple[str, str | None]]:
+    """The names a module binds by its top-level imports from the standard library: name -> (module, the name
+    imported from it; None: `import module`)."""
+    bound: dict[str, tuple[str, str | None]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in _STDLIB and (alias.asname or "." not in alias.name):
+                    bound[alias.asname or alias.name] = (alias.name, None)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] in _STDLIB and node.module != "__future__":
+                for alias in node.names:
+                    if alias.name != "*":
+                        bound[alias.asname or alias.name] = (node.module, alias.name)
+    return bound
+
+
+def _is_standard(node: ast.Import | ast.ImportFrom) -> bool:
+    if isinstance(node, ast.ImportFrom):
+        return node.level == 0 and bool(node.module) and str(node.module).split(".")[0] in _STDLIB
+    return all(alias.name.split(".")[0] in _STDLIB for alias in node.names)
+
+
+def _annotations(node: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[ast.expr]:
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef) and inner.returns is not None:
+            yield inner.returns
+        elif isinstance(inner, ast.arg | ast.AnnAssign) and inner.annotation is not None:
+            yield inner.annotation
+
+
+def free_names(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[set[str], set[str]]:
+    """The names a function reads but does not bind (builtins left out): those its code runs, and those only its
+    annotations name (never run in a module with postponed annotations, as a style's repository may be). What it
+    imports itself from outside the standard library counts as read, not bound: it is not there elsewhere."""
+    bound: set[str] = set()
+    foreign: set[str] = set()
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.arg):
+            bound.add(inner.arg)
+        elif isinstance(inner, ast.Name) and not isinstance(inner.ctx, ast.Load):
+            bound.add(inner.id)
+        elif isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(inner.name)
+        elif isinstance(inner, ast.Import | ast.ImportFrom):
+            names = {(alias.asname or alias.name).split(".")[0] for alias in inner.names}
+            (bound if _is_standard(inner) else foreign).update(names)
+    in_annotations = {id(n) for annotation in _annotations(node) for n in ast.walk(annotation)}
+    loads = [n for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+    run = ({n.id for n in loads if id(n) not in in_annotations} | foreign) - bound - _BUILTINS
+    named = {n.id for n in loads if id(n) in in_annotations} - bound - _BUILTINS - run
+    return run, named
+
+
+def import_lines(names: set[str], available: dict[str, tuple[str, str | None]]) -> tuple[str, ...]:
+    """The import statements that bind `names` (those the standard library has), `import` lines first, one
+    `from` line per module, sorted."""
+    plain = sorted(
+        f"import {module}" + (f" as {name}" if name != module else "")
+        for name, (module, member) in available.items()
+        if name in names and member is None
+    )
+    members: dict[str, list[str]] = {}
+    for name, (module, member) in available.items():
+        if name in names and member is not None:
+            members.setdefault(module, []).append(member if member == name else f"{member} as {name}")
+    froms = [f"from {module} import {', '.join(sorted(found))}" for module, found in sorted(members.items())]
+    return (*plain, *froms)
+
+
 def functions_of(source: str, file: str) -> list[SourceFunction]:
     """The module-level functions of one file's source (none if it does not parse)."""
     try:
@@ -106,12 +202,14 @@ def functions_of(source: str, file: str) -> list[SourceFunction]:
         log.warning("skipped %s: %s", file, error)
         return []
     lines = source.splitlines()
+    available = standard_imports(tree)
     found = []
     for node in tree.body:
         if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.end_lineno is None:
             continue
         start = min([d.lineno for d in node.decorator_list] + [node.lineno])
         code = "\n".join(lines[start - 1 : node.end_lineno])
+        run, named = free_names(node)
         found.append(
             SourceFunction(
                 name=node.name,
@@ -119,6 +217,8 @@ def functions_of(source: str, file: str) -> list[SourceFunction]:
                 description=summary(ast.get_docstring(node)),
                 code=code,
                 file=file,
+                imports=import_lines(run | named, available),
+                unresolved=tuple(sorted(run - available.keys())),
             )
         )
     return found

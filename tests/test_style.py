@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import Agent, Settings
-from agent.style import learn_style
+from agent.style import learn_style, teachable
 from memory import HashingEmbedder, InMemoryBuffer
 from memory.recipe import style_of
 from memory.repository import read_repository, request_for
@@ -109,6 +109,86 @@ def test_a_repository_is_read_into_its_module_level_functions(tmp_path: Path) ->
     assert all(len(h) == 64 for h in origin.files.values())
 
 
+STANDALONE = '''"""A module of one project."""
+
+from __future__ import annotations
+
+import json
+import os.path
+from collections.abc import Sequence
+from typing import Any as Anything
+
+from project.errors import ProjectError
+
+LIMIT = 3
+
+
+def dump(items: Sequence[Anything]) -> str:
+    """Items as JSON."""
+    return json.dumps(list(items))
+
+
+def checked(text: str) -> Settings:
+    """Only an annotation names the project's type."""
+    import re
+
+    return re.sub("a", "b", text)
+
+
+def raising(x: int) -> int:
+    """Raises the project's error."""
+    if x > LIMIT:
+        raise ProjectError(x)
+    return x
+
+
+def lazy(x: int) -> int:
+    """Imports a third-party module itself."""
+    import numpy
+
+    return int(numpy.sum(x))
+
+
+@cache
+def decorated(x: int) -> int:
+    """A decorator from nowhere."""
+    return x
+
+
+def joined(a: str) -> str:
+    """os.path, imported as a dotted module."""
+    return os.path.join(a, "b")
+'''
+
+
+def test_a_function_brings_its_standard_imports_and_one_that_needs_its_repository_is_not_self_contained(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "module.py").write_text(STANDALONE)
+    functions = {f.name: f for f in read_repository(str(tmp_path / "repo"))[1]}
+    dump, checked = functions["dump"], functions["checked"]
+    assert dump.imports == ("import json", "from collections.abc import Sequence", "from typing import Any as Anything")
+    assert dump.self_contained and dump.answer.startswith("import json\n") and dump.answer.endswith(dump.code)
+    assert checked.self_contained and checked.imports == (), "a name only annotations use is not run"
+    assert functions["raising"].unresolved == ("LIMIT", "ProjectError")
+    assert functions["lazy"].unresolved == ("numpy",), "a third-party import is not there elsewhere"
+    assert functions["decorated"].unresolved == ("cache",)
+    assert functions["joined"].unresolved == ("os",), "`import os.path` is not carried"
+    assert dump.demonstration(standalone=True).answer == f"```python\n{dump.answer}\n```"
+    assert dump.demonstration().answer == f"```python\n{dump.code}\n```"
+
+
+def test_self_contained_asks_for_the_functions_that_run_outside_their_repository(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "module.py").write_text(STANDALONE)
+    functions = read_repository(str(tmp_path / "repo"))[1]
+    rules = StyleRules(select=["E"], ignore=[], convention=None, line_length=120, functions=len(functions))
+    chosen, in_style = teachable(functions, rules, max_lines=30, self_contained=True)
+    assert sorted(f.name for f in chosen) == ["checked", "dump"] and in_style == len(functions)
+    assert len(teachable(functions, rules, max_lines=30)[0]) == len(functions), "by default every function is"
+
+
 def test_a_git_repository_records_its_commit_and_a_package_its_version(tmp_path: Path) -> None:
     repo = write_repository(tmp_path / "repo")
     git = ["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a"]
@@ -189,3 +269,13 @@ def test_too_few_functions_to_teach_is_refused_before_anything_is_recorded(tmp_p
     with pytest.raises(UserError, match="at least 4"):
         learn_style(agent, str(repo), "house-style")
     assert agent.buffer.stats().unconsolidated_successes == 0
+
+
+def test_self_contained_demonstrations_bring_their_imports(tmp_path: Path, fresh_base: Any) -> None:
+    agent = tiny_agent(tmp_path / "home", fresh_base)
+    repo = write_repository(tmp_path / "repo")
+    (repo / "pkg" / "module.py").write_text(STANDALONE)
+    report = learn_style(agent, str(repo), "house-style", self_contained=True, consolidate=False)
+    assert report.self_contained and report.demonstrations == 10, "8 adders, `dump` and `checked`: no others"
+    hits = agent.recall("Write a Python function `dump(items)`: Items as JSON.", k=1)
+    assert hits[0][1].startswith("```python\nimport json\nfrom collections.abc import Sequence\n")

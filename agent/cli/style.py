@@ -40,6 +40,12 @@ def learn_style(
     record_only: Annotated[
         bool, typer.Option("--record-only", help="record the demonstrations (retrieval), do not consolidate")
     ] = False,
+    self_contained: Annotated[
+        bool,
+        typer.Option(
+            "--self-contained", help="teach only functions that run outside the repository, with their stdlib imports"
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Learn a repository's coding style: find the ruff rules its functions keep to, record its documented functions
@@ -53,7 +59,7 @@ def learn_style(
         output.err_console.print(f"learning the style of {path} into {name} ...")
     report = learn(
         agent, path, name, max_functions=max_functions, max_lines=max_lines, max_violation_share=max_violation_share,
-        consolidate=not record_only, **overrides,
+        self_contained=self_contained, consolidate=not record_only, **overrides,
     )  # fmt: skip
     if as_json:
         output.print_json(report.model_dump(mode="json"))
