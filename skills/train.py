@@ -326,6 +326,20 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> Ite
         yield from batches
 
 
+def set_checkpointing(model: Any, *, enabled: bool) -> None:
+    """Non-reentrant activation checkpointing on or off. transformers < 5.20 (vLLM's CPU venv, `make vllm-setup`)
+    names it `gradient_checkpointing_*`."""
+    if not hasattr(model, "activation_checkpointing_enable"):
+        if enabled:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_disable()
+    elif enabled:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.activation_checkpointing_disable()
+
+
 def train_lora(
     model: Any,
     tokenizer: Any,
@@ -405,7 +419,7 @@ def train_lora(
         causal = peft_model.get_base_model()
         checkpointing = config.gradient_checkpointing and causal.supports_gradient_checkpointing
         if checkpointing:  # non-reentrant: works with a frozen base and trainable adapters, no input grads needed
-            causal.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            set_checkpointing(causal, enabled=True)
         share_cores()  # the threads follow the cores other processes leave free (skills/threads.py)
         try:
             peft_model.train()
@@ -436,7 +450,7 @@ def train_lora(
         finally:
             peft_model.eval()
             if checkpointing:
-                causal.activation_checkpointing_disable()
+                set_checkpointing(causal, enabled=False)
         save_adapter(peft_model, name, out_dir)
         trainable = sum(p.numel() for p in params)
 

@@ -102,11 +102,13 @@ def _vllm_available() -> str | None:
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
-        return "vllm is not installed (pip install 'habitloop[vllm]' on a machine with a GPU)"
+        return "vllm is not installed (make vllm-check runs this suite with vLLM's CPU build)"
     import torch
 
-    if not torch.cuda.is_available():
-        return "vllm needs a CUDA GPU and this machine has none"
+    from agent.backends.vllm_backend import on_cpu
+
+    if not on_cpu() and not torch.cuda.is_available():
+        return "this vllm build needs a CUDA GPU and this machine has none"
     return None
 
 
@@ -135,7 +137,7 @@ def vllm_model() -> Any:
     """One vLLM engine for the module (an engine takes seconds to start and holds GPU memory until exit).
 
     vLLM cannot load the tiny in-process base, so on a GPU machine the suite runs it on the configured real base
-    and store: `scripts/gpu_check.sh` sets HABITLOOP_HOME and puts random adapters in that store first.
+    and store: `scripts/vllm_check.sh` sets HABITLOOP_HOME and puts random adapters in that store first.
     """
     reason = _vllm_available()
     if reason:

