@@ -230,7 +230,13 @@ def _state(root: Path) -> tuple[list[tuple[str, int, list[str]]], dict[str, str 
     return skills, marks
 
 
-@pytest.mark.parametrize("crash_at", ["training", "saved", "committed", "marked"])
+# Every kill point runs in `make test-all`; `make test` keeps one on each side of the commit (the suite's time budget).
+LATER = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "crash_at", ["training", pytest.param("saved", marks=LATER), "committed", pytest.param("marked", marks=LATER)]
+)
 def test_kill_9_during_consolidation_loses_nothing_and_a_rerun_finishes(tmp_path: Path, crash_at: str) -> None:
     crashed = _consolidate_in_subprocess(tmp_path, crash_at)
     assert crashed.returncode == -9, crashed.stderr[-2000:]
@@ -254,7 +260,7 @@ def test_kill_9_during_consolidation_loses_nothing_and_a_rerun_finishes(tmp_path
     assert _state(tmp_path) == (skills, marks)
 
 
-@pytest.mark.parametrize("crash_at", ["training", "committed", "marked"])
+@pytest.mark.parametrize("crash_at", ["training", "committed", pytest.param("marked", marks=LATER)])
 def test_a_killed_consolidation_leaves_no_candidate_and_its_report_is_written(tmp_path: Path, crash_at: str) -> None:
     crashed = _consolidate_in_subprocess(tmp_path, crash_at)
     assert crashed.returncode == -9, crashed.stderr[-2000:]

@@ -108,7 +108,13 @@ def test_the_uninterrupted_run_rebuilds_from_revision_1(uninterrupted: dict[str,
     assert "e2" not in uninterrupted["marks"] and uninterrupted["journals"] == []
 
 
-@pytest.mark.parametrize("crash_at", POINTS)
+# Every point runs in `make test-all`; `make test` keeps the rebuild's training and its commit (the time budget).
+FAST_POINTS = ("training", "committed")
+
+
+@pytest.mark.parametrize(
+    "crash_at", [p if p in FAST_POINTS else pytest.param(p, marks=pytest.mark.slow) for p in POINTS]
+)
 def test_kill_9_during_forget_then_a_rerun_ends_as_an_uninterrupted_run(
     tmp_path: Path, crash_at: str, uninterrupted: dict[str, Any]
 ) -> None:
