@@ -29,6 +29,7 @@ def test_the_runtime_benchmark_reports_every_key(fresh_base: Any, tmp_path: Path
     for key in ("mixed_vs_base_batch_ratio", "mixed_vs_single_skill_ratio", "mixed_vs_serial_ratio"):
         assert summary[key] > 0
     assert set(summary["decode_tokens_per_s"]) == {"base", "1_skill", "3_composed"}
+    assert summary["mixed_vs_vllm_ratio"] is None and summary["vllm"]["error"], "the tiny base: no folder for vLLM"
     assert "runtime_batch_peft_mixed_seconds" in figures and "runtime_hot_switch_3_resident" in figures
     assert all(not m._forward_hooks for m in fresh_base.model.modules())  # every slot hook removed
     with torch.no_grad():
