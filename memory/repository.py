@@ -124,6 +124,11 @@ def summary(docstring: str | None) -> str:
     return " ".join(docstring.strip().split("\n\n")[0].split())
 
 
+def _standard(module: str | None) -> bool:
+    """Whether `module` (a dotted name) is part of the standard library (`__future__` is not an import to carry)."""
+    return bool(module) and module != "__future__" and str(module).split(".")[0] in _STDLIB
+
+
 def standard_imports(tree: ast.Module) -> dict[str, tuple[str, str | None]]:
     """The names a module binds by its top-level imports from the standard library: name -> (module, the name
     imported from it; None: `import module`)."""
@@ -131,20 +136,19 @@ def standard_imports(tree: ast.Module) -> dict[str, tuple[str, str | None]]:
     for node in tree.body:
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.split(".")[0] in _STDLIB and (alias.asname or "." not in alias.name):
+                if _standard(alias.name) and (alias.asname or "." not in alias.name):
                     bound[alias.asname or alias.name] = (alias.name, None)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module.split(".")[0] in _STDLIB and node.module != "__future__":
-                for alias in node.names:
-                    if alias.name != "*":
-                        bound[alias.asname or alias.name] = (node.module, alias.name)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and _standard(node.module):
+            for alias in node.names:
+                if alias.name != "*":
+                    bound[alias.asname or alias.name] = (node.module, alias.name)
     return bound
 
 
 def _is_standard(node: ast.Import | ast.ImportFrom) -> bool:
     if isinstance(node, ast.ImportFrom):
-        return node.level == 0 and bool(node.module) and str(node.module).split(".")[0] in _STDLIB
-    return all(alias.name.split(".")[0] in _STDLIB for alias in node.names)
+        return node.level == 0 and _standard(node.module)
+    return all(_standard(alias.name) for alias in node.names)
 
 
 def _annotations(node: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[ast.expr]:

@@ -23,14 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.backends.vllm_backend import CPU_DEFAULTS, cpu_environment
+from agent.bench.figures import timed
+
 VENV_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
 TIMEOUT_S = 1200
-
-
-def _timed(run: Any) -> float:
-    started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
 
 
 def measure(request: dict[str, Any]) -> dict[str, Any]:
@@ -38,8 +35,6 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     import vllm
     from vllm.inputs import TokensPrompt
     from vllm.lora.request import LoRARequest
-
-    from agent.backends.vllm_backend import CPU_DEFAULTS
 
     started = time.perf_counter()
     llm = vllm.LLM(
@@ -74,7 +69,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(int(request.get("repeats", 3))):
         for name, run in runs.items():
-            seconds[name].append(round(_timed(run), 4))
+            seconds[name].append(round(timed(run), 4))
     return {
         "seconds": seconds,
         "start_seconds": round(start_seconds, 2),
@@ -104,8 +99,6 @@ def measure_in_child(
         "tokens": tokens,
         "repeats": repeats,
     }
-    from agent.backends.vllm_backend import cpu_environment
-
     env = os.environ | cpu_environment(os.cpu_count() or 1)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     try:
