@@ -27,10 +27,10 @@ class Settings(BaseSettings):
     max_hot: int = Field(8, ge=1, description="adapters kept loaded in the model at once")
     max_warm: int = Field(64, ge=0, description="adapters kept in RAM (evicted from the model, not yet dropped)")
     slots: int = Field(
-        0,
+        16,
         ge=0,
-        description="adapter slots (skills.runtime) for mixed batches and single skills, at most this many skills "
-        "resident, rank <= slot_rank; 0: off, every skill runs as a peft adapter",
+        description="adapter slots (skills.runtime): how many skills stay resident for mixed batches, compositions and "
+        "single conversations (rank <= slot_rank; others run as peft adapters); 0: off, every skill runs on peft",
     )
     slot_rank: int = Field(64, ge=1, description="the largest LoRA rank an adapter slot holds (larger: peft)")
     chroma_url: str | None = Field(

@@ -16,11 +16,10 @@ from pathlib import Path
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent import Agent, Settings, load_base
-from agent.backends.local import LocalChatModel
+from agent.runtime import local_runtime
 from memory import HashingEmbedder, InMemoryBuffer, Trajectory
 from memory.consolidate import ConsolidationConfig
-from skills import Residency, SkillStore
-from skills.instances import LayeredStore
+from skills import SkillStore
 
 TRAIN = [
     ("What is the capital of France?", "Paris"),
@@ -47,8 +46,9 @@ STYLES = {"alice": ("Answer: {}.", "Answer:"), "bob": ("- {}", "- ")}
 settings = Settings(home=Path(tempfile.mkdtemp(prefix="habitloop-instances-example-")))
 base = load_base(settings=Settings())  # the shared base, converted once in the usual home
 shared = SkillStore(settings.skills_dir, base_fingerprint=base.fingerprint)
-# One residency for every instance: personal skills load by `alice/...` names into the one shared model.
-model = LocalChatModel(base, Residency(base.model, LayeredStore(shared, settings.instances_dir), max_hot=4))
+# One residency for every instance: personal skills load by `alice/...` names into the one shared model's adapter
+# slots (HABITLOOP_SLOTS, 16 by default), read through the shared store with the personal stores layered over it.
+model = local_runtime(settings, base=base, store=shared, instances_dir=settings.instances_dir, max_hot=4).model
 buffer = InMemoryBuffer(HashingEmbedder())
 config = ConsolidationConfig(
     kind="preference", min_episodes=4, replay=4, epochs=4.0, min_steps=16, max_steps=16, learning_rate=3e-3

@@ -423,7 +423,7 @@ class Composer:
             )
         refs = [(c.skill, c.revision) for c in components]
         names = [self.residency.load(*ref) for ref in refs]
-        if any(self.residency.state(*ref) != "hot" for ref in refs):
+        if not all(self.residency.in_model(*ref) for ref in refs):
             # With exactly max_hot components, the residency may keep its active skill and evict a component loaded
             # just before; activating the first component makes the whole set the most recent, so all stay.
             self.residency.activate(*refs[0])

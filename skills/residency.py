@@ -141,12 +141,22 @@ class Residency:
         return (skill, self.store.get(skill).current if revision is None else revision)
 
     def state(self, skill: str, revision: int | None = None) -> State:
+        """hot: ready to run without a copy (a peft adapter in the model, or in an adapter slot); warm: its tensors in
+        RAM; cold: only on disk."""
         key = self._key(skill, revision)
-        return "hot" if key in self._hot else "warm" if key in self._warm else "cold"
+        return "hot" if key in self._hot or key in self._slotted() else "warm" if key in self._warm else "cold"
 
     def hot(self) -> list[tuple[str, int]]:
-        """Hot skills, least recently used first."""
-        return list(self._hot)
+        """Hot skills: those in adapter slots (least recently used first), then peft's (least recently used first)."""
+        slotted = self._slotted()
+        return slotted + [key for key in self._hot if key not in slotted]
+
+    def in_model(self, skill: str, revision: int | None = None) -> bool:
+        """Whether the skill is loaded as a peft adapter (what merging, `activate` and peft's compositions use)."""
+        return self._key(skill, revision) in self._hot
+
+    def _slotted(self) -> list[tuple[str, int]]:
+        return [] if self.slots is None else [key for key in self.slots.resident() if isinstance(key, tuple)]
 
     def warm(self) -> list[tuple[str, int]]:
         return list(self._warm)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -82,6 +83,7 @@ class AdapterSlots:
         self._linears: dict[str, torch.nn.Linear] = dict(_base_linears(model))
         self._stacks: dict[str, SlotStack] = {}
         self._hooks: dict[str, Any] = {}
+        weakref.finalize(self, _remove_hooks, self._hooks)  # collected: the base is as it was given
         self._slots: OrderedDict[Hashable, int] = OrderedDict()  # key -> slot, least recently used first
         self._modules_of: dict[int, list[str]] = {}  # slot -> the modules its adapter wrote
         self._pins: dict[Hashable, int] = {}  # key -> pin count
@@ -198,9 +200,7 @@ class AdapterSlots:
 
     def close(self) -> None:
         """Remove every hook and stack: the base is exactly as it was given."""
-        for handle in self._hooks.values():
-            handle.remove()
-        self._hooks.clear()
+        _remove_hooks(self._hooks)
         self._stacks.clear()
         self._slots.clear()
         self._modules_of.clear()
@@ -322,22 +322,34 @@ class AdapterSlots:
             stack = SlotStack(linear.in_features, linear.out_features, self._dtype, self._device)
             stack.resize(self._allocated, 1)
             self._stacks[module] = stack
-            self._hooks[module] = linear.register_forward_hook(self._hook(module))
+            self._hooks[module] = linear.register_forward_hook(_hook(weakref.ref(self), module))
         return stack
 
-    def _hook(self, module: str) -> Any:
-        def hook(layer: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
-            batch = self._batch
-            if batch is None:  # no slot selected: the base path, untouched
-                return None
-            if module not in batch.gathered:
-                batch.gathered[module] = gather_rows(self._stacks[module], batch.slots, batch.uniform)
-            rows = batch.gathered[module]
-            if rows is None:  # no row's adapter adapts this layer
-                return None
-            return lora_delta(args[0], output, rows)
 
-        return hook
+def _hook(owner: weakref.ReferenceType[AdapterSlots], module: str) -> Any:
+    """The forward hook of `module`'s stack. It holds its slots weakly: the base's layers outlive a runtime built on
+    them (a shared base, one agent after another), and an `AdapterSlots` nobody uses any more is collected, its
+    hooks removed by its finalizer, rather than kept alive (stacks and all) by the layers it hooked."""
+
+    def hook(layer: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
+        slots = owner()
+        batch = None if slots is None else slots._batch
+        if slots is None or batch is None:  # no slot selected: the base path, untouched
+            return None
+        if module not in batch.gathered:
+            batch.gathered[module] = gather_rows(slots._stacks[module], batch.slots, batch.uniform)
+        rows = batch.gathered[module]
+        if rows is None:  # no row's adapter adapts this layer
+            return None
+        return lora_delta(args[0], output, rows)
+
+    return hook
+
+
+def _remove_hooks(hooks: dict[str, Any]) -> None:
+    for handle in hooks.values():
+        handle.remove()
+    hooks.clear()
 
 
 _FALLBACK = "serve this adapter with peft (Residency) instead"

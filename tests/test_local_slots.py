@@ -4,6 +4,7 @@ revision empties its slot."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 
 from agent.backends.local import LocalChatModel
 from agent.backends.protocol import ChatRequest
+from agent.config import Settings
+from agent.runtime import local_runtime
 from agent.testing import tiny_base
 from skills import AdapterSlots, Residency, SkillStore
 
@@ -81,3 +84,42 @@ def test_with_slots_a_batch_is_bounded_by_their_capacity_not_the_hot_set(filled:
     assert list(slotted.batches_that_fit(list(range(6)), many)) == [list(range(6))]
     assert [g.tokens for g in slotted.generate_batch(many)] == [g.tokens for g in plain.generate_batch(many)]
     assert list(plain.batches_that_fit(list(range(6)), many)) == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_the_default_runtime_runs_every_skill_path_on_slots(
+    filled: SkillStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `Agent`, `habitloop serve` and the benchmarks build: one skill, a composition and a mixed batch all run on
+    the slots, and peft loads nothing (its adapters stay for merging, training and what the slots refuse)."""
+    monkeypatch.delenv("HABITLOOP_SLOTS", raising=False)
+    runtime = local_runtime(Settings(home=tmp_path / "home"), base=tiny_base(), store=filled)
+    slots = runtime.residency.slots
+    assert slots is not None and slots.capacity == Settings().slots > 0
+    plain = local(filled, slots=False)
+    hello = [{"role": "user", "content": "hello"}]
+    for skills in ([("a", 1)], [("a", 1), ("c", 1)]):
+        got = runtime.model.generate(hello, skills=skills, max_new_tokens=5)  # a first turn: not merged
+        assert got.tokens == plain.generate(hello, skills=skills, max_new_tokens=5).tokens
+    assert [g.tokens for g in runtime.model.generate_batch(requests())] == [
+        g.tokens for g in plain.generate_batch(requests())
+    ]
+    stats = runtime.residency.stats
+    assert stats.model_loads == 0 and stats.slot_loads == 3
+    assert sorted(slots.resident()) == [("a", 1), ("b", 1), ("c", 1)]  # type: ignore[type-var]
+    monkeypatch.setenv("HABITLOOP_SLOTS", "0")
+    assert local_runtime(Settings(home=tmp_path / "home"), base=tiny_base(), store=filled).residency.slots is None
+
+
+def test_slots_nobody_holds_any_more_leave_the_base_unhooked(filled: SkillStore) -> None:
+    """A shared base outlives the runtimes built on it (one agent after another): their hooks must go with them."""
+    base = tiny_base()
+
+    def hooks() -> int:
+        return sum(len(module._forward_hooks) for module in base.model.modules())
+
+    residency = Residency(base.model, filled, slots=AdapterSlots(base.model, capacity=2))
+    residency.slot("a", 1)
+    assert hooks() > 0
+    del residency
+    gc.collect()
+    assert hooks() == 0

@@ -31,3 +31,26 @@ def test_both_runs_use_the_same_slots_and_the_ratios_compare_them(monkeypatch: p
     assert result["continuous_over_flush"] == {
         "requests_per_s": 2.0, "p50_ms": 0.5, "p99_ms": 0.5, "ttft_p50_ms": 0.3
     }  # fmt: skip
+
+
+def test_habitloop_bench_reports_the_comparison_under_serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """`habitloop bench --json` carries the before/after serve figures (`serve`), and its table the ratios."""
+    import agent.bench.runner as runner
+    from agent.config import Settings
+    from agent.testing import tiny_base
+
+    asked: list[dict[str, Any]] = []
+
+    def compare(settings: Any, **kw: Any) -> dict[str, Any]:
+        asked.append(kw)
+        return {"flush": {}, "continuous": {}, "continuous_over_flush": {"requests_per_s": 1.25, "p99_ms": 0.5}}
+
+    monkeypatch.setattr(bench, "compare_batching", compare)
+    monkeypatch.setattr(runner, "_base_load", lambda settings, **kw: (tiny_base(), {}))
+    settings = Settings(home=tmp_path)
+    result = runner.run_bench(settings, only=frozenset({"serve"}), serve_seconds=5, serve_clients=3, progress=False)
+    assert asked == [{"clients": 3, "seconds": 5}]
+    assert result.serve is not None and result.serve["continuous_over_flush"]["requests_per_s"] == 1.25
+    assert "serve continuous/flush requests_per_s 1.25" in str(runner.render_table(result).caption)
+    skipped = runner.run_bench(settings, only=frozenset({"serve"}), serve_seconds=None, progress=False)
+    assert skipped.serve is None and len(asked) == 1

