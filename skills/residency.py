@@ -1,4 +1,5 @@
-"""Residency: which skills are hot (loaded in the shared PeftModel), warm (weights in RAM) or cold (only on disk).
+"""Residency: which skills are hot (in an adapter slot or the shared PeftModel), warm (weights in RAM) or cold (only
+on disk).
 
 peft's calls that walk every module and every loaded adapter (`load_adapter`, `set_adapter`) slow down roughly
 linearly as adapters pile up in one model (measured on SmolLM2: `set_adapter` 9 ms with 8 loaded, 526 ms with 257).
@@ -6,8 +7,9 @@ So the hot set is bounded (`max_hot`) and evicted least-recently-used first; an 
 in RAM (`max_warm`, LRU again) so bringing it back reads nothing from disk. Switching between hot skills only calls
 `set_adapter`: nothing is reloaded.
 
-With adapter slots (`slots=`, skills.runtime), `slot()` places a skill in a slot instead (a tensor copy from the
-warm copy; switching is then an index); `forget` empties its slot too.
+With adapter slots (`slots=`, skills.runtime; `local_runtime` makes them by default), `slot()` places a skill in a
+slot instead (a tensor copy from the warm copy; switching is then an index); a skill there is hot too, and `forget`
+empties its slot.
 """
 
 from __future__ import annotations
@@ -144,7 +146,8 @@ class Residency:
         """hot: ready to run without a copy (a peft adapter in the model, or in an adapter slot); warm: its tensors in
         RAM; cold: only on disk."""
         key = self._key(skill, revision)
-        return "hot" if key in self._hot or key in self._slotted() else "warm" if key in self._warm else "cold"
+        slotted = self.slots is not None and self.slots.slot_of(key) is not None
+        return "hot" if key in self._hot or slotted else "warm" if key in self._warm else "cold"
 
     def hot(self) -> list[tuple[str, int]]:
         """Hot skills: those in adapter slots (least recently used first), then peft's (least recently used first)."""

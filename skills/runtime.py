@@ -333,9 +333,9 @@ def _hook(owner: weakref.ReferenceType[AdapterSlots], module: str) -> Any:
 
     def hook(layer: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
         slots = owner()
-        batch = None if slots is None else slots._batch
-        if slots is None or batch is None:  # no slot selected: the base path, untouched
+        if slots is None or slots._batch is None:  # no slot selected: the base path, untouched
             return None
+        batch = slots._batch
         if module not in batch.gathered:
             batch.gathered[module] = gather_rows(slots._stacks[module], batch.slots, batch.uniform)
         rows = batch.gathered[module]
